@@ -1,0 +1,448 @@
+// Package dataplane loads natwall's XDP program, attaches it to the
+// appliance's NICs, pins its state in bpffs and reads its counters. It is the
+// only package that imports cilium/ebpf.
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPinDir is where maps and links are pinned unless configured.
+const DefaultPinDir = "/sys/fs/bpf/natwall"
+
+// ErrLocked means another natwall process owns the pin directory.
+var ErrLocked = errors.New("pin directory is locked by another natwall process")
+
+// XDPMode is how the XDP program is attached to a NIC.
+type XDPMode int
+
+const (
+	// ModeNative runs the program in the NIC driver: the fast path.
+	ModeNative XDPMode = iota
+	// ModeGeneric runs the program after the kernel allocated an skb:
+	// correct but much slower; only for NICs whose driver lacks XDP.
+	ModeGeneric
+)
+
+func (m XDPMode) String() string {
+	switch m {
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("XDPMode(%d)", int(m))
+}
+
+func (m XDPMode) attachFlags() link.XDPAttachFlags {
+	if m == ModeGeneric {
+		return link.XDPGenericMode
+	}
+	return link.XDPDriverMode
+}
+
+// MalformedAction is what happens to a packet natwall cannot parse safely.
+type MalformedAction int
+
+const (
+	// MalformedDrop drops it: the fail-closed default.
+	MalformedDrop MalformedAction = iota
+	// MalformedPass hands it to the kernel stack, which validates it again.
+	MalformedPass
+)
+
+func (a MalformedAction) String() string {
+	switch a {
+	case MalformedDrop:
+		return "drop"
+	case MalformedPass:
+		return "pass"
+	}
+	return fmt.Sprintf("MalformedAction(%d)", int(a))
+}
+
+// Options configure Open.
+type Options struct {
+	// Interfaces are the NICs to attach to, by name.
+	Interfaces []string
+	// Mode is the requested attach mode.
+	Mode XDPMode
+	// AllowGenericFallback attaches in generic mode where the driver
+	// refuses native mode, instead of failing.
+	AllowGenericFallback bool
+	// PinDir is the bpffs directory for maps and links; DefaultPinDir if empty.
+	PinDir string
+	// MalformedAction applies to packets that fail parsing.
+	MalformedAction MalformedAction
+	// Logger receives attach events; slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Attachment is the program attached to one NIC.
+type Attachment struct {
+	Interface string
+	Ifindex   int
+	Mode      XDPMode
+	// FellBack is true when native mode was refused and generic was used.
+	FellBack bool
+}
+
+// ReasonCount is a reason's counters summed over all CPUs.
+type ReasonCount struct {
+	Reason  Reason
+	Packets uint64
+	Bytes   uint64
+}
+
+// Dataplane is natwall's loaded and attached XDP program.
+type Dataplane struct {
+	opts        Options
+	log         *slog.Logger
+	objs        natwallObjects
+	links       []link.Link
+	attachments []Attachment
+	lock        *os.File
+}
+
+// Open loads the program, re-using pinned maps where they exist so that a
+// restart keeps the live state, and attaches it to every configured NIC.
+// A NIC that already runs natwall (a pinned link) gets the new program
+// swapped in atomically; it never runs without one.
+func Open(opts Options) (_ *Dataplane, err error) {
+	if len(opts.Interfaces) == 0 {
+		return nil, errors.New("no interfaces to attach to")
+	}
+	if opts.PinDir == "" {
+		opts.PinDir = DefaultPinDir
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	d := &Dataplane{opts: opts, log: opts.Logger}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+
+	if err := ensureBPFFS(opts.PinDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(opts.PinDir, "links"), 0o700); err != nil {
+		return nil, fmt.Errorf("create pin directory: %w", err)
+	}
+	if d.lock, err = lockDir(opts.PinDir); err != nil {
+		return nil, err
+	}
+
+	err = loadNatwallObjects(&d.objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: opts.PinDir},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	if err := d.SetMalformedAction(opts.MalformedAction); err != nil {
+		return nil, err
+	}
+
+	for _, name := range opts.Interfaces {
+		iface, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", name, err)
+		}
+		idx := uint32(iface.Index)
+		if err := d.objs.NwTxPorts.Put(idx, idx); err != nil {
+			return nil, fmt.Errorf("add %s to tx ports: %w", name, err)
+		}
+	}
+	for _, name := range opts.Interfaces {
+		if err := d.attach(name); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.detachStale(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Dataplane) linkPin(iface string) string {
+	return filepath.Join(d.opts.PinDir, "links", iface)
+}
+
+func (d *Dataplane) attach(name string) error {
+	iface, err := net.InterfaceByName(name)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", name, err)
+	}
+	pin := d.linkPin(name)
+
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		if err := l.Update(d.objs.XdpNatwall); err != nil {
+			l.Close()
+			return fmt.Errorf("replace program on %s: %w", name, err)
+		}
+		mode, err := attachedMode(iface.Index)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		d.links = append(d.links, l)
+		d.attachments = append(d.attachments, Attachment{Interface: name, Ifindex: iface.Index, Mode: mode})
+		d.log.Info("xdp program replaced", "interface", name, "pin", pin)
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("load pinned link for %s: %w", name, err)
+	}
+
+	mode, fellBack := d.opts.Mode, false
+	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpNatwall, Interface: iface.Index, Flags: mode.attachFlags()})
+	if err != nil && mode == ModeNative && d.opts.AllowGenericFallback && nativeUnsupported(err) {
+		d.log.Warn("native XDP refused by the driver; falling back to generic mode, which is much slower",
+			"interface", name, "error", err)
+		mode, fellBack = ModeGeneric, true
+		l, err = link.AttachXDP(link.XDPOptions{Program: d.objs.XdpNatwall, Interface: iface.Index, Flags: mode.attachFlags()})
+	}
+	if err != nil {
+		return fmt.Errorf("attach XDP to %s in %s mode: %w", name, mode, err)
+	}
+	if err := l.Pin(pin); err != nil {
+		l.Close()
+		return fmt.Errorf("pin link for %s: %w", name, err)
+	}
+	d.links = append(d.links, l)
+	d.attachments = append(d.attachments, Attachment{Interface: name, Ifindex: iface.Index, Mode: mode, FellBack: fellBack})
+	d.log.Info("xdp program attached", "interface", name, "mode", mode.String(), "pin", pin)
+	return nil
+}
+
+// attachedMode asks the kernel how the XDP program on a NIC is attached.
+func attachedMode(ifindex int) (XDPMode, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return 0, fmt.Errorf("query XDP mode: %w", err)
+	}
+	xdp := l.Attrs().Xdp
+	if xdp == nil || !xdp.Attached {
+		return 0, errors.New("pinned XDP link is not attached")
+	}
+	if xdp.AttachMode == nl.XDP_ATTACHED_SKB {
+		return ModeGeneric, nil
+	}
+	return ModeNative, nil
+}
+
+// nativeUnsupported tells a driver without native XDP from other failures
+// (a program already attached, a bad program), which must not fall back.
+func nativeUnsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
+}
+
+// detachStale removes pinned links of NICs that are no longer configured.
+func (d *Dataplane) detachStale() error {
+	entries, err := os.ReadDir(filepath.Join(d.opts.PinDir, "links"))
+	if err != nil {
+		return fmt.Errorf("read pinned links: %w", err)
+	}
+	for _, e := range entries {
+		if d.isConfigured(e.Name()) {
+			continue
+		}
+		pin := d.linkPin(e.Name())
+		l, err := link.LoadPinnedLink(pin, nil)
+		if err != nil {
+			return fmt.Errorf("load stale link %s: %w", pin, err)
+		}
+		err = errors.Join(l.Unpin(), l.Close())
+		if err != nil {
+			return fmt.Errorf("detach stale link %s: %w", pin, err)
+		}
+		d.log.Info("xdp program detached from unconfigured interface", "interface", e.Name())
+	}
+	return nil
+}
+
+func (d *Dataplane) isConfigured(iface string) bool {
+	for _, name := range d.opts.Interfaces {
+		if name == iface {
+			return true
+		}
+	}
+	return false
+}
+
+// SetMalformedAction changes what happens to unparseable packets, live.
+func (d *Dataplane) SetMalformedAction(a MalformedAction) error {
+	cfg := natwallNwRuntimeConfig{MalformedAction: natwallNwMalformedActionNW_MALFORMED_ACTION_DROP}
+	if a == MalformedPass {
+		cfg.MalformedAction = natwallNwMalformedActionNW_MALFORMED_ACTION_PASS
+	}
+	if err := d.objs.NwConfig.Put(uint32(0), cfg); err != nil {
+		return fmt.Errorf("write runtime config: %w", err)
+	}
+	return nil
+}
+
+// Attachments lists the NICs the program is attached to.
+func (d *Dataplane) Attachments() []Attachment {
+	return append([]Attachment(nil), d.attachments...)
+}
+
+// Attached reports whether every configured NIC runs this program right
+// now, as the kernel sees it: a NIC that vanished or had its program
+// replaced by someone else makes it false.
+func (d *Dataplane) Attached() bool {
+	if d.objs.XdpNatwall == nil || len(d.attachments) == 0 {
+		return false
+	}
+	info, err := d.objs.XdpNatwall.Info()
+	if err != nil {
+		return false
+	}
+	id, ok := info.ID()
+	if !ok {
+		return false
+	}
+	for _, a := range d.attachments {
+		l, err := netlink.LinkByIndex(a.Ifindex)
+		if err != nil {
+			return false
+		}
+		xdp := l.Attrs().Xdp
+		if xdp == nil || !xdp.Attached || xdp.ProgId != uint32(id) {
+			return false
+		}
+	}
+	return true
+}
+
+// Counters returns every reason's counters, zeros included.
+func (d *Dataplane) Counters() ([]ReasonCount, error) {
+	return readCounters(d.objs.NwCounters)
+}
+
+func readCounters(m *ebpf.Map) ([]ReasonCount, error) {
+	out := make([]ReasonCount, 0, NumReasons)
+	var perCPU []natwallNwCounter
+	for r := Reason(0); int(r) < NumReasons; r++ {
+		if err := m.Lookup(r, &perCPU); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", r.Name(), err)
+		}
+		rc := ReasonCount{Reason: r}
+		for _, c := range perCPU {
+			rc.Packets += c.Packets
+			rc.Bytes += c.Bytes
+		}
+		out = append(out, rc)
+	}
+	return out, nil
+}
+
+// Close releases natwall's file descriptors. It does not detach: the
+// pinned program keeps forwarding with the pinned state until Detach, so a
+// restart or upgrade of the daemon is invisible to traffic.
+func (d *Dataplane) Close() error {
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	d.links = nil
+	errs = append(errs, d.objs.Close())
+	if d.lock != nil {
+		errs = append(errs, d.lock.Close())
+		d.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Detach removes the program from every NIC and deletes the pinned maps and
+// links, so all connection state is gone, then closes the Dataplane.
+func (d *Dataplane) Detach() error {
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, l.Unpin())
+	}
+	for _, m := range []*ebpf.Map{d.objs.NwCounters, d.objs.NwConfig, d.objs.NwTxPorts} {
+		if m != nil {
+			errs = append(errs, m.Unpin())
+		}
+	}
+	errs = append(errs, d.Close())
+	errs = append(errs, removeIfEmpty(filepath.Join(d.opts.PinDir, "links")), removeIfEmpty(d.opts.PinDir))
+	for _, a := range d.attachments {
+		d.log.Info("xdp program detached", "interface", a.Interface)
+	}
+	return errors.Join(errs...)
+}
+
+func removeIfEmpty(dir string) error {
+	err := os.Remove(dir)
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return err
+}
+
+// ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin directory lives
+// there and nothing is mounted: `ip netns exec` and some minimal images
+// present a /sys without it.
+func ensureBPFFS(pinDir string) error {
+	const root = "/sys/fs/bpf"
+	dir := pinDir
+	for {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err == nil {
+			if st.Type == unix.BPF_FS_MAGIC {
+				return nil
+			}
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	if pinDir != root && !strings.HasPrefix(pinDir, root+"/") {
+		return fmt.Errorf("pin directory %s is not on a bpf filesystem", pinDir)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", root, err)
+	}
+	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mount bpffs at %s: %w", root, err)
+	}
+	return nil
+}
+
+// lockDir takes an exclusive lock on the pin directory for the life of the
+// process, so that two daemons never drive the same pinned state.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open pin directory: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock pin directory: %w", err)
+	}
+	return f, nil
+}

@@ -1,0 +1,90 @@
+package dataplane
+
+import "fmt"
+
+// Reason says why a packet took the path it took: the C enum nw_reason,
+// counted once per packet at the XDP program's exit.
+type Reason = natwallNwReason
+
+// Verdict classes a Reason belongs to, used as a metric label.
+const (
+	VerdictForward   = "forward"
+	VerdictPass      = "pass"
+	VerdictDrop      = "drop"
+	VerdictMalformed = "malformed"
+	VerdictNone      = "none"
+)
+
+type reasonInfo struct {
+	name    string
+	verdict string
+}
+
+// reasonInfos names every nw_reason. TestEveryReasonNamed fails when the C
+// enum grows a value this table does not name.
+var reasonInfos = map[Reason]reasonInfo{
+	natwallNwReasonNW_REASON_NONE:            {"none", VerdictNone},
+	natwallNwReasonNW_FWD_TX:                 {"fwd_tx", VerdictForward},
+	natwallNwReasonNW_FWD_REDIRECT:           {"fwd_redirect", VerdictForward},
+	natwallNwReasonNW_PASS_NOT_IP:            {"pass_not_ip", VerdictPass},
+	natwallNwReasonNW_PASS_VLAN:              {"pass_vlan", VerdictPass},
+	natwallNwReasonNW_PASS_LOCAL:             {"pass_local", VerdictPass},
+	natwallNwReasonNW_PASS_LINK_LOCAL:        {"pass_link_local", VerdictPass},
+	natwallNwReasonNW_PASS_NO_NEIGH:          {"pass_no_neigh", VerdictPass},
+	natwallNwReasonNW_PASS_TTL_EXPIRED:       {"pass_ttl_expired", VerdictPass},
+	natwallNwReasonNW_PASS_FRAG_NEEDED:       {"pass_frag_needed", VerdictPass},
+	natwallNwReasonNW_PASS_NO_ROUTE:          {"pass_no_route", VerdictPass},
+	natwallNwReasonNW_PASS_FWD_DISABLED:      {"pass_fwd_disabled", VerdictPass},
+	natwallNwReasonNW_PASS_ROUTE_UNSUPPORTED: {"pass_route_unsupported", VerdictPass},
+	natwallNwReasonNW_PASS_EGRESS_UNMANAGED:  {"pass_egress_unmanaged", VerdictPass},
+	natwallNwReasonNW_MALFORMED_ETH:          {"malformed_eth", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_VLAN:         {"malformed_vlan", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_IPV4:         {"malformed_ipv4", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_IPV6:         {"malformed_ipv6", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_IPV6EXTHDR:   {"malformed_ipv6_exthdr", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_L4:           {"malformed_l4", VerdictMalformed},
+	natwallNwReasonNW_DROP_REDIRECT_FAILED:   {"drop_redirect_failed", VerdictDrop},
+}
+
+// NumReasons is the number of reasons the dataplane counts.
+const NumReasons = int(natwallNwReasonNW_REASON_MAX)
+
+// Exported reasons that callers (tests, the demo) refer to by name.
+const (
+	ReasonFwdTX               = natwallNwReasonNW_FWD_TX
+	ReasonFwdRedirect         = natwallNwReasonNW_FWD_REDIRECT
+	ReasonPassNotIP           = natwallNwReasonNW_PASS_NOT_IP
+	ReasonPassVLAN            = natwallNwReasonNW_PASS_VLAN
+	ReasonPassLocal           = natwallNwReasonNW_PASS_LOCAL
+	ReasonPassLinkLocal       = natwallNwReasonNW_PASS_LINK_LOCAL
+	ReasonPassNoNeigh         = natwallNwReasonNW_PASS_NO_NEIGH
+	ReasonPassTTLExpired      = natwallNwReasonNW_PASS_TTL_EXPIRED
+	ReasonPassFragNeeded      = natwallNwReasonNW_PASS_FRAG_NEEDED
+	ReasonPassNoRoute         = natwallNwReasonNW_PASS_NO_ROUTE
+	ReasonPassFwdDisabled     = natwallNwReasonNW_PASS_FWD_DISABLED
+	ReasonPassEgressUnmanaged = natwallNwReasonNW_PASS_EGRESS_UNMANAGED
+	ReasonMalformedEth        = natwallNwReasonNW_MALFORMED_ETH
+	ReasonMalformedVLAN       = natwallNwReasonNW_MALFORMED_VLAN
+	ReasonMalformedIPv4       = natwallNwReasonNW_MALFORMED_IPV4
+	ReasonMalformedIPv6       = natwallNwReasonNW_MALFORMED_IPV6
+	ReasonMalformedIPv6ExtHdr = natwallNwReasonNW_MALFORMED_IPV6EXTHDR
+	ReasonMalformedL4         = natwallNwReasonNW_MALFORMED_L4
+	ReasonDropRedirectFailed  = natwallNwReasonNW_DROP_REDIRECT_FAILED
+)
+
+// Name is the reason's snake_case metric label.
+func (r Reason) Name() string {
+	if info, ok := reasonInfos[r]; ok {
+		return info.name
+	}
+	return fmt.Sprintf("unknown_%d", uint32(r))
+}
+
+// Verdict is the class of action the reason leads to. Malformed packets are
+// dropped or passed according to the configured MalformedAction.
+func (r Reason) Verdict() string {
+	if info, ok := reasonInfos[r]; ok {
+		return info.verdict
+	}
+	return VerdictNone
+}
