@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* natwall's XDP entry point: every packet that reaches a natwall NIC.
  *
- * parse -> (firewall, conntrack and NAT stages attach here) -> route -> exit
+ *   parse -> conntrack lookup -- hit --> NAT rewrite -> route -> exit
+ *                              \- miss -> local? hairpin? policy -> new flow (+SNAT)
  *
  * Each stage returns an enum nw_reason; nw_exit counts it and turns it into
- * the XDP action, so every packet is explained by exactly one counter. */
+ * the XDP action, so every packet is explained by exactly one counter.
+ * Until the rules engine lands the policy is fixed: inside hosts may open
+ * flows to anywhere, and from outside only their replies are admitted. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -13,8 +16,417 @@
 #include "lib/parse.h"
 #include "lib/fib.h"
 #include "lib/counters.h"
+#include "lib/nat.h"
+#include "lib/ct.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const struct nw_btf_anchor *nw_btf_anchor __attribute__((unused));
+
+#define NW_IP_DF 0x4000
+
+static __always_inline int icmp4_is_error(__u8 type)
+{
+	return type == 3 || type == 11 || type == 12; /* unreachable, time exceeded, parameter problem */
+}
+
+static __always_inline int icmp6_is_error(__u8 type)
+{
+	return type >= 1 && type <= 4; /* unreachable, too big, time exceeded, parameter problem */
+}
+
+static __always_inline int tuple4_equal(const struct nw_tuple4 *a, const struct nw_tuple4 *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	       a->dport == b->dport;
+}
+
+/* Routes a packet of a tracked IPv4 flow, rewriting it from tuple from to
+ * tuple to when the flow is translated. What the kernel must answer (TTL
+ * expiry, fragmentation needed with DF) goes up untranslated, so the
+ * kernel's ICMP reaches the inside host; what the kernel must forward goes
+ * up translated, so nothing untranslated ever leaves. A translated reply
+ * that only the kernel could handle is dropped: its ICMP error would carry
+ * the inside address outside. */
+static __always_inline int forward4(struct xdp_md *ctx, struct nw_pkt *pkt, int dir,
+				    const struct nw_tuple4 *from, const struct nw_tuple4 *to)
+{
+	struct bpf_fib_lookup fib = {};
+	struct iphdr *ip = ipv4_header(ctx, pkt);
+	int translated = !tuple4_equal(from, to);
+	int reason, ret;
+	__u8 ttl;
+	__u16 df;
+
+	if (!ip)
+		return NW_MALFORMED_IPV4;
+	ttl = ip->ttl;
+	df = bpf_ntohs(ip->frag_off) & NW_IP_DF;
+	reason = fib_lookup_ipv4(ctx, pkt, to, ip->tos, &fib);
+
+	if (translated) {
+		switch (reason) {
+		case 0:
+			if (ttl > 1)
+				break;
+			return dir == NW_CT_DIR_ORIGINAL ? NW_PASS_TTL_EXPIRED : NW_DROP_NAT_SLOW_PATH;
+		case NW_PASS_FRAG_NEEDED:
+			if (df)
+				return dir == NW_CT_DIR_ORIGINAL ? reason : NW_DROP_NAT_SLOW_PATH;
+			break; /* the kernel fragments it, translated */
+		case NW_PASS_NO_NEIGH:
+			break; /* the kernel resolves and forwards it, translated */
+		default:
+			return dir == NW_CT_DIR_ORIGINAL ? reason : NW_DROP_NAT_SLOW_PATH;
+		}
+		ret = nat_rewrite4(ctx, pkt, from, to);
+		if (ret < 0)
+			return -ret;
+	} else if (!reason && ttl <= 1) {
+		return NW_PASS_TTL_EXPIRED;
+	}
+	if (reason)
+		return reason;
+	return fib_finish_ipv4(ctx, pkt, &fib);
+}
+
+/* Finds the flow an IPv4 tuple belongs to, in either direction. */
+static __always_inline struct nw_ct4_entry *ct_lookup4(const struct nw_tuple4 *t,
+						       struct nw_tuple4 *orig, int *dir)
+{
+	struct nw_ct4_entry *e = bpf_map_lookup_elem(&nw_ct4, t);
+	struct nw_tuple4 *o;
+
+	if (e) {
+		*orig = *t;
+		*dir = NW_CT_DIR_ORIGINAL;
+		return e;
+	}
+	o = bpf_map_lookup_elem(&nw_ct4_rev, t);
+	if (!o)
+		return NULL;
+	*orig = *o;
+	*dir = NW_CT_DIR_REPLY;
+	return bpf_map_lookup_elem(&nw_ct4, orig);
+}
+
+/* An ICMP error is admitted only as part of the flow it reports on, found
+ * through the header it embeds, and translated with it (RFC 5508). */
+static __always_inline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt,
+					       struct nw_runtime_config *cfg, __u64 now)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 inner_off = pkt->l4_off + 8;
+	struct nw_tuple4 k = {}, orig, from, to;
+	struct bpf_fib_lookup fib = {};
+	struct nw_ct4_entry *e;
+	struct iphdr *inner, *ip;
+	__be16 *ports;
+	__u32 l4;
+	int dir, ret, reason;
+
+	if (inner_off > NW_MAX_HDR_OFF)
+		return NW_MALFORMED_L4;
+	inner = data + inner_off;
+	if ((void *)(inner + 1) > data_end || inner->ihl < 5)
+		return NW_MALFORMED_L4;
+	l4 = inner_off + inner->ihl * 4;
+	if (l4 > NW_MAX_HDR_OFF)
+		return NW_MALFORMED_L4;
+	ports = data + l4;
+	if ((void *)(ports + 4) > data_end)
+		return NW_MALFORMED_L4;
+
+	/* The embedded packet went the other way: reverse it. */
+	k.saddr = inner->daddr;
+	k.daddr = inner->saddr;
+	k.proto = inner->protocol;
+	if (k.proto == IPPROTO_TCP || k.proto == IPPROTO_UDP) {
+		k.sport = ports[1];
+		k.dport = ports[0];
+	} else if (k.proto == IPPROTO_ICMP) {
+		k.sport = k.dport = ports[2];
+	}
+
+	e = ct_lookup4(&k, &orig, &dir);
+	if (!e) {
+		ip = ipv4_header(ctx, pkt);
+		if (!ip)
+			return NW_MALFORMED_IPV4;
+		from.saddr = ip->saddr;
+		from.daddr = ip->daddr;
+		from.sport = from.dport = 0;
+		from.proto = IPPROTO_ICMP;
+		reason = fib_lookup_ipv4(ctx, pkt, &from, ip->tos, &fib);
+		return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
+	}
+	ct_account(ctx, &e->st, dir, pkt, now);
+
+	from = k;
+	if (dir == NW_CT_DIR_ORIGINAL)
+		tuple4_reverse(&to, &e->reply);
+	else
+		tuple4_reverse(&to, &orig);
+	if (!tuple4_equal(&from, &to)) {
+		ret = nat_rewrite_icmp_error4(ctx, pkt, inner_off, &from, &to);
+		if (ret < 0)
+			return -ret;
+	}
+
+	ip = ipv4_header(ctx, pkt);
+	if (!ip)
+		return NW_MALFORMED_IPV4;
+	from.saddr = ip->saddr;
+	from.daddr = ip->daddr;
+	from.sport = from.dport = 0;
+	from.proto = IPPROTO_ICMP;
+	reason = fib_lookup_ipv4(ctx, pkt, &from, ip->tos, &fib);
+	if (reason)
+		return reason;
+	if (ip->ttl <= 1)
+		return NW_DROP_NAT_SLOW_PATH;
+	return fib_finish_ipv4(ctx, pkt, &fib);
+}
+
+/* A packet of no known flow: for this host, a hairpin, or a new flow if
+ * the policy admits one. */
+static __always_inline int ct_miss4(struct xdp_md *ctx, struct nw_pkt *pkt,
+				    struct nw_runtime_config *cfg, const struct nw_tuple4 *t, __u64 now)
+{
+	struct bpf_fib_lookup fib = {};
+	struct nw_snat4_endpoint *owner, dnat;
+	struct iphdr *ip = ipv4_header(ctx, pkt);
+	struct nw_ct4_entry *e = NULL;
+	struct nw_tuple4 to;
+	int src_inside, zone, reason, ret;
+
+	if (!ip)
+		return NW_MALFORMED_IPV4;
+	src_inside = inside4(t->saddr);
+	reason = fib_lookup_ipv4(ctx, pkt, t, ip->tos, &fib);
+	if (reason == NW_PASS_LOCAL) {
+		owner = NULL;
+		if (src_inside && (cfg->flags & NW_CFG_SNAT) && !(pkt->flags & NW_PKT_LATER_FRAGMENT))
+			owner = snat_owner4(t);
+		/* Not ours to track: the kernel's own traffic and services. */
+		if (!owner)
+			return NW_PASS_LOCAL;
+		dnat = *owner;
+		if (!ct_can_start(pkt))
+			return NW_DROP_CT_INVALID;
+		ret = ct_create4(cfg, t, NW_ZONE_OUTBOUND, &dnat, now, &e);
+	} else {
+		zone = zone_of(src_inside, inside4(t->daddr));
+		if (!ct_can_start(pkt))
+			return NW_DROP_CT_INVALID;
+		if (zone != NW_ZONE_OUTBOUND && zone != NW_ZONE_EAST_WEST)
+			return NW_DROP_POLICY;
+		/* A later fragment cannot open a flow: its first fragment did. */
+		if (pkt->flags & NW_PKT_LATER_FRAGMENT)
+			return NW_DROP_FRAG_NO_FIRST;
+		ret = ct_create4(cfg, t, zone, NULL, now, &e);
+	}
+	if (ret < 0)
+		return -ret;
+	if (!e)
+		return NW_DROP_CT_FULL;
+	ct_account(ctx, &e->st, NW_CT_DIR_ORIGINAL, pkt, now);
+	tuple4_reverse(&to, &e->reply);
+	return forward4(ctx, pkt, NW_CT_DIR_ORIGINAL, t, &to);
+}
+
+static __always_inline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
+	struct nw_runtime_config *cfg = runtime_config();
+	struct iphdr *ip = ipv4_header(ctx, pkt);
+	struct nw_tuple4 t = {}, orig, to;
+	struct nw_frag4_key fk = {};
+	struct nw_ct4_entry *e;
+	__u64 now = bpf_ktime_get_ns();
+	int dir, ret;
+
+	if (!ip || !cfg)
+		return NW_MALFORMED_IPV4;
+	t.saddr = ip->saddr;
+	t.daddr = ip->daddr;
+	t.proto = ip->protocol;
+	switch (t.proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		t.sport = pkt->sport;
+		t.dport = pkt->dport;
+		break;
+	case IPPROTO_ICMP:
+		if ((pkt->flags & NW_PKT_L4) && !(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
+			if (icmp4_is_error(pkt->icmp_type))
+				return process_icmp_error4(ctx, pkt, cfg, now);
+			if (pkt->icmp_type == 8 || pkt->icmp_type == 0)
+				t.sport = t.dport = pkt->sport;
+		}
+		break;
+	}
+
+	fk.saddr = t.saddr;
+	fk.daddr = t.daddr;
+	fk.id = bpf_htons(pkt->frag_id);
+	fk.proto = t.proto;
+	ret = frag_track(&nw_frag4, &fk, pkt, now, &t.sport, &t.dport);
+	if (ret < 0)
+		return -ret;
+
+	e = ct_lookup4(&t, &orig, &dir);
+	if (e && ct_expired(cfg, &e->st, t.proto, now)) {
+		stat_inc(NW_STAT_CT_EXPIRED_DP);
+		ct_delete4(&orig, e, NW_REASON_NONE, now);
+		e = NULL;
+	}
+	if (!e)
+		return ct_miss4(ctx, pkt, cfg, &t, now);
+
+	ct_account(ctx, &e->st, dir, pkt, now);
+	if (dir == NW_CT_DIR_ORIGINAL)
+		tuple4_reverse(&to, &e->reply);
+	else
+		tuple4_reverse(&to, &orig);
+	return forward4(ctx, pkt, dir, &t, &to);
+}
+
+static __always_inline void tuple6_reverse(struct nw_tuple6 *out, const struct nw_tuple6 *t)
+{
+	__builtin_memcpy(out->saddr, t->daddr, 16);
+	__builtin_memcpy(out->daddr, t->saddr, 16);
+	out->sport = t->dport;
+	out->dport = t->sport;
+	out->proto = t->proto;
+	out->pad[0] = out->pad[1] = out->pad[2] = 0;
+}
+
+static __always_inline struct nw_ct6_entry *ct_lookup6(const struct nw_tuple6 *t,
+						       struct nw_tuple6 *orig, int *dir)
+{
+	struct nw_ct6_entry *e = bpf_map_lookup_elem(&nw_ct6, t);
+
+	if (e) {
+		*orig = *t;
+		*dir = NW_CT_DIR_ORIGINAL;
+		return e;
+	}
+	tuple6_reverse(orig, t);
+	*dir = NW_CT_DIR_REPLY;
+	return bpf_map_lookup_elem(&nw_ct6, orig);
+}
+
+static __always_inline int finish6(struct xdp_md *ctx, struct nw_pkt *pkt, struct bpf_fib_lookup *fib,
+				   int reason)
+{
+	if (reason)
+		return reason;
+	return fib_finish_ipv6(ctx, pkt, fib);
+}
+
+/* IPv6 is tracked and filtered, never translated. */
+static __always_inline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nw_runtime_config *cfg = runtime_config();
+	struct ipv6hdr *ip6 = ipv6_header(ctx, pkt);
+	struct bpf_fib_lookup fib = {};
+	struct nw_tuple6 t = {}, orig;
+	struct nw_frag6_key fk = {};
+	struct nw_ct6_entry *e;
+	__u64 now = bpf_ktime_get_ns();
+	int dir, ret, reason, zone;
+
+	if (!ip6 || !cfg)
+		return NW_MALFORMED_IPV6;
+	/* Neighbour discovery and other link-scoped traffic is never routed. */
+	if (ipv6_is_link_scoped(&ip6->daddr) || ipv6_is_link_scoped(&ip6->saddr))
+		return NW_PASS_LINK_LOCAL;
+
+	__builtin_memcpy(t.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(t.daddr, &ip6->daddr, 16);
+	t.proto = pkt->l4_proto;
+	switch (t.proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		t.sport = pkt->sport;
+		t.dport = pkt->dport;
+		break;
+	case IPPROTO_ICMPV6:
+		if ((pkt->flags & NW_PKT_L4) && !(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
+			if (icmp6_is_error(pkt->icmp_type)) {
+				/* Admit it only with a flow its embedded header names. */
+				__u32 inner_off = pkt->l4_off + 8;
+				struct ipv6hdr *inner;
+				__be16 *ports;
+
+				if (inner_off > NW_MAX_HDR_OFF)
+					return NW_MALFORMED_L4;
+				inner = data + inner_off;
+				if ((void *)(inner + 1) > data_end)
+					return NW_MALFORMED_L4;
+				ports = (void *)(inner + 1);
+				if ((void *)(ports + 4) > data_end)
+					return NW_MALFORMED_L4;
+				__builtin_memcpy(t.saddr, &inner->daddr, 16);
+				__builtin_memcpy(t.daddr, &inner->saddr, 16);
+				t.proto = inner->nexthdr;
+				if (t.proto == IPPROTO_TCP || t.proto == IPPROTO_UDP) {
+					t.sport = ports[1];
+					t.dport = ports[0];
+				} else if (t.proto == IPPROTO_ICMPV6) {
+					t.sport = t.dport = ports[2];
+				}
+				reason = fib_lookup_ipv6(ctx, pkt, ip6, &fib);
+				e = ct_lookup6(&t, &orig, &dir);
+				if (!e)
+					return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
+				ct_account(ctx, &e->st, dir, pkt, now);
+				return finish6(ctx, pkt, &fib, reason);
+			}
+			if (pkt->icmp_type == 128 || pkt->icmp_type == 129)
+				t.sport = t.dport = pkt->sport;
+		}
+		break;
+	}
+
+	__builtin_memcpy(fk.saddr, t.saddr, 16);
+	__builtin_memcpy(fk.daddr, t.daddr, 16);
+	fk.id = pkt->frag_id;
+	fk.proto = t.proto;
+	ret = frag_track(&nw_frag6, &fk, pkt, now, &t.sport, &t.dport);
+	if (ret < 0)
+		return -ret;
+
+	reason = fib_lookup_ipv6(ctx, pkt, ip6, &fib);
+	e = ct_lookup6(&t, &orig, &dir);
+	if (e && ct_expired(cfg, &e->st, t.proto, now)) {
+		stat_inc(NW_STAT_CT_EXPIRED_DP);
+		ct_event6(NW_EVENT_FLOW_END, NW_REASON_NONE, &orig, e, now);
+		bpf_map_delete_elem(&nw_ct6, &orig);
+		e = NULL;
+	}
+	if (!e) {
+		if (reason == NW_PASS_LOCAL)
+			return NW_PASS_LOCAL;
+		zone = zone_of(inside6(t.saddr), inside6(t.daddr));
+		if (!ct_can_start(pkt))
+			return NW_DROP_CT_INVALID;
+		if (zone != NW_ZONE_OUTBOUND && zone != NW_ZONE_EAST_WEST)
+			return NW_DROP_POLICY;
+		if (pkt->flags & NW_PKT_LATER_FRAGMENT)
+			return NW_DROP_FRAG_NO_FIRST;
+		ret = ct_create6(&t, zone, now, &e);
+		if (ret < 0)
+			return -ret;
+		orig = t;
+		dir = NW_CT_DIR_ORIGINAL;
+	}
+	ct_account(ctx, &e->st, dir, pkt, now);
+	return finish6(ctx, pkt, &fib, reason);
+}
 
 SEC("xdp")
 int xdp_natwall(struct xdp_md *ctx)
@@ -30,5 +442,7 @@ int xdp_natwall(struct xdp_md *ctx)
 	if (pkt.vlan_depth)
 		return nw_exit(ctx, &pkt, NW_PASS_VLAN);
 
-	return nw_exit(ctx, &pkt, fib_forward(ctx, &pkt));
+	if (pkt.l3_proto == ETH_P_IP)
+		return nw_exit(ctx, &pkt, process_ipv4(ctx, &pkt));
+	return nw_exit(ctx, &pkt, process_ipv6(ctx, &pkt));
 }

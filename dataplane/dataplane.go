@@ -84,8 +84,12 @@ type Options struct {
 	AllowGenericFallback bool
 	// PinDir is the bpffs directory for maps and links; DefaultPinDir if empty.
 	PinDir string
-	// MalformedAction applies to packets that fail parsing.
-	MalformedAction MalformedAction
+	// Settings are applied before the program is attached.
+	Settings Settings
+	// FlowTableSize is the capacity of each flow table (and SNAT mapping
+	// table); 0 keeps the compiled-in default. Pinned tables of another
+	// size are not reused: changing it means a restart without flows.
+	FlowTableSize uint32
 	// Logger receives attach events; slog.Default() if nil.
 	Logger *slog.Logger
 }
@@ -147,13 +151,23 @@ func Open(opts Options) (_ *Dataplane, err error) {
 		return nil, err
 	}
 
-	err = loadNatwallObjects(&d.objs, &ebpf.CollectionOptions{
+	spec, err := loadNatwall()
+	if err != nil {
+		return nil, fmt.Errorf("read XDP object: %w", err)
+	}
+	if n := opts.FlowTableSize; n > 0 {
+		for _, m := range []*ebpf.MapSpec{spec.Maps["nw_ct4"], spec.Maps["nw_ct4_rev"], spec.Maps["nw_ct6"],
+			spec.Maps["nw_snat4_fwd"], spec.Maps["nw_snat4_rev"]} {
+			m.MaxEntries = n
+		}
+	}
+	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: opts.PinDir},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
-	if err := d.SetMalformedAction(opts.MalformedAction); err != nil {
+	if err := d.Apply(opts.Settings); err != nil {
 		return nil, err
 	}
 
@@ -283,18 +297,6 @@ func (d *Dataplane) isConfigured(iface string) bool {
 	return false
 }
 
-// SetMalformedAction changes what happens to unparseable packets, live.
-func (d *Dataplane) SetMalformedAction(a MalformedAction) error {
-	cfg := natwallNwRuntimeConfig{MalformedAction: natwallNwMalformedActionNW_MALFORMED_ACTION_DROP}
-	if a == MalformedPass {
-		cfg.MalformedAction = natwallNwMalformedActionNW_MALFORMED_ACTION_PASS
-	}
-	if err := d.objs.NwConfig.Put(uint32(0), cfg); err != nil {
-		return fmt.Errorf("write runtime config: %w", err)
-	}
-	return nil
-}
-
 // Attachments lists the NICs the program is attached to.
 func (d *Dataplane) Attachments() []Attachment {
 	return append([]Attachment(nil), d.attachments...)
@@ -367,35 +369,21 @@ func (d *Dataplane) Close() error {
 	return errors.Join(errs...)
 }
 
-// Detach removes the program from every NIC and deletes the pinned maps and
-// links, so all connection state is gone, then closes the Dataplane.
+// Detach removes the program from every NIC and deletes the pin directory
+// with every pinned map in it, so all connection state is gone, then closes
+// the Dataplane.
 func (d *Dataplane) Detach() error {
 	var errs []error
 	for _, l := range d.links {
 		errs = append(errs, l.Unpin())
 	}
-	for _, m := range []*ebpf.Map{d.objs.NwCounters, d.objs.NwConfig, d.objs.NwTxPorts} {
-		if m != nil {
-			errs = append(errs, m.Unpin())
-		}
-	}
 	errs = append(errs, d.Close())
-	errs = append(errs, removeIfEmpty(filepath.Join(d.opts.PinDir, "links")), removeIfEmpty(d.opts.PinDir))
+	// Unlinking a pin drops bpffs's reference; the maps go with the last fd.
+	errs = append(errs, os.RemoveAll(d.opts.PinDir))
 	for _, a := range d.attachments {
 		d.log.Info("xdp program detached", "interface", a.Interface)
 	}
 	return errors.Join(errs...)
-}
-
-func removeIfEmpty(dir string) error {
-	err := os.Remove(dir)
-	if err == nil || errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
-		return nil
-	}
-	return err
 }
 
 // ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin directory lives

@@ -3,4 +3,4 @@ package dataplane
 // The generated bindings and objects are committed so that `go build` needs
 // no clang. `make generate` runs this with BPF_CFLAGS pointing clang at the
 // host's multiarch include directory (for asm/types.h).
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror $BPF_CFLAGS" -target amd64,arm64 -type nw_reason -type nw_counter -type nw_runtime_config -type nw_malformed_action natwall ../bpf/xdp_natwall.c -- -I../bpf
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror $BPF_CFLAGS" -target amd64,arm64 -type nw_reason -type nw_counter -type nw_runtime_config -type nw_malformed_action -type nw_stat -type nw_zone -type nw_tcp_state -type nw_timeout -type nw_ct_flags -type nw_event_type -type nw_config_flags -type nw_flow_event -type nw_tuple4 -type nw_tuple6 -type nw_ct4_entry -type nw_ct6_entry -type nw_snat4_key -type nw_snat4_endpoint natwall ../bpf/xdp_natwall.c -- -I../bpf

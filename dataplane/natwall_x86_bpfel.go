@@ -13,10 +13,137 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type natwallNwConfigFlags uint32
+
+const (
+	natwallNwConfigFlagsNW_CFG_SNAT            natwallNwConfigFlags = 1
+	natwallNwConfigFlagsNW_CFG_SNAT_APDM       natwallNwConfigFlags = 2
+	natwallNwConfigFlagsNW_CFG_INVALID_TCP_RST natwallNwConfigFlags = 4
+)
+
 type natwallNwCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+}
+
+type natwallNwCt4Entry struct {
+	_  structs.HostLayout
+	St struct {
+		_            structs.HostLayout
+		CreatedNs    uint64
+		LastSeenNs   uint64
+		PacketsOrig  uint64
+		BytesOrig    uint64
+		PacketsReply uint64
+		BytesReply   uint64
+		RuleId       uint32
+		TcpState     uint8
+		Flags        uint8
+		Zone         uint8
+		L7Verdict    uint8
+	}
+	Reply natwallNwTuple4
+}
+
+type natwallNwCt6Entry struct {
+	_  structs.HostLayout
+	St struct {
+		_            structs.HostLayout
+		CreatedNs    uint64
+		LastSeenNs   uint64
+		PacketsOrig  uint64
+		BytesOrig    uint64
+		PacketsReply uint64
+		BytesReply   uint64
+		RuleId       uint32
+		TcpState     uint8
+		Flags        uint8
+		Zone         uint8
+		L7Verdict    uint8
+	}
+}
+
+type natwallNwCtFlags uint32
+
+const (
+	natwallNwCtFlagsNW_CT_SNAT         natwallNwCtFlags = 1
+	natwallNwCtFlagsNW_CT_DNAT         natwallNwCtFlags = 2
+	natwallNwCtFlagsNW_CT_SEEN_REPLY   natwallNwCtFlags = 4
+	natwallNwCtFlagsNW_CT_FIN_ORIGINAL natwallNwCtFlags = 8
+	natwallNwCtFlagsNW_CT_FIN_REPLY    natwallNwCtFlags = 16
+)
+
+type natwallNwEventType uint32
+
+const (
+	natwallNwEventTypeNW_EVENT_FLOW_NEW natwallNwEventType = 1
+	natwallNwEventTypeNW_EVENT_FLOW_END natwallNwEventType = 2
+)
+
+type natwallNwFlowEvent struct {
+	_            structs.HostLayout
+	TimestampNs  uint64
+	Type         uint8
+	Family       uint8
+	Proto        uint8
+	TcpState     uint8
+	Reason       uint32
+	RuleId       uint32
+	Zone         uint8
+	Flags        uint8
+	Pad          uint16
+	Saddr        [16]uint8
+	Daddr        [16]uint8
+	NatSaddr     [16]uint8
+	NatDaddr     [16]uint8
+	Sport        uint16
+	Dport        uint16
+	NatSport     uint16
+	NatDport     uint16
+	PacketsOrig  uint64
+	BytesOrig    uint64
+	PacketsReply uint64
+	BytesReply   uint64
+}
+
+type natwallNwFrag4Key struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type natwallNwFrag6Key struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type natwallNwFragState struct {
+	_       structs.HostLayout
+	Sport   uint16
+	Dport   uint16
+	NextOff uint16
+	Pad     uint16
+	SeenNs  uint64
+}
+
+type natwallNwLpm4Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
+}
+
+type natwallNwLpm6Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
 }
 
 type natwallNwMalformedAction uint32
@@ -29,35 +156,139 @@ const (
 type natwallNwReason uint32
 
 const (
-	natwallNwReasonNW_REASON_NONE            natwallNwReason = 0
-	natwallNwReasonNW_FWD_TX                 natwallNwReason = 1
-	natwallNwReasonNW_FWD_REDIRECT           natwallNwReason = 2
-	natwallNwReasonNW_PASS_NOT_IP            natwallNwReason = 3
-	natwallNwReasonNW_PASS_VLAN              natwallNwReason = 4
-	natwallNwReasonNW_PASS_LOCAL             natwallNwReason = 5
-	natwallNwReasonNW_PASS_LINK_LOCAL        natwallNwReason = 6
-	natwallNwReasonNW_PASS_NO_NEIGH          natwallNwReason = 7
-	natwallNwReasonNW_PASS_TTL_EXPIRED       natwallNwReason = 8
-	natwallNwReasonNW_PASS_FRAG_NEEDED       natwallNwReason = 9
-	natwallNwReasonNW_PASS_NO_ROUTE          natwallNwReason = 10
-	natwallNwReasonNW_PASS_FWD_DISABLED      natwallNwReason = 11
-	natwallNwReasonNW_PASS_ROUTE_UNSUPPORTED natwallNwReason = 12
-	natwallNwReasonNW_PASS_EGRESS_UNMANAGED  natwallNwReason = 13
-	natwallNwReasonNW_MALFORMED_ETH          natwallNwReason = 14
-	natwallNwReasonNW_MALFORMED_VLAN         natwallNwReason = 15
-	natwallNwReasonNW_MALFORMED_IPV4         natwallNwReason = 16
-	natwallNwReasonNW_MALFORMED_IPV6         natwallNwReason = 17
-	natwallNwReasonNW_MALFORMED_IPV6EXTHDR   natwallNwReason = 18
-	natwallNwReasonNW_MALFORMED_L4           natwallNwReason = 19
-	natwallNwReasonNW_DROP_REDIRECT_FAILED   natwallNwReason = 20
-	natwallNwReasonNW_REASON_MAX             natwallNwReason = 21
+	natwallNwReasonNW_REASON_NONE             natwallNwReason = 0
+	natwallNwReasonNW_FWD_TX                  natwallNwReason = 1
+	natwallNwReasonNW_FWD_REDIRECT            natwallNwReason = 2
+	natwallNwReasonNW_PASS_NOT_IP             natwallNwReason = 3
+	natwallNwReasonNW_PASS_VLAN               natwallNwReason = 4
+	natwallNwReasonNW_PASS_LOCAL              natwallNwReason = 5
+	natwallNwReasonNW_PASS_LINK_LOCAL         natwallNwReason = 6
+	natwallNwReasonNW_PASS_NO_NEIGH           natwallNwReason = 7
+	natwallNwReasonNW_PASS_TTL_EXPIRED        natwallNwReason = 8
+	natwallNwReasonNW_PASS_FRAG_NEEDED        natwallNwReason = 9
+	natwallNwReasonNW_PASS_NO_ROUTE           natwallNwReason = 10
+	natwallNwReasonNW_PASS_FWD_DISABLED       natwallNwReason = 11
+	natwallNwReasonNW_PASS_ROUTE_UNSUPPORTED  natwallNwReason = 12
+	natwallNwReasonNW_PASS_EGRESS_UNMANAGED   natwallNwReason = 13
+	natwallNwReasonNW_MALFORMED_ETH           natwallNwReason = 14
+	natwallNwReasonNW_MALFORMED_VLAN          natwallNwReason = 15
+	natwallNwReasonNW_MALFORMED_IPV4          natwallNwReason = 16
+	natwallNwReasonNW_MALFORMED_IPV6          natwallNwReason = 17
+	natwallNwReasonNW_MALFORMED_IPV6EXTHDR    natwallNwReason = 18
+	natwallNwReasonNW_MALFORMED_L4            natwallNwReason = 19
+	natwallNwReasonNW_DROP_REDIRECT_FAILED    natwallNwReason = 20
+	natwallNwReasonNW_DROP_CT_INVALID         natwallNwReason = 21
+	natwallNwReasonNW_DROP_POLICY             natwallNwReason = 22
+	natwallNwReasonNW_DROP_CT_FULL            natwallNwReason = 23
+	natwallNwReasonNW_DROP_SNAT_EXHAUSTED     natwallNwReason = 24
+	natwallNwReasonNW_DROP_SNAT_COLLISION     natwallNwReason = 25
+	natwallNwReasonNW_DROP_FRAG_NO_FIRST      natwallNwReason = 26
+	natwallNwReasonNW_DROP_FRAG_OVERLAP       natwallNwReason = 27
+	natwallNwReasonNW_DROP_NAT_SLOW_PATH      natwallNwReason = 28
+	natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW natwallNwReason = 29
+	natwallNwReasonNW_REPLY_TCP_RST           natwallNwReason = 30
+	natwallNwReasonNW_REASON_MAX              natwallNwReason = 31
 )
 
 type natwallNwRuntimeConfig struct {
 	_               structs.HostLayout
 	MalformedAction natwallNwMalformedAction
 	Flags           uint32
+	SnatPortMin     uint16
+	SnatPortMax     uint16
+	SnatAddrCount   uint32
+	SnatAddrs       [16]uint32
+	Timeouts        [7]uint32
 }
+
+type natwallNwSnat4Endpoint struct {
+	_         structs.HostLayout
+	Addr      uint32
+	Port      uint16
+	Pad       uint16
+	CreatedNs uint64
+}
+
+type natwallNwSnat4Key struct {
+	_          structs.HostLayout
+	Addr       uint32
+	RemoteAddr uint32
+	Port       uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
+type natwallNwStat uint32
+
+const (
+	natwallNwStatNW_STAT_CT_NEW_V4             natwallNwStat = 0
+	natwallNwStatNW_STAT_CT_NEW_V6             natwallNwStat = 1
+	natwallNwStatNW_STAT_CT_ESTABLISHED        natwallNwStat = 2
+	natwallNwStatNW_STAT_CT_EXPIRED_DP         natwallNwStat = 3
+	natwallNwStatNW_STAT_SNAT_NEW_MAPPING      natwallNwStat = 4
+	natwallNwStatNW_STAT_SNAT_PORT_PRESERVED   natwallNwStat = 5
+	natwallNwStatNW_STAT_SNAT_PROBES           natwallNwStat = 6
+	natwallNwStatNW_STAT_EVENTS_LOST           natwallNwStat = 7
+	natwallNwStatNW_STAT_HAIRPIN               natwallNwStat = 8
+	natwallNwStatNW_STAT_ICMP_ERROR_TRANSLATED natwallNwStat = 9
+	natwallNwStatNW_STAT_MAX                   natwallNwStat = 10
+)
+
+type natwallNwTcpState uint32
+
+const (
+	natwallNwTcpStateNW_TCP_NONE        natwallNwTcpState = 0
+	natwallNwTcpStateNW_TCP_SYN_SENT    natwallNwTcpState = 1
+	natwallNwTcpStateNW_TCP_SYN_RECV    natwallNwTcpState = 2
+	natwallNwTcpStateNW_TCP_ESTABLISHED natwallNwTcpState = 3
+	natwallNwTcpStateNW_TCP_FIN_WAIT    natwallNwTcpState = 4
+	natwallNwTcpStateNW_TCP_TIME_WAIT   natwallNwTcpState = 5
+	natwallNwTcpStateNW_TCP_CLOSE       natwallNwTcpState = 6
+	natwallNwTcpStateNW_TCP_STATE_MAX   natwallNwTcpState = 7
+)
+
+type natwallNwTimeout uint32
+
+const (
+	natwallNwTimeoutNW_TIMEOUT_TCP_SYN         natwallNwTimeout = 0
+	natwallNwTimeoutNW_TIMEOUT_TCP_ESTABLISHED natwallNwTimeout = 1
+	natwallNwTimeoutNW_TIMEOUT_TCP_TRANSITORY  natwallNwTimeout = 2
+	natwallNwTimeoutNW_TIMEOUT_TCP_CLOSE       natwallNwTimeout = 3
+	natwallNwTimeoutNW_TIMEOUT_UDP             natwallNwTimeout = 4
+	natwallNwTimeoutNW_TIMEOUT_ICMP            natwallNwTimeout = 5
+	natwallNwTimeoutNW_TIMEOUT_OTHER           natwallNwTimeout = 6
+	natwallNwTimeoutNW_TIMEOUT_MAX             natwallNwTimeout = 7
+)
+
+type natwallNwTuple4 struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type natwallNwTuple6 struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type natwallNwZone uint32
+
+const (
+	natwallNwZoneNW_ZONE_OUTBOUND  natwallNwZone = 0
+	natwallNwZoneNW_ZONE_INBOUND   natwallNwZone = 1
+	natwallNwZoneNW_ZONE_EAST_WEST natwallNwZone = 2
+	natwallNwZoneNW_ZONE_TRANSIT   natwallNwZone = 3
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -65,8 +296,21 @@ type natwallNwRuntimeConfig struct {
 const (
 	natwallMapNwConfig    = "nw_config"
 	natwallMapNwCounters  = "nw_counters"
+	natwallMapNwCt4       = "nw_ct4"
+	natwallMapNwCt4Rev    = "nw_ct4_rev"
+	natwallMapNwCt6       = "nw_ct6"
+	natwallMapNwEvents    = "nw_events"
+	natwallMapNwFrag4     = "nw_frag4"
+	natwallMapNwFrag6     = "nw_frag6"
+	natwallMapNwInside4   = "nw_inside4"
+	natwallMapNwInside6   = "nw_inside6"
+	natwallMapNwSnat4Fwd  = "nw_snat4_fwd"
+	natwallMapNwSnat4Rev  = "nw_snat4_rev"
+	natwallMapNwSnatExcl4 = "nw_snat_excl4"
+	natwallMapNwStats     = "nw_stats"
 	natwallMapNwTxPorts   = "nw_tx_ports"
 	natwallProgXdpNatwall = "xdp_natwall"
+	natwallVarNwBtfAnchor = "nw_btf_anchor"
 )
 
 // loadNatwall returns the embedded CollectionSpec for natwall.
@@ -118,15 +362,28 @@ type natwallProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type natwallMapSpecs struct {
-	NwConfig   *ebpf.MapSpec `ebpf:"nw_config"`
-	NwCounters *ebpf.MapSpec `ebpf:"nw_counters"`
-	NwTxPorts  *ebpf.MapSpec `ebpf:"nw_tx_ports"`
+	NwConfig    *ebpf.MapSpec `ebpf:"nw_config"`
+	NwCounters  *ebpf.MapSpec `ebpf:"nw_counters"`
+	NwCt4       *ebpf.MapSpec `ebpf:"nw_ct4"`
+	NwCt4Rev    *ebpf.MapSpec `ebpf:"nw_ct4_rev"`
+	NwCt6       *ebpf.MapSpec `ebpf:"nw_ct6"`
+	NwEvents    *ebpf.MapSpec `ebpf:"nw_events"`
+	NwFrag4     *ebpf.MapSpec `ebpf:"nw_frag4"`
+	NwFrag6     *ebpf.MapSpec `ebpf:"nw_frag6"`
+	NwInside4   *ebpf.MapSpec `ebpf:"nw_inside4"`
+	NwInside6   *ebpf.MapSpec `ebpf:"nw_inside6"`
+	NwSnat4Fwd  *ebpf.MapSpec `ebpf:"nw_snat4_fwd"`
+	NwSnat4Rev  *ebpf.MapSpec `ebpf:"nw_snat4_rev"`
+	NwSnatExcl4 *ebpf.MapSpec `ebpf:"nw_snat_excl4"`
+	NwStats     *ebpf.MapSpec `ebpf:"nw_stats"`
+	NwTxPorts   *ebpf.MapSpec `ebpf:"nw_tx_ports"`
 }
 
 // natwallVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type natwallVariableSpecs struct {
+	NwBtfAnchor *ebpf.VariableSpec `ebpf:"nw_btf_anchor"`
 }
 
 // natwallObjects contains all objects after they have been loaded into the kernel.
@@ -149,15 +406,39 @@ func (o *natwallObjects) Close() error {
 //
 // It can be passed to loadNatwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type natwallMaps struct {
-	NwConfig   *ebpf.Map `ebpf:"nw_config"`
-	NwCounters *ebpf.Map `ebpf:"nw_counters"`
-	NwTxPorts  *ebpf.Map `ebpf:"nw_tx_ports"`
+	NwConfig    *ebpf.Map `ebpf:"nw_config"`
+	NwCounters  *ebpf.Map `ebpf:"nw_counters"`
+	NwCt4       *ebpf.Map `ebpf:"nw_ct4"`
+	NwCt4Rev    *ebpf.Map `ebpf:"nw_ct4_rev"`
+	NwCt6       *ebpf.Map `ebpf:"nw_ct6"`
+	NwEvents    *ebpf.Map `ebpf:"nw_events"`
+	NwFrag4     *ebpf.Map `ebpf:"nw_frag4"`
+	NwFrag6     *ebpf.Map `ebpf:"nw_frag6"`
+	NwInside4   *ebpf.Map `ebpf:"nw_inside4"`
+	NwInside6   *ebpf.Map `ebpf:"nw_inside6"`
+	NwSnat4Fwd  *ebpf.Map `ebpf:"nw_snat4_fwd"`
+	NwSnat4Rev  *ebpf.Map `ebpf:"nw_snat4_rev"`
+	NwSnatExcl4 *ebpf.Map `ebpf:"nw_snat_excl4"`
+	NwStats     *ebpf.Map `ebpf:"nw_stats"`
+	NwTxPorts   *ebpf.Map `ebpf:"nw_tx_ports"`
 }
 
 func (m *natwallMaps) Close() error {
 	return _NatwallClose(
 		m.NwConfig,
 		m.NwCounters,
+		m.NwCt4,
+		m.NwCt4Rev,
+		m.NwCt6,
+		m.NwEvents,
+		m.NwFrag4,
+		m.NwFrag6,
+		m.NwInside4,
+		m.NwInside6,
+		m.NwSnat4Fwd,
+		m.NwSnat4Rev,
+		m.NwSnatExcl4,
+		m.NwStats,
 		m.NwTxPorts,
 	)
 }
@@ -166,6 +447,7 @@ func (m *natwallMaps) Close() error {
 //
 // It can be passed to loadNatwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type natwallVariables struct {
+	NwBtfAnchor *ebpf.Variable `ebpf:"nw_btf_anchor"`
 }
 
 // natwallPrograms contains all programs after they have been loaded into the kernel.

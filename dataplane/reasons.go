@@ -13,6 +13,8 @@ const (
 	VerdictDrop      = "drop"
 	VerdictMalformed = "malformed"
 	VerdictNone      = "none"
+	// VerdictReply: natwall answered the sender itself (a TCP RST).
+	VerdictReply = "reply"
 )
 
 type reasonInfo struct {
@@ -23,27 +25,37 @@ type reasonInfo struct {
 // reasonInfos names every nw_reason. TestEveryReasonNamed fails when the C
 // enum grows a value this table does not name.
 var reasonInfos = map[Reason]reasonInfo{
-	natwallNwReasonNW_REASON_NONE:            {"none", VerdictNone},
-	natwallNwReasonNW_FWD_TX:                 {"fwd_tx", VerdictForward},
-	natwallNwReasonNW_FWD_REDIRECT:           {"fwd_redirect", VerdictForward},
-	natwallNwReasonNW_PASS_NOT_IP:            {"pass_not_ip", VerdictPass},
-	natwallNwReasonNW_PASS_VLAN:              {"pass_vlan", VerdictPass},
-	natwallNwReasonNW_PASS_LOCAL:             {"pass_local", VerdictPass},
-	natwallNwReasonNW_PASS_LINK_LOCAL:        {"pass_link_local", VerdictPass},
-	natwallNwReasonNW_PASS_NO_NEIGH:          {"pass_no_neigh", VerdictPass},
-	natwallNwReasonNW_PASS_TTL_EXPIRED:       {"pass_ttl_expired", VerdictPass},
-	natwallNwReasonNW_PASS_FRAG_NEEDED:       {"pass_frag_needed", VerdictPass},
-	natwallNwReasonNW_PASS_NO_ROUTE:          {"pass_no_route", VerdictPass},
-	natwallNwReasonNW_PASS_FWD_DISABLED:      {"pass_fwd_disabled", VerdictPass},
-	natwallNwReasonNW_PASS_ROUTE_UNSUPPORTED: {"pass_route_unsupported", VerdictPass},
-	natwallNwReasonNW_PASS_EGRESS_UNMANAGED:  {"pass_egress_unmanaged", VerdictPass},
-	natwallNwReasonNW_MALFORMED_ETH:          {"malformed_eth", VerdictMalformed},
-	natwallNwReasonNW_MALFORMED_VLAN:         {"malformed_vlan", VerdictMalformed},
-	natwallNwReasonNW_MALFORMED_IPV4:         {"malformed_ipv4", VerdictMalformed},
-	natwallNwReasonNW_MALFORMED_IPV6:         {"malformed_ipv6", VerdictMalformed},
-	natwallNwReasonNW_MALFORMED_IPV6EXTHDR:   {"malformed_ipv6_exthdr", VerdictMalformed},
-	natwallNwReasonNW_MALFORMED_L4:           {"malformed_l4", VerdictMalformed},
-	natwallNwReasonNW_DROP_REDIRECT_FAILED:   {"drop_redirect_failed", VerdictDrop},
+	natwallNwReasonNW_REASON_NONE:             {"none", VerdictNone},
+	natwallNwReasonNW_FWD_TX:                  {"fwd_tx", VerdictForward},
+	natwallNwReasonNW_FWD_REDIRECT:            {"fwd_redirect", VerdictForward},
+	natwallNwReasonNW_PASS_NOT_IP:             {"pass_not_ip", VerdictPass},
+	natwallNwReasonNW_PASS_VLAN:               {"pass_vlan", VerdictPass},
+	natwallNwReasonNW_PASS_LOCAL:              {"pass_local", VerdictPass},
+	natwallNwReasonNW_PASS_LINK_LOCAL:         {"pass_link_local", VerdictPass},
+	natwallNwReasonNW_PASS_NO_NEIGH:           {"pass_no_neigh", VerdictPass},
+	natwallNwReasonNW_PASS_TTL_EXPIRED:        {"pass_ttl_expired", VerdictPass},
+	natwallNwReasonNW_PASS_FRAG_NEEDED:        {"pass_frag_needed", VerdictPass},
+	natwallNwReasonNW_PASS_NO_ROUTE:           {"pass_no_route", VerdictPass},
+	natwallNwReasonNW_PASS_FWD_DISABLED:       {"pass_fwd_disabled", VerdictPass},
+	natwallNwReasonNW_PASS_ROUTE_UNSUPPORTED:  {"pass_route_unsupported", VerdictPass},
+	natwallNwReasonNW_PASS_EGRESS_UNMANAGED:   {"pass_egress_unmanaged", VerdictPass},
+	natwallNwReasonNW_MALFORMED_ETH:           {"malformed_eth", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_VLAN:          {"malformed_vlan", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_IPV4:          {"malformed_ipv4", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_IPV6:          {"malformed_ipv6", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_IPV6EXTHDR:    {"malformed_ipv6_exthdr", VerdictMalformed},
+	natwallNwReasonNW_MALFORMED_L4:            {"malformed_l4", VerdictMalformed},
+	natwallNwReasonNW_DROP_REDIRECT_FAILED:    {"drop_redirect_failed", VerdictDrop},
+	natwallNwReasonNW_DROP_CT_INVALID:         {"drop_ct_invalid", VerdictDrop},
+	natwallNwReasonNW_DROP_POLICY:             {"drop_policy", VerdictDrop},
+	natwallNwReasonNW_DROP_CT_FULL:            {"drop_ct_full", VerdictDrop},
+	natwallNwReasonNW_DROP_SNAT_EXHAUSTED:     {"drop_snat_exhausted", VerdictDrop},
+	natwallNwReasonNW_DROP_SNAT_COLLISION:     {"drop_snat_collision", VerdictDrop},
+	natwallNwReasonNW_DROP_FRAG_NO_FIRST:      {"drop_frag_no_first", VerdictDrop},
+	natwallNwReasonNW_DROP_FRAG_OVERLAP:       {"drop_frag_overlap", VerdictDrop},
+	natwallNwReasonNW_DROP_NAT_SLOW_PATH:      {"drop_nat_slow_path", VerdictDrop},
+	natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW: {"drop_icmp_error_no_flow", VerdictDrop},
+	natwallNwReasonNW_REPLY_TCP_RST:           {"reply_tcp_rst", VerdictReply},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -70,6 +82,16 @@ const (
 	ReasonMalformedIPv6ExtHdr = natwallNwReasonNW_MALFORMED_IPV6EXTHDR
 	ReasonMalformedL4         = natwallNwReasonNW_MALFORMED_L4
 	ReasonDropRedirectFailed  = natwallNwReasonNW_DROP_REDIRECT_FAILED
+	ReasonDropCTInvalid       = natwallNwReasonNW_DROP_CT_INVALID
+	ReasonDropPolicy          = natwallNwReasonNW_DROP_POLICY
+	ReasonDropCTFull          = natwallNwReasonNW_DROP_CT_FULL
+	ReasonDropSNATExhausted   = natwallNwReasonNW_DROP_SNAT_EXHAUSTED
+	ReasonDropSNATCollision   = natwallNwReasonNW_DROP_SNAT_COLLISION
+	ReasonDropFragNoFirst     = natwallNwReasonNW_DROP_FRAG_NO_FIRST
+	ReasonDropFragOverlap     = natwallNwReasonNW_DROP_FRAG_OVERLAP
+	ReasonDropNATSlowPath     = natwallNwReasonNW_DROP_NAT_SLOW_PATH
+	ReasonDropICMPErrorNoFlow = natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW
+	ReasonReplyTCPRST         = natwallNwReasonNW_REPLY_TCP_RST
 )
 
 // Name is the reason's snake_case metric label.

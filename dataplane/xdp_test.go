@@ -34,6 +34,9 @@ var (
 	smallMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0x03, 0x10}
 )
 
+// fixtureTableSize is the capacity of the fixture's flow and SNAT tables.
+const fixtureTableSize = 64
+
 const (
 	xdpAborted  = 0
 	xdpDrop     = 1
@@ -48,9 +51,25 @@ type xdpMD struct {
 }
 
 type fibFixture struct {
-	objs   natwallObjects
-	ns     netns.NsHandle
-	ifaces map[string]netlink.Link
+	objs     natwallObjects
+	ns       netns.NsHandle
+	ifaces   map[string]netlink.Link
+	settings Settings
+}
+
+// fixtureSettings: 198.18.0.0/16 and 2001:db8:1::/48 are inside, no SNAT.
+func fixtureSettings() Settings {
+	s := DefaultSettings()
+	s.Inside = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16"), netip.MustParsePrefix("2001:db8:1::/48")}
+	return s
+}
+
+func (fx *fibFixture) apply(t *testing.T, s Settings) {
+	t.Helper()
+	if err := applySettings(&fx.objs, s); err != nil {
+		t.Fatal(err)
+	}
+	fx.settings = s
 }
 
 func requireRoot(t *testing.T) {
@@ -123,7 +142,7 @@ func newFibFixture(t *testing.T) *fibFixture {
 		mac        net.HardwareAddr
 	}{
 		{"a0", "a1", 1500, []string{"198.18.1.1/24", "2001:db8:1::1/64"}, []string{"198.18.1.20", "2001:db8:1::20"}, hairpinMAC},
-		{"b0", "b1", 1500, []string{"198.19.1.1/24", "2001:db8:2::1/64"}, []string{"198.19.1.10", "2001:db8:2::10"}, serverMAC},
+		{"b0", "b1", 1500, []string{"198.19.1.1/24", "2001:db8:2::1/64"}, []string{"198.19.1.10", "2001:db8:2::10", "198.19.1.11"}, serverMAC},
 		{"c0", "c1", 1280, []string{"198.19.3.1/24", "2001:db8:3::1/64"}, []string{"198.19.3.10", "2001:db8:3::10"}, smallMAC},
 	}
 	for _, l := range links {
@@ -185,11 +204,16 @@ func newFibFixture(t *testing.T) *fibFixture {
 	}
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
+		// Small tables keep the fixture cheap and let tests fill them.
+		if m.Type == ebpf.Hash {
+			m.MaxEntries = fixtureTableSize
+		}
 	}
 	if err := spec.LoadAndAssign(&fx.objs, nil); err != nil {
 		t.Fatalf("load: %+v", err)
 	}
 	fx.setTxPorts(t, "a0", "b0", "c0")
+	fx.apply(t, fixtureSettings())
 	return fx
 }
 
@@ -226,10 +250,9 @@ func (fx *fibFixture) setTxPorts(t *testing.T, names ...string) {
 
 func (fx *fibFixture) setMalformed(t *testing.T, a MalformedAction) {
 	t.Helper()
-	d := Dataplane{objs: fx.objs}
-	if err := d.SetMalformedAction(a); err != nil {
-		t.Fatal(err)
-	}
+	s := fx.settings
+	s.MalformedAction = a
+	fx.apply(t, s)
 }
 
 type runResult struct {
@@ -495,13 +518,13 @@ func TestXDPVerdicts(t *testing.T) {
 		{"v6 icmp forwarded", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10", proto: layers.IPProtocolICMPv6}, "a0", ReasonFwdRedirect, xdpRedirect},
 		{"v4 with options forwarded", packet{src: "198.18.1.10", dst: "198.19.1.10", ipOptions: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}}, "a0", ReasonFwdRedirect, xdpRedirect},
 		{"v4 unknown protocol forwarded", packet{src: "198.18.1.10", dst: "198.19.1.10", proto: 47}, "a0", ReasonFwdRedirect, xdpRedirect},
-		{"v4 later fragment forwarded", packet{src: "198.18.1.10", dst: "198.19.1.10", frag: 185, l4Raw: make([]byte, 16)}, "a0", ReasonFwdRedirect, xdpRedirect},
+		{"v4 later fragment without its first", packet{src: "198.18.1.10", dst: "198.19.1.10", frag: 185, l4Raw: make([]byte, 16)}, "a0", ReasonDropFragNoFirst, xdpDrop},
 		{"v6 ext headers walked", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10", proto: layers.IPProtocolTCP,
 			extTypes: []layers.IPProtocol{hopTyp, dstTyp, rtTyp, dstTyp}, extHdrs: cat(hopByHop, destOpts, routing2, destOpts)}, "a0", ReasonFwdRedirect, xdpRedirect},
 		{"v6 atomic fragment is a whole datagram", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10", proto: layers.IPProtocolTCP,
 			extTypes: []layers.IPProtocol{fragTyp}, extHdrs: fragAtomic}, "a0", ReasonFwdRedirect, xdpRedirect},
-		{"v6 later fragment forwarded", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10", proto: layers.IPProtocolTCP,
-			extTypes: []layers.IPProtocol{fragTyp}, extHdrs: fragLater, l4Raw: make([]byte, 8)}, "a0", ReasonFwdRedirect, xdpRedirect},
+		{"v6 later fragment without its first", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10", proto: layers.IPProtocolTCP,
+			extTypes: []layers.IPProtocol{fragTyp}, extHdrs: fragLater, l4Raw: make([]byte, 8)}, "a0", ReasonDropFragNoFirst, xdpDrop},
 		{"v6 8 ext headers is the limit", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10",
 			extTypes: repeatTypes(dstTyp, 8), extHdrs: bytes.Repeat(destOpts, 8)}, "a0", ReasonFwdRedirect, xdpRedirect},
 

@@ -53,12 +53,22 @@ static __always_inline int nw_exit(struct xdp_md *ctx, struct nw_pkt *pkt, enum 
 	case NW_MALFORMED_L4:
 		action = malformed_verdict();
 		break;
-	case NW_DROP_REDIRECT_FAILED:
-		action = XDP_DROP;
+	case NW_PASS_NOT_IP:
+	case NW_PASS_VLAN:
+	case NW_PASS_LOCAL:
+	case NW_PASS_LINK_LOCAL:
+	case NW_PASS_NO_NEIGH:
+	case NW_PASS_TTL_EXPIRED:
+	case NW_PASS_FRAG_NEEDED:
+	case NW_PASS_NO_ROUTE:
+	case NW_PASS_FWD_DISABLED:
+	case NW_PASS_ROUTE_UNSUPPORTED:
+	case NW_PASS_EGRESS_UNMANAGED:
+		action = XDP_PASS;
 		break;
 	default:
-		/* Every remaining reason is a NW_PASS_*. */
-		action = XDP_PASS;
+		/* Every NW_DROP_*, and fail closed on anything unforeseen. */
+		action = XDP_DROP;
 		break;
 	}
 	count_reason(ctx, reason);

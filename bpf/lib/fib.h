@@ -79,41 +79,74 @@ static __always_inline int fib_transmit(struct xdp_md *ctx, struct nw_pkt *pkt,
 	return NW_FWD_REDIRECT;
 }
 
-static __always_inline int fib_forward_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
+/* Looks up the route for an IPv4 packet as it will leave: t holds the
+ * addresses and ports after any translation. Returns 0 when the packet can
+ * be forwarded in XDP, else the reason it cannot. */
+static __always_inline int fib_lookup_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt,
+					   const struct nw_tuple4 *t, __u8 tos,
+					   struct bpf_fib_lookup *fib)
+{
+	fib->family = AF_INET;
+	fib->tos = tos;
+	fib->l4_protocol = t->proto;
+	fib->sport = t->sport;
+	fib->dport = t->dport;
+	fib->tot_len = pkt->l3_len;
+	fib->ipv4_src = t->saddr;
+	fib->ipv4_dst = t->daddr;
+	fib->ifindex = ctx->ingress_ifindex;
+	return fib_result_reason(bpf_fib_lookup(ctx, fib, sizeof(*fib), 0));
+}
+
+static __always_inline struct iphdr *ipv4_header(struct xdp_md *ctx, struct nw_pkt *pkt)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct bpf_fib_lookup fib = {};
 	__u16 l3_off = pkt->l3_off;
 	struct iphdr *ip;
-	int rc, reason;
 
 	if (l3_off > NW_MAX_L3_OFF)
-		return NW_MALFORMED_IPV4;
+		return NULL;
 	ip = data + l3_off;
 	if ((void *)(ip + 1) > data_end)
+		return NULL;
+	return ip;
+}
+
+/* Decrements the TTL and transmits along a successful lookup. */
+static __always_inline int fib_finish_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt,
+					   struct bpf_fib_lookup *fib)
+{
+	struct iphdr *ip = ipv4_header(ctx, pkt);
+
+	if (!ip)
 		return NW_MALFORMED_IPV4;
+	ipv4_decrement_ttl(ip);
+	return fib_transmit(ctx, pkt, fib);
+}
 
-	fib.family = AF_INET;
-	fib.tos = ip->tos;
-	fib.l4_protocol = ip->protocol;
-	fib.sport = pkt->sport;
-	fib.dport = pkt->dport;
-	fib.tot_len = pkt->l3_len;
-	fib.ipv4_src = ip->saddr;
-	fib.ipv4_dst = ip->daddr;
-	fib.ifindex = ctx->ingress_ifindex;
+/* Routes an untranslated IPv4 packet. */
+static __always_inline int fib_forward_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
+	struct bpf_fib_lookup fib = {};
+	struct nw_tuple4 t = {};
+	struct iphdr *ip = ipv4_header(ctx, pkt);
+	int reason;
 
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	reason = fib_result_reason(rc);
+	if (!ip)
+		return NW_MALFORMED_IPV4;
+	t.saddr = ip->saddr;
+	t.daddr = ip->daddr;
+	t.sport = pkt->sport;
+	t.dport = pkt->dport;
+	t.proto = ip->protocol;
+	reason = fib_lookup_ipv4(ctx, pkt, &t, ip->tos, &fib);
 	if (reason)
 		return reason;
 	/* Checked after the lookup: a TTL-1 packet for this host is delivered. */
 	if (ip->ttl <= 1)
 		return NW_PASS_TTL_EXPIRED;
-
-	ipv4_decrement_ttl(ip);
-	return fib_transmit(ctx, pkt, &fib);
+	return fib_finish_ipv4(ctx, pkt, &fib);
 }
 
 static __always_inline int ipv6_is_link_scoped(const struct in6_addr *a)
@@ -124,50 +157,46 @@ static __always_inline int ipv6_is_link_scoped(const struct in6_addr *a)
 	return b0 == 0xff || (b0 == 0xfe && (b1 & 0xc0) == 0x80);
 }
 
-static __always_inline int fib_forward_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
+static __always_inline struct ipv6hdr *ipv6_header(struct xdp_md *ctx, struct nw_pkt *pkt)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct bpf_fib_lookup fib = {};
 	__u16 l3_off = pkt->l3_off;
 	struct ipv6hdr *ip6;
-	int rc, reason;
 
 	if (l3_off > NW_MAX_L3_OFF)
-		return NW_MALFORMED_IPV6;
+		return NULL;
 	ip6 = data + l3_off;
 	if ((void *)(ip6 + 1) > data_end)
+		return NULL;
+	return ip6;
+}
+
+static __always_inline int fib_lookup_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt,
+					   struct ipv6hdr *ip6, struct bpf_fib_lookup *fib)
+{
+	fib->family = AF_INET6;
+	fib->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
+	fib->l4_protocol = pkt->l4_proto;
+	fib->sport = pkt->sport;
+	fib->dport = pkt->dport;
+	fib->tot_len = pkt->l3_len;
+	__builtin_memcpy(fib->ipv6_src, &ip6->saddr, sizeof(fib->ipv6_src));
+	__builtin_memcpy(fib->ipv6_dst, &ip6->daddr, sizeof(fib->ipv6_dst));
+	fib->ifindex = ctx->ingress_ifindex;
+	return fib_result_reason(bpf_fib_lookup(ctx, fib, sizeof(*fib), 0));
+}
+
+static __always_inline int fib_finish_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt,
+					   struct bpf_fib_lookup *fib)
+{
+	struct ipv6hdr *ip6 = ipv6_header(ctx, pkt);
+
+	if (!ip6)
 		return NW_MALFORMED_IPV6;
-
-	/* Neighbour discovery and other link-scoped traffic is never routed. */
-	if (ipv6_is_link_scoped(&ip6->daddr) || ipv6_is_link_scoped(&ip6->saddr))
-		return NW_PASS_LINK_LOCAL;
-
-	fib.family = AF_INET6;
-	fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
-	fib.l4_protocol = pkt->l4_proto;
-	fib.sport = pkt->sport;
-	fib.dport = pkt->dport;
-	fib.tot_len = pkt->l3_len;
-	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, sizeof(fib.ipv6_src));
-	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, sizeof(fib.ipv6_dst));
-	fib.ifindex = ctx->ingress_ifindex;
-
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	reason = fib_result_reason(rc);
-	if (reason)
-		return reason;
 	if (ip6->hop_limit <= 1)
 		return NW_PASS_TTL_EXPIRED;
-
 	ip6->hop_limit--;
-	return fib_transmit(ctx, pkt, &fib);
+	return fib_transmit(ctx, pkt, fib);
 }
 
-/* Routes pkt and returns the reason that names what happens to it. */
-static __always_inline int fib_forward(struct xdp_md *ctx, struct nw_pkt *pkt)
-{
-	if (pkt->l3_proto == ETH_P_IP)
-		return fib_forward_ipv4(ctx, pkt);
-	return fib_forward_ipv6(ctx, pkt);
-}

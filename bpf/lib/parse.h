@@ -66,6 +66,10 @@ struct nw_pkt {
 	__u8 tcp_flags;
 	__u8 pad;
 	__u32 egress_ifindex; /* set by the forwarding stage */
+	__u32 frag_id;        /* IPv4 identification or IPv6 fragment id */
+	__u16 frag_off;       /* fragment offset in bytes */
+	__u8 frag_more;       /* more fragments follow */
+	__u8 pad2;
 };
 
 static __always_inline int parse_eth(void *data, void *data_end, struct nw_pkt *pkt)
@@ -177,8 +181,12 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct nw_pkt 
 		return -NW_MALFORMED_IPV4;
 
 	frag = bpf_ntohs(ip->frag_off);
-	if (frag & (NW_IP_MF | NW_IP_OFFSET))
+	if (frag & (NW_IP_MF | NW_IP_OFFSET)) {
 		pkt->flags |= NW_PKT_FRAGMENT;
+		pkt->frag_id = bpf_ntohs(ip->id);
+		pkt->frag_off = (frag & NW_IP_OFFSET) * 8;
+		pkt->frag_more = !!(frag & NW_IP_MF);
+	}
 	if (frag & NW_IP_OFFSET)
 		pkt->flags |= NW_PKT_LATER_FRAGMENT;
 
@@ -263,8 +271,13 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct nw_pkt 
 				return -NW_MALFORMED_IPV6_EXTHDR;
 			/* An atomic fragment (offset 0, no MF) is a whole datagram
 			 * (RFC 6946). */
-			if (frag & (NW_IPV6_FRAG_OFFSET | NW_IPV6_FRAG_MF))
+			if (frag & (NW_IPV6_FRAG_OFFSET | NW_IPV6_FRAG_MF)) {
 				pkt->flags |= NW_PKT_FRAGMENT;
+				pkt->frag_id = ((__u32)hdr[4] << 24) | ((__u32)hdr[5] << 16) |
+					       ((__u32)hdr[6] << 8) | hdr[7];
+				pkt->frag_off = frag & NW_IPV6_FRAG_OFFSET;
+				pkt->frag_more = frag & NW_IPV6_FRAG_MF;
+			}
 			if (frag & NW_IPV6_FRAG_OFFSET)
 				pkt->flags |= NW_PKT_LATER_FRAGMENT;
 			len = 8;

@@ -38,8 +38,77 @@ enum nw_reason {
 
 	/* Dropped by natwall itself. */
 	NW_DROP_REDIRECT_FAILED,  /* devmap entry vanished between lookup and redirect */
+	NW_DROP_CT_INVALID,       /* no flow and cannot start one (mid-stream TCP) */
+	NW_DROP_POLICY,           /* no flow, and the policy admits no new flow here */
+	NW_DROP_CT_FULL,          /* flow table full: new flows dropped, old ones kept */
+	NW_DROP_SNAT_EXHAUSTED,   /* no free external port (NAT Gateway ErrorPortAllocation) */
+	NW_DROP_SNAT_COLLISION,   /* reply tuple already owned by another flow */
+	NW_DROP_FRAG_NO_FIRST,    /* later fragment whose first fragment was not seen */
+	NW_DROP_FRAG_OVERLAP,     /* fragment overlaps or reorders its datagram */
+	NW_DROP_NAT_SLOW_PATH,    /* translated reply only the kernel could handle (TTL, MTU, route): handing it up would leak the inside address */
+	NW_DROP_ICMP_ERROR_NO_FLOW, /* ICMP error about no flow we know */
+	NW_REPLY_TCP_RST,         /* answered with a TCP RST (invalid inside TCP, reject) */
 
 	NW_REASON_MAX,
+};
+
+/* Counters that are not per-packet verdicts. */
+enum nw_stat {
+	NW_STAT_CT_NEW_V4 = 0,   /* flows created */
+	NW_STAT_CT_NEW_V6,
+	NW_STAT_CT_ESTABLISHED,  /* TCP flows that completed the handshake */
+	NW_STAT_CT_EXPIRED_DP,   /* expired entries the dataplane replaced */
+	NW_STAT_SNAT_NEW_MAPPING,
+	NW_STAT_SNAT_PORT_PRESERVED,
+	NW_STAT_SNAT_PROBES,     /* ports tried beyond the first */
+	NW_STAT_EVENTS_LOST,     /* ring buffer full: flow event dropped */
+	NW_STAT_HAIRPIN,
+	NW_STAT_ICMP_ERROR_TRANSLATED,
+	NW_STAT_MAX,
+};
+
+/* Which way a flow crosses the appliance, from the inside networks. */
+enum nw_zone {
+	NW_ZONE_OUTBOUND = 0, /* inside -> outside: firewall + SNAT */
+	NW_ZONE_INBOUND,      /* outside -> inside */
+	NW_ZONE_EAST_WEST,    /* inside -> inside, no NAT */
+	NW_ZONE_TRANSIT,      /* outside -> outside */
+};
+
+enum nw_tcp_state {
+	NW_TCP_NONE = 0,     /* not TCP */
+	NW_TCP_SYN_SENT,
+	NW_TCP_SYN_RECV,
+	NW_TCP_ESTABLISHED,
+	NW_TCP_FIN_WAIT,     /* one side sent FIN */
+	NW_TCP_TIME_WAIT,    /* both sides sent FIN */
+	NW_TCP_CLOSE,        /* RST seen */
+	NW_TCP_STATE_MAX,
+};
+
+/* Idle timeouts, in seconds, indexed by this enum in nw_runtime_config. */
+enum nw_timeout {
+	NW_TIMEOUT_TCP_SYN = 0,     /* SYN_SENT, SYN_RECV */
+	NW_TIMEOUT_TCP_ESTABLISHED,
+	NW_TIMEOUT_TCP_TRANSITORY,  /* FIN_WAIT, TIME_WAIT */
+	NW_TIMEOUT_TCP_CLOSE,
+	NW_TIMEOUT_UDP,
+	NW_TIMEOUT_ICMP,
+	NW_TIMEOUT_OTHER,
+	NW_TIMEOUT_MAX,
+};
+
+enum nw_ct_flags {
+	NW_CT_SNAT = 1 << 0,        /* source translated in the original direction */
+	NW_CT_DNAT = 1 << 1,        /* destination translated (hairpin) */
+	NW_CT_SEEN_REPLY = 1 << 2,
+	NW_CT_FIN_ORIGINAL = 1 << 3,
+	NW_CT_FIN_REPLY = 1 << 4,
+};
+
+enum nw_event_type {
+	NW_EVENT_FLOW_NEW = 1,
+	NW_EVENT_FLOW_END = 2,
 };
 
 enum nw_malformed_action {
@@ -53,9 +122,153 @@ struct nw_counter {
 	__u64 bytes;
 };
 
+#define NW_SNAT_MAX_ADDRS 16
+
+enum nw_config_flags {
+	NW_CFG_SNAT = 1 << 0,         /* translate outbound IPv4 flows */
+	NW_CFG_SNAT_APDM = 1 << 1,    /* address-and-port-dependent mapping */
+	NW_CFG_INVALID_TCP_RST = 1 << 2, /* answer invalid inside TCP with RST */
+};
+
 /* Runtime settings, written by the control plane. Held in a map rather than
  * a load-time constant so that a reload can change them without re-attaching. */
 struct nw_runtime_config {
 	enum nw_malformed_action malformed_action;
-	__u32 flags;            /* reserved, zero */
+	__u32 flags;            /* enum nw_config_flags */
+	__u16 snat_port_min;
+	__u16 snat_port_max;
+	__u32 snat_addr_count;
+	__be32 snat_addrs[NW_SNAT_MAX_ADDRS];
+	__u32 timeouts[NW_TIMEOUT_MAX]; /* seconds, enum nw_timeout */
+};
+
+/* An IPv4 flow as seen on the wire in one direction. ICMP echo puts the
+ * identifier in both ports, so that reversing the tuple matches the reply. */
+struct nw_tuple4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct nw_tuple6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* What natwall knows about a flow, held once per flow. */
+struct nw_ct_state {
+	__u64 created_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 last_seen_ns;
+	__u64 packets_orig;
+	__u64 bytes_orig;
+	__u64 packets_reply;
+	__u64 bytes_reply;
+	__u32 rule_id;        /* the rule that admitted it; 0 = built-in policy */
+	__u8 tcp_state;       /* enum nw_tcp_state */
+	__u8 flags;           /* enum nw_ct_flags */
+	__u8 zone;            /* enum nw_zone */
+	__u8 l7_verdict;      /* reserved for domain filtering */
+};
+
+/* An IPv4 flow, keyed by its original tuple. The reply tuple is what the
+ * responder's packets carry: the reversed original with any translation
+ * applied. Rewriting a packet from one tuple to the reverse of the other is
+ * the whole of NAT. */
+struct nw_ct4_entry {
+	struct nw_ct_state st;
+	struct nw_tuple4 reply;
+};
+
+/* IPv6 is tracked, never translated: the reply tuple is the reversed original. */
+struct nw_ct6_entry {
+	struct nw_ct_state st;
+};
+
+/* One side of a SNAT mapping: an endpoint, and in the address-and-port-
+ * dependent mode the remote endpoint it is for (zero otherwise). */
+struct nw_snat4_key {
+	__be32 addr;
+	__be32 remote_addr;
+	__be16 port;
+	__be16 remote_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct nw_snat4_endpoint {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+	__u64 created_ns;
+};
+
+/* Per datagram, what the first fragment told us, for the later ones. */
+struct nw_frag4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct nw_frag6_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 id;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct nw_frag_state {
+	__be16 sport;
+	__be16 dport;
+	__u16 next_off;       /* bytes: where the next in-order fragment starts */
+	__u16 pad;
+	__u64 seen_ns;
+};
+
+/* A flow event for the control plane (flow logs, learning), IPv4 addresses
+ * in the first four bytes of the 16-byte fields. */
+struct nw_flow_event {
+	__u64 timestamp_ns;
+	__u8 type;            /* enum nw_event_type */
+	__u8 family;          /* 4 or 6 */
+	__u8 proto;
+	__u8 tcp_state;
+	__u32 reason;         /* enum nw_reason that ended or admitted it */
+	__u32 rule_id;
+	__u8 zone;
+	__u8 flags;
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 nat_saddr[16];   /* the reply tuple's destination: the translated source */
+	__u8 nat_daddr[16];   /* the reply tuple's source */
+	__be16 sport;
+	__be16 dport;
+	__be16 nat_sport;
+	__be16 nat_dport;
+	__u64 packets_orig;
+	__u64 bytes_orig;
+	__u64 packets_reply;
+	__u64 bytes_reply;
+};
+
+/* Types the Go side needs that no map mentions. A pointer to this puts them
+ * all in the object's BTF, which is where bpf2go generates Go types from. */
+struct nw_btf_anchor {
+	enum nw_zone zone;
+	enum nw_tcp_state tcp_state;
+	enum nw_timeout timeout;
+	enum nw_ct_flags ct_flags;
+	enum nw_event_type event_type;
+	enum nw_config_flags config_flags;
+	struct nw_flow_event event;
 };

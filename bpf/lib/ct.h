@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Connection tracking: one entry per flow, found from either direction,
+ * with a TCP state machine, idle timeouts, per-direction counters and flow
+ * events for the control plane. */
+#pragma once
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "types.h"
+#include "maps.h"
+#include "parse.h"
+#include "nat.h"
+
+#define NW_TCP_FIN 0x01
+#define NW_TCP_SYN 0x02
+#define NW_TCP_RST 0x04
+#define NW_TCP_ACK 0x10
+
+#define NW_NSEC_PER_SEC 1000000000ULL
+
+enum nw_ct_dir {
+	NW_CT_DIR_ORIGINAL = 0,
+	NW_CT_DIR_REPLY = 1,
+};
+
+static __always_inline __u64 ct_timeout_ns(const struct nw_runtime_config *cfg, __u8 proto,
+					   __u8 tcp_state)
+{
+	__u32 idx;
+
+	switch (proto) {
+	case IPPROTO_TCP:
+		switch (tcp_state) {
+		case NW_TCP_ESTABLISHED:
+			idx = NW_TIMEOUT_TCP_ESTABLISHED;
+			break;
+		case NW_TCP_FIN_WAIT:
+		case NW_TCP_TIME_WAIT:
+			idx = NW_TIMEOUT_TCP_TRANSITORY;
+			break;
+		case NW_TCP_CLOSE:
+			idx = NW_TIMEOUT_TCP_CLOSE;
+			break;
+		default:
+			idx = NW_TIMEOUT_TCP_SYN;
+			break;
+		}
+		break;
+	case IPPROTO_UDP:
+		idx = NW_TIMEOUT_UDP;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		idx = NW_TIMEOUT_ICMP;
+		break;
+	default:
+		idx = NW_TIMEOUT_OTHER;
+		break;
+	}
+	if (idx >= NW_TIMEOUT_MAX)
+		return 0;
+	return (__u64)cfg->timeouts[idx] * NW_NSEC_PER_SEC;
+}
+
+static __always_inline int ct_expired(const struct nw_runtime_config *cfg,
+				      const struct nw_ct_state *st, __u8 proto, __u64 now)
+{
+	return now - st->last_seen_ns > ct_timeout_ns(cfg, proto, st->tcp_state);
+}
+
+/* Advances the TCP state on a packet of the flow. Sequence numbers are not
+ * checked: the endpoints do that, and a firewall that guesses wrong about
+ * windows breaks real connections. */
+static __always_inline void ct_tcp_advance(struct nw_ct_state *st, int dir, __u8 flags)
+{
+	if (flags & NW_TCP_RST) {
+		st->tcp_state = NW_TCP_CLOSE;
+		return;
+	}
+	switch (st->tcp_state) {
+	case NW_TCP_SYN_SENT:
+		if (dir == NW_CT_DIR_REPLY && (flags & NW_TCP_SYN) && (flags & NW_TCP_ACK))
+			st->tcp_state = NW_TCP_SYN_RECV;
+		break;
+	case NW_TCP_SYN_RECV:
+		if (dir == NW_CT_DIR_ORIGINAL && (flags & NW_TCP_ACK) && !(flags & NW_TCP_SYN)) {
+			st->tcp_state = NW_TCP_ESTABLISHED;
+			stat_inc(NW_STAT_CT_ESTABLISHED);
+		}
+		break;
+	case NW_TCP_ESTABLISHED:
+	case NW_TCP_FIN_WAIT:
+		if (flags & NW_TCP_FIN) {
+			st->flags |= dir == NW_CT_DIR_ORIGINAL ? NW_CT_FIN_ORIGINAL : NW_CT_FIN_REPLY;
+			if ((st->flags & (NW_CT_FIN_ORIGINAL | NW_CT_FIN_REPLY)) ==
+			    (NW_CT_FIN_ORIGINAL | NW_CT_FIN_REPLY))
+				st->tcp_state = NW_TCP_TIME_WAIT;
+			else
+				st->tcp_state = NW_TCP_FIN_WAIT;
+		}
+		break;
+	case NW_TCP_TIME_WAIT:
+	case NW_TCP_CLOSE:
+		/* The client reuses the 4-tuple: a new connection in the
+		 * same entry, keeping its NAT mapping. */
+		if (dir == NW_CT_DIR_ORIGINAL && (flags & NW_TCP_SYN) && !(flags & NW_TCP_ACK)) {
+			st->tcp_state = NW_TCP_SYN_SENT;
+			st->flags &= ~(NW_CT_FIN_ORIGINAL | NW_CT_FIN_REPLY);
+		}
+		break;
+	}
+}
+
+/* Accounts a packet to its flow. Counters are shared by every CPU that
+ * sees the flow, hence the atomic adds. */
+static __always_inline void ct_account(struct xdp_md *ctx, struct nw_ct_state *st, int dir,
+				       struct nw_pkt *pkt, __u64 now)
+{
+	__u64 bytes = ctx->data_end - ctx->data;
+
+	if (dir == NW_CT_DIR_ORIGINAL) {
+		__sync_fetch_and_add(&st->packets_orig, 1);
+		__sync_fetch_and_add(&st->bytes_orig, bytes);
+	} else {
+		__sync_fetch_and_add(&st->packets_reply, 1);
+		__sync_fetch_and_add(&st->bytes_reply, bytes);
+		st->flags |= NW_CT_SEEN_REPLY;
+	}
+	st->last_seen_ns = now;
+	if (pkt->l4_proto == IPPROTO_TCP && (pkt->flags & NW_PKT_L4))
+		ct_tcp_advance(st, dir, pkt->tcp_flags);
+}
+
+/* Whether a first packet may start a flow at all: TCP only with a bare SYN,
+ * ICMP only with an echo request or an informational message. */
+static __always_inline int ct_can_start(struct nw_pkt *pkt)
+{
+	switch (pkt->l4_proto) {
+	case IPPROTO_TCP:
+		return (pkt->tcp_flags & (NW_TCP_SYN | NW_TCP_ACK | NW_TCP_RST | NW_TCP_FIN)) == NW_TCP_SYN;
+	case IPPROTO_ICMP:
+		return pkt->icmp_type != 0; /* not an echo reply */
+	case IPPROTO_ICMPV6:
+		return pkt->icmp_type != 129; /* not an echo reply */
+	default:
+		return 1;
+	}
+}
+
+static __always_inline __u8 zone_of(int src_inside, int dst_inside)
+{
+	if (src_inside)
+		return dst_inside ? NW_ZONE_EAST_WEST : NW_ZONE_OUTBOUND;
+	return dst_inside ? NW_ZONE_INBOUND : NW_ZONE_TRANSIT;
+}
+
+static __always_inline int inside4(__be32 addr)
+{
+	struct nw_lpm4_key k = { .prefixlen = 32, .addr = addr };
+
+	return bpf_map_lookup_elem(&nw_inside4, &k) != NULL;
+}
+
+static __always_inline int inside6(const __u8 *addr)
+{
+	struct nw_lpm6_key k = { .prefixlen = 128 };
+
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&nw_inside6, &k) != NULL;
+}
+
+static __always_inline void event_fill_state(struct nw_flow_event *ev, const struct nw_ct_state *st)
+{
+	ev->tcp_state = st->tcp_state;
+	ev->rule_id = st->rule_id;
+	ev->zone = st->zone;
+	ev->flags = st->flags;
+	ev->packets_orig = st->packets_orig;
+	ev->bytes_orig = st->bytes_orig;
+	ev->packets_reply = st->packets_reply;
+	ev->bytes_reply = st->bytes_reply;
+}
+
+/* Reports a flow's start or end. A full ring buffer loses the event, never
+ * the packet, and the loss is counted. */
+static __always_inline void ct_event4(__u8 type, __u32 reason, const struct nw_tuple4 *orig,
+				      const struct nw_ct4_entry *e, __u64 now)
+{
+	struct nw_flow_event *ev = bpf_ringbuf_reserve(&nw_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		stat_inc(NW_STAT_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->timestamp_ns = now;
+	ev->type = type;
+	ev->family = 4;
+	ev->proto = orig->proto;
+	ev->reason = reason;
+	__builtin_memcpy(ev->saddr, &orig->saddr, 4);
+	__builtin_memcpy(ev->daddr, &orig->daddr, 4);
+	ev->sport = orig->sport;
+	ev->dport = orig->dport;
+	__builtin_memcpy(ev->nat_saddr, &e->reply.daddr, 4);
+	__builtin_memcpy(ev->nat_daddr, &e->reply.saddr, 4);
+	ev->nat_sport = e->reply.dport;
+	ev->nat_dport = e->reply.sport;
+	event_fill_state(ev, &e->st);
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void ct_event6(__u8 type, __u32 reason, const struct nw_tuple6 *orig,
+				      const struct nw_ct6_entry *e, __u64 now)
+{
+	struct nw_flow_event *ev = bpf_ringbuf_reserve(&nw_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		stat_inc(NW_STAT_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->timestamp_ns = now;
+	ev->type = type;
+	ev->family = 6;
+	ev->proto = orig->proto;
+	ev->reason = reason;
+	__builtin_memcpy(ev->saddr, orig->saddr, 16);
+	__builtin_memcpy(ev->daddr, orig->daddr, 16);
+	__builtin_memcpy(ev->nat_saddr, orig->saddr, 16);
+	__builtin_memcpy(ev->nat_daddr, orig->daddr, 16);
+	ev->sport = ev->nat_sport = orig->sport;
+	ev->dport = ev->nat_dport = orig->dport;
+	event_fill_state(ev, &e->st);
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Removes an IPv4 flow. The SNAT mapping stays: other flows of the same
+ * inside endpoint may use it, and the control plane expires it. */
+static __always_inline void ct_delete4(const struct nw_tuple4 *orig, struct nw_ct4_entry *e,
+				       __u32 reason, __u64 now)
+{
+	struct nw_tuple4 reply = e->reply;
+
+	ct_event4(NW_EVENT_FLOW_END, reason, orig, e, now);
+	bpf_map_delete_elem(&nw_ct4_rev, &reply);
+	bpf_map_delete_elem(&nw_ct4, orig);
+}
+
+/* Creates an IPv4 flow from its first packet. dnat, when set, is the inside
+ * endpoint of a hairpinned flow. Returns the entry or a negative reason. */
+static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struct nw_tuple4 *t,
+				      __u8 zone, const struct nw_snat4_endpoint *dnat, __u64 now,
+				      struct nw_ct4_entry **out)
+{
+	struct nw_ct4_entry e = {};
+	struct nw_snat4_endpoint ext;
+	long err;
+	int ret;
+
+	e.st.created_ns = now;
+	e.st.last_seen_ns = now;
+	e.st.zone = zone;
+	e.st.tcp_state = t->proto == IPPROTO_TCP ? NW_TCP_SYN_SENT : NW_TCP_NONE;
+	tuple4_reverse(&e.reply, t);
+
+	if (dnat) {
+		e.reply.saddr = dnat->addr;
+		e.reply.sport = dnat->port;
+		if (t->proto == IPPROTO_ICMP)
+			e.reply.dport = dnat->port;
+		e.st.flags |= NW_CT_DNAT;
+	}
+	if (zone == NW_ZONE_OUTBOUND && (cfg->flags & NW_CFG_SNAT) && !snat_excluded4(t->daddr)) {
+		ret = snat_map4(cfg, t, now, &ext);
+		if (ret < 0)
+			return ret;
+		e.reply.daddr = ext.addr;
+		e.reply.dport = ext.port;
+		/* ICMP echo: the identifier is both "ports". */
+		if (t->proto == IPPROTO_ICMP && !dnat)
+			e.reply.sport = ext.port;
+		e.st.flags |= NW_CT_SNAT;
+	}
+
+	/* Claim the reply tuple first: if another flow owns it, this one
+	 * cannot exist, whatever the mapping said. */
+	err = bpf_map_update_elem(&nw_ct4_rev, &e.reply, t, BPF_NOEXIST);
+	if (err == -17 /* EEXIST */)
+		return -NW_DROP_SNAT_COLLISION;
+	if (err)
+		return -NW_DROP_CT_FULL;
+	err = bpf_map_update_elem(&nw_ct4, t, &e, BPF_NOEXIST);
+	if (err) {
+		bpf_map_delete_elem(&nw_ct4_rev, &e.reply);
+		return err == -17 ? -NW_DROP_SNAT_COLLISION : -NW_DROP_CT_FULL;
+	}
+	*out = bpf_map_lookup_elem(&nw_ct4, t);
+	if (!*out)
+		return -NW_DROP_CT_FULL;
+	stat_inc(NW_STAT_CT_NEW_V4);
+	if (dnat)
+		stat_inc(NW_STAT_HAIRPIN);
+	ct_event4(NW_EVENT_FLOW_NEW, 0, t, *out, now);
+	return 0;
+}
+
+static __always_inline int ct_create6(const struct nw_tuple6 *t, __u8 zone, __u64 now,
+				      struct nw_ct6_entry **out)
+{
+	struct nw_ct6_entry e = {};
+	long err;
+
+	e.st.created_ns = now;
+	e.st.last_seen_ns = now;
+	e.st.zone = zone;
+	e.st.tcp_state = t->proto == IPPROTO_TCP ? NW_TCP_SYN_SENT : NW_TCP_NONE;
+	err = bpf_map_update_elem(&nw_ct6, t, &e, BPF_NOEXIST);
+	if (err && err != -17)
+		return -NW_DROP_CT_FULL;
+	*out = bpf_map_lookup_elem(&nw_ct6, t);
+	if (!*out)
+		return -NW_DROP_CT_FULL;
+	if (!err) {
+		stat_inc(NW_STAT_CT_NEW_V6);
+		ct_event6(NW_EVENT_FLOW_NEW, 0, t, *out, now);
+	}
+	return 0;
+}
+
+/* Fragments: the first one's ports are remembered for the later ones,
+ * which carry none. Later fragments must arrive in order and without
+ * overlap; anything else is dropped (RFC 5722 treats overlap as an attack;
+ * reordering is the documented cost). */
+static __always_inline int frag_track(void *map, const void *key, struct nw_pkt *pkt, __u64 now,
+				      __be16 *sport, __be16 *dport)
+{
+	__u16 len = pkt->l3_off + pkt->l3_len - pkt->l4_off;
+	struct nw_frag_state *fs;
+
+	if (!(pkt->flags & NW_PKT_FRAGMENT))
+		return 0;
+	if (!(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
+		struct nw_frag_state st = {
+			.sport = *sport, .dport = *dport, .next_off = len, .seen_ns = now,
+		};
+
+		bpf_map_update_elem(map, key, &st, BPF_ANY);
+		return 0;
+	}
+	fs = bpf_map_lookup_elem(map, key);
+	if (!fs)
+		return -NW_DROP_FRAG_NO_FIRST;
+	if (pkt->frag_off != fs->next_off)
+		return -NW_DROP_FRAG_OVERLAP;
+	*sport = fs->sport;
+	*dport = fs->dport;
+	fs->next_off += len;
+	fs->seen_ns = now;
+	if (!pkt->frag_more)
+		bpf_map_delete_elem(map, key);
+	return 0;
+}

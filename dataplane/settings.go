@@ -1,0 +1,267 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Timeouts are idle timeouts per protocol and TCP state. A flow idle for
+// longer is expired: the dataplane treats it as gone on its next packet and
+// the control plane's collector removes it.
+type Timeouts struct {
+	TCPSyn         time.Duration // SYN_SENT, SYN_RECV
+	TCPEstablished time.Duration
+	TCPTransitory  time.Duration // FIN_WAIT, TIME_WAIT
+	TCPClose       time.Duration // after RST
+	UDP            time.Duration
+	ICMP           time.Duration
+	Other          time.Duration
+}
+
+// DefaultTimeouts meet the NAT behaviour RFCs: UDP at least 2 minutes
+// (RFC 4787 REQ-5), TCP established at least 2 hours 4 minutes and
+// transitory 4 minutes (RFC 5382 REQ-5), ICMP at least 60 seconds
+// (RFC 5508 REQ-1).
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		TCPSyn:         4 * time.Minute,
+		TCPEstablished: 2*time.Hour + 4*time.Minute,
+		TCPTransitory:  4 * time.Minute,
+		TCPClose:       10 * time.Second,
+		UDP:            5 * time.Minute,
+		ICMP:           60 * time.Second,
+		Other:          10 * time.Minute,
+	}
+}
+
+func (t Timeouts) seconds() ([natwallNwTimeoutNW_TIMEOUT_MAX]uint32, error) {
+	var out [natwallNwTimeoutNW_TIMEOUT_MAX]uint32
+	set := func(i natwallNwTimeout, name string, d time.Duration) error {
+		if d < time.Second || d > 30*24*time.Hour {
+			return fmt.Errorf("timeout %s %v: must be between 1s and 720h", name, d)
+		}
+		out[i] = uint32(d / time.Second)
+		return nil
+	}
+	return out, errors.Join(
+		set(natwallNwTimeoutNW_TIMEOUT_TCP_SYN, "tcp_syn", t.TCPSyn),
+		set(natwallNwTimeoutNW_TIMEOUT_TCP_ESTABLISHED, "tcp_established", t.TCPEstablished),
+		set(natwallNwTimeoutNW_TIMEOUT_TCP_TRANSITORY, "tcp_transitory", t.TCPTransitory),
+		set(natwallNwTimeoutNW_TIMEOUT_TCP_CLOSE, "tcp_close", t.TCPClose),
+		set(natwallNwTimeoutNW_TIMEOUT_UDP, "udp", t.UDP),
+		set(natwallNwTimeoutNW_TIMEOUT_ICMP, "icmp", t.ICMP),
+		set(natwallNwTimeoutNW_TIMEOUT_OTHER, "other", t.Other),
+	)
+}
+
+// MappingMode is how SNAT maps inside endpoints to external ports.
+type MappingMode int
+
+const (
+	// MappingEndpointIndependent gives an inside endpoint one external
+	// port for every destination (RFC 4787 REQ-1): peer-to-peer and
+	// hairpinning work, and a port serves one endpoint at a time.
+	MappingEndpointIndependent MappingMode = iota
+	// MappingAddressPortDependent gives a new external port per
+	// destination endpoint, the model AWS NAT Gateway uses: the same
+	// external port can serve different destinations, so capacity is per
+	// destination, at the cost of EIM's guarantees and of hairpinning.
+	MappingAddressPortDependent
+)
+
+func (m MappingMode) String() string {
+	if m == MappingAddressPortDependent {
+		return "address-port-dependent"
+	}
+	return "endpoint-independent"
+}
+
+// MaxSNATAddresses is how many external addresses one appliance translates to.
+const MaxSNATAddresses = len(natwallNwRuntimeConfig{}.SnatAddrs)
+
+// SNAT configures source translation of outbound IPv4 flows.
+type SNAT struct {
+	// Addresses are the appliance's external addresses, assigned to
+	// inside hosts by a hash of their address (paired pooling).
+	Addresses []netip.Addr
+	// PortMin and PortMax bound the external ports (and ICMP identifiers).
+	PortMin, PortMax uint16
+	Mode             MappingMode
+	// Exclude lists destinations that are never translated.
+	Exclude []netip.Prefix
+}
+
+// Settings are the dataplane's runtime configuration, applied live.
+type Settings struct {
+	MalformedAction MalformedAction
+	// Inside are the inside networks ($HOME_NET): flows from them may
+	// start; from elsewhere only their replies are admitted.
+	Inside []netip.Prefix
+	// SNAT is nil when outbound flows are not translated.
+	SNAT     *SNAT
+	Timeouts Timeouts
+	// InvalidTCPReset answers inside TCP packets of no known flow with a
+	// RST, as AWS NAT Gateway does, so clients fail fast.
+	InvalidTCPReset bool
+}
+
+// DefaultSettings drop malformed packets and use DefaultTimeouts.
+func DefaultSettings() Settings {
+	return Settings{Timeouts: DefaultTimeouts()}
+}
+
+func (s Settings) runtimeConfig() (natwallNwRuntimeConfig, error) {
+	var cfg natwallNwRuntimeConfig
+	var errs []error
+	cfg.MalformedAction = natwallNwMalformedActionNW_MALFORMED_ACTION_DROP
+	if s.MalformedAction == MalformedPass {
+		cfg.MalformedAction = natwallNwMalformedActionNW_MALFORMED_ACTION_PASS
+	}
+	timeouts, err := s.Timeouts.seconds()
+	errs = append(errs, err)
+	cfg.Timeouts = timeouts
+	if s.InvalidTCPReset {
+		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_INVALID_TCP_RST)
+	}
+	if n := s.SNAT; n != nil {
+		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_SNAT)
+		if n.Mode == MappingAddressPortDependent {
+			cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_SNAT_APDM)
+		}
+		if len(n.Addresses) == 0 || len(n.Addresses) > MaxSNATAddresses {
+			errs = append(errs, fmt.Errorf("snat: %d addresses, want 1 to %d", len(n.Addresses), MaxSNATAddresses))
+		}
+		for i, a := range n.Addresses {
+			if !a.Is4() || i >= MaxSNATAddresses {
+				errs = append(errs, fmt.Errorf("snat: %s is not an IPv4 address", a))
+				continue
+			}
+			cfg.SnatAddrs[i] = beUint32(a.As4())
+		}
+		cfg.SnatAddrCount = uint32(len(n.Addresses))
+		if n.PortMin == 0 || n.PortMin > n.PortMax {
+			errs = append(errs, fmt.Errorf("snat: port range %d-%d is empty or starts at 0", n.PortMin, n.PortMax))
+		}
+		cfg.SnatPortMin, cfg.SnatPortMax = n.PortMin, n.PortMax
+		for _, p := range n.Exclude {
+			if !p.Addr().Is4() {
+				errs = append(errs, fmt.Errorf("snat: exclusion %s is not IPv4", p))
+			}
+		}
+	}
+	for _, p := range s.Inside {
+		if !p.IsValid() {
+			errs = append(errs, errors.New("inside network: invalid prefix"))
+		}
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// beUint32 is the uint32 whose in-memory bytes are the address in network
+// order, as the kernel stores it.
+func beUint32(b [4]byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+// Apply writes s into the running dataplane. The runtime config is one map
+// value, replaced in one update; the LPM tables are updated entry by entry,
+// new entries first, so a prefix present before and after never disappears.
+func (d *Dataplane) Apply(s Settings) error {
+	return applySettings(&d.objs, s)
+}
+
+func applySettings(objs *natwallObjects, s Settings) error {
+	cfg, err := s.runtimeConfig()
+	if err != nil {
+		return err
+	}
+	var inside4, inside6 []netip.Prefix
+	for _, p := range s.Inside {
+		if p.Addr().Is4() {
+			inside4 = append(inside4, p.Masked())
+		} else {
+			inside6 = append(inside6, p.Masked())
+		}
+	}
+	var exclude []netip.Prefix
+	if s.SNAT != nil {
+		for _, p := range s.SNAT.Exclude {
+			exclude = append(exclude, p.Masked())
+		}
+	}
+	if err := syncLPM4(objs.NwInside4, inside4); err != nil {
+		return fmt.Errorf("inside networks: %w", err)
+	}
+	if err := syncLPM6(objs.NwInside6, inside6); err != nil {
+		return fmt.Errorf("inside networks: %w", err)
+	}
+	if err := syncLPM4(objs.NwSnatExcl4, exclude); err != nil {
+		return fmt.Errorf("snat exclusions: %w", err)
+	}
+	if err := objs.NwConfig.Put(uint32(0), cfg); err != nil {
+		return fmt.Errorf("write runtime config: %w", err)
+	}
+	return nil
+}
+
+func syncLPM4(m *ebpf.Map, want []netip.Prefix) error {
+	keep := map[natwallNwLpm4Key]bool{}
+	for _, p := range want {
+		k := natwallNwLpm4Key{Prefixlen: uint32(p.Bits()), Addr: beUint32(p.Addr().As4())}
+		keep[k] = true
+		if err := m.Put(k, uint8(1)); err != nil {
+			return err
+		}
+	}
+	var k natwallNwLpm4Key
+	var v uint8
+	var stale []natwallNwLpm4Key
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if !keep[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncLPM6(m *ebpf.Map, want []netip.Prefix) error {
+	keep := map[natwallNwLpm6Key]bool{}
+	for _, p := range want {
+		k := natwallNwLpm6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+		keep[k] = true
+		if err := m.Put(k, uint8(1)); err != nil {
+			return err
+		}
+	}
+	var k natwallNwLpm6Key
+	var v uint8
+	var stale []natwallNwLpm6Key
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if !keep[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
