@@ -141,7 +141,7 @@ func newFibFixture(t *testing.T) *fibFixture {
 		neigh      []string
 		mac        net.HardwareAddr
 	}{
-		{"a0", "a1", 1500, []string{"198.18.1.1/24", "2001:db8:1::1/64"}, []string{"198.18.1.20", "2001:db8:1::20"}, hairpinMAC},
+		{"a0", "a1", 1500, []string{"198.18.1.1/24", "2001:db8:1::1/64"}, []string{"198.18.1.20", "2001:db8:1::20", "198.18.1.21"}, hairpinMAC},
 		{"b0", "b1", 1500, []string{"198.19.1.1/24", "2001:db8:2::1/64"}, []string{"198.19.1.10", "2001:db8:2::10", "198.19.1.11"}, serverMAC},
 		{"c0", "c1", 1280, []string{"198.19.3.1/24", "2001:db8:3::1/64"}, []string{"198.19.3.10", "2001:db8:3::10"}, smallMAC},
 	}
