@@ -28,40 +28,14 @@ type natwallNwCounter struct {
 }
 
 type natwallNwCt4Entry struct {
-	_  structs.HostLayout
-	St struct {
-		_            structs.HostLayout
-		CreatedNs    uint64
-		LastSeenNs   uint64
-		PacketsOrig  uint64
-		BytesOrig    uint64
-		PacketsReply uint64
-		BytesReply   uint64
-		RuleId       uint32
-		TcpState     uint8
-		Flags        uint8
-		Zone         uint8
-		L7Verdict    uint8
-	}
+	_     structs.HostLayout
+	St    natwallNwCtState
 	Reply natwallNwTuple4
 }
 
 type natwallNwCt6Entry struct {
 	_  structs.HostLayout
-	St struct {
-		_            structs.HostLayout
-		CreatedNs    uint64
-		LastSeenNs   uint64
-		PacketsOrig  uint64
-		BytesOrig    uint64
-		PacketsReply uint64
-		BytesReply   uint64
-		RuleId       uint32
-		TcpState     uint8
-		Flags        uint8
-		Zone         uint8
-		L7Verdict    uint8
-	}
+	St natwallNwCtState
 }
 
 type natwallNwCtFlags uint32
@@ -73,6 +47,21 @@ const (
 	natwallNwCtFlagsNW_CT_FIN_ORIGINAL natwallNwCtFlags = 8
 	natwallNwCtFlagsNW_CT_FIN_REPLY    natwallNwCtFlags = 16
 )
+
+type natwallNwCtState struct {
+	_            structs.HostLayout
+	CreatedNs    uint64
+	LastSeenNs   uint64
+	PacketsOrig  uint64
+	BytesOrig    uint64
+	PacketsReply uint64
+	BytesReply   uint64
+	RuleId       uint32
+	TcpState     uint8
+	Flags        uint8
+	Zone         uint8
+	L7Verdict    uint8
+}
 
 type natwallNwEventType uint32
 
