@@ -18,6 +18,7 @@
 #include "lib/counters.h"
 #include "lib/nat.h"
 #include "lib/ct.h"
+#include "lib/reply.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -191,6 +192,21 @@ static __always_inline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt
 
 /* A packet of no known flow: for this host, a hairpin, or a new flow if
  * the policy admits one. */
+/* A packet from inside that cannot start a flow. AWS NAT Gateway answers
+ * such TCP with a RST so the client gives up at once instead of timing out;
+ * NW_CFG_INVALID_TCP_RST does the same. */
+static __always_inline int invalid_from_inside(struct xdp_md *ctx, struct nw_pkt *pkt,
+					       struct nw_runtime_config *cfg, int src_inside)
+{
+	if (src_inside && (cfg->flags & NW_CFG_INVALID_TCP_RST) && pkt->l4_proto == IPPROTO_TCP &&
+	    (pkt->flags & NW_PKT_L4)) {
+		if (pkt->l3_proto == ETH_P_IP)
+			return reply_tcp_rst4(ctx, pkt);
+		return reply_tcp_rst6(ctx, pkt);
+	}
+	return NW_DROP_CT_INVALID;
+}
+
 static __always_inline int ct_miss4(struct xdp_md *ctx, struct nw_pkt *pkt,
 				    struct nw_runtime_config *cfg, const struct nw_tuple4 *t, __u64 now)
 {
@@ -219,7 +235,7 @@ static __always_inline int ct_miss4(struct xdp_md *ctx, struct nw_pkt *pkt,
 	} else {
 		zone = zone_of(src_inside, inside4(t->daddr));
 		if (!ct_can_start(pkt))
-			return NW_DROP_CT_INVALID;
+			return invalid_from_inside(ctx, pkt, cfg, src_inside);
 		if (zone != NW_ZONE_OUTBOUND && zone != NW_ZONE_EAST_WEST)
 			return NW_DROP_POLICY;
 		/* A later fragment cannot open a flow: its first fragment did. */
@@ -411,9 +427,10 @@ static __always_inline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	if (!e) {
 		if (reason == NW_PASS_LOCAL)
 			return NW_PASS_LOCAL;
-		zone = zone_of(inside6(t.saddr), inside6(t.daddr));
+		ret = inside6(t.saddr);
+		zone = zone_of(ret, inside6(t.daddr));
 		if (!ct_can_start(pkt))
-			return NW_DROP_CT_INVALID;
+			return invalid_from_inside(ctx, pkt, cfg, ret);
 		if (zone != NW_ZONE_OUTBOUND && zone != NW_ZONE_EAST_WEST)
 			return NW_DROP_POLICY;
 		if (pkt->flags & NW_PKT_LATER_FRAGMENT)

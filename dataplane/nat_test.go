@@ -384,3 +384,37 @@ func TestConntrackIdleTimeout(t *testing.T) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// With InvalidTCPReset, a mid-stream segment from inside is answered with
+// a RST (as AWS NAT Gateway does) instead of a silent drop.
+func TestInvalidInsideTCPGetsReset(t *testing.T) {
+	fx := newFibFixture(t)
+	s := natSettings(1024, 65535)
+	s.InvalidTCPReset = true
+	fx.apply(t, s)
+
+	in := frame4(t, l4spec{proto: layers.IPProtocolTCP, src: "198.18.1.20", dst: "198.19.1.10", sport: 7000, dport: 443, tcpFlags: "A"})
+	res := fx.expect(t, in, "a0", ReasonReplyTCPRST)
+	if res.action != xdpTX {
+		t.Fatalf("action %d, want XDP_TX", res.action)
+	}
+	got := decode4(t, res.out) // verifies the IP and TCP checksums
+	if got.src != "198.19.1.10" || got.sport != 443 || got.dst != "198.18.1.20" || got.dport != 7000 {
+		t.Fatalf("RST addressed %s:%d -> %s:%d", got.src, got.sport, got.dst, got.dport)
+	}
+	tcp := res.out[14+20:]
+	if flags := tcp[13]; flags != 0x04 {
+		t.Fatalf("TCP flags %#02x, want RST only", flags)
+	}
+	// RFC 9293 3.10.7.1: the RST's sequence number is the segment's ACK.
+	if seq, ack := binary.BigEndian.Uint32(tcp[4:]), binary.BigEndian.Uint32(in[14+20+8:]); seq != ack {
+		t.Fatalf("RST seq %d, want the segment's ack %d", seq, ack)
+	}
+	if tot := binary.BigEndian.Uint16(res.out[14+2:]); tot != 40 {
+		t.Fatalf("RST IP length %d, want 40 (no payload)", tot)
+	}
+	// Never answer a RST with a RST.
+	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolTCP, src: "198.18.1.20", dst: "198.19.1.10", sport: 7000, dport: 443, tcpFlags: "R"}), "a0", ReasonDropCTInvalid)
+	// Nor answer the outside.
+	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolTCP, src: "198.19.1.10", dst: "198.18.1.20", sport: 443, dport: 7000, tcpFlags: "A"}), "b0", ReasonDropCTInvalid)
+}

@@ -9,13 +9,13 @@
 #include "maps.h"
 #include "parse.h"
 
-static __always_inline void count_reason(struct xdp_md *ctx, enum nw_reason reason)
+static __always_inline void count_reason(struct nw_pkt *pkt, enum nw_reason reason)
 {
 	struct nw_counter *c = bpf_map_lookup_elem(&nw_counters, &reason);
 
 	if (c) {
 		c->packets++;
-		c->bytes += ctx->data_end - ctx->data;
+		c->bytes += pkt->frame_len;
 	}
 }
 
@@ -36,6 +36,7 @@ static __always_inline int nw_exit(struct xdp_md *ctx, struct nw_pkt *pkt, enum 
 
 	switch (reason) {
 	case NW_FWD_TX:
+	case NW_REPLY_TCP_RST:
 		action = XDP_TX;
 		break;
 	case NW_FWD_REDIRECT:
@@ -71,6 +72,6 @@ static __always_inline int nw_exit(struct xdp_md *ctx, struct nw_pkt *pkt, enum 
 		action = XDP_DROP;
 		break;
 	}
-	count_reason(ctx, reason);
+	count_reason(pkt, reason);
 	return action;
 }

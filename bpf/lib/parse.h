@@ -70,6 +70,7 @@ struct nw_pkt {
 	__u16 frag_off;       /* fragment offset in bytes */
 	__u8 frag_more;       /* more fragments follow */
 	__u8 pad2;
+	__u32 frame_len;      /* bytes as received, before any rewrite */
 };
 
 static __always_inline int parse_eth(void *data, void *data_end, struct nw_pkt *pkt)
@@ -321,6 +322,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct nw_pkt *pkt)
 	void *data_end = (void *)(long)ctx->data_end;
 	int ret;
 
+	pkt->frame_len = data_end - data;
 	ret = parse_eth(data, data_end, pkt);
 	if (ret < 0)
 		return ret;

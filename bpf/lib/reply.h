@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Answers the sender from XDP: the packet is turned, in place, into a TCP
+ * RST back to where it came from, and transmitted out the ingress NIC. */
+#pragma once
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "types.h"
+#include "parse.h"
+#include "csum.h"
+
+#define NW_RST_TTL 64
+
+struct nw_pseudo4 {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+struct nw_pseudo6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 len;
+	__u8 zero[3];
+	__u8 proto;
+};
+
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+	__u8 tmp[ETH_ALEN];
+
+	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
+}
+
+/* Fills in the RST's TCP header from the segment it answers (RFC 9293
+ * 3.10.7.1): with an ACK, the RST takes its sequence number from it;
+ * without one, the RST acknowledges everything the segment occupied. */
+static __always_inline void tcp_make_rst(struct tcphdr *tcp, __u32 payload)
+{
+	__u32 seq = bpf_ntohl(tcp->seq);
+	__be32 ack = tcp->ack_seq;
+	int had_ack = tcp->ack;
+	__be16 port = tcp->source;
+
+	tcp->source = tcp->dest;
+	tcp->dest = port;
+	/* Zero the flags/offset word, then set what the RST needs. */
+	((__be16 *)tcp)[6] = 0;
+	tcp->doff = 5;
+	tcp->rst = 1;
+	if (had_ack) {
+		tcp->seq = ack;
+		tcp->ack_seq = 0;
+	} else {
+		tcp->seq = 0;
+		tcp->ack_seq = bpf_htonl(seq + payload + tcp->syn + tcp->fin);
+		tcp->ack = 1;
+	}
+	tcp->window = 0;
+	tcp->urg_ptr = 0;
+	tcp->check = 0;
+}
+
+/* Rewrites a TCP/IPv4 segment into the RST that answers it. The caller has
+ * checked that pkt is TCP with an L4 header. Returns NW_REPLY_TCP_RST, or a
+ * drop reason when the packet is not one a RST can be built from. */
+static __always_inline int reply_tcp_rst4(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nw_pseudo4 ph = {};
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	__u32 payload, l3_off = pkt->l3_off;
+	__be32 addr;
+	__s64 sum;
+	int shrink;
+
+	if (l3_off > 64)
+		return NW_DROP_CT_INVALID;
+	ip = data + l3_off;
+	tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > data_end || (void *)(eth + 1) > data_end)
+		return NW_DROP_CT_INVALID;
+	/* Never answer a RST, and keep to the plain header layout. */
+	if (tcp->rst || ip->ihl != 5 || (pkt->flags & NW_PKT_FRAGMENT))
+		return NW_DROP_CT_INVALID;
+	payload = bpf_ntohs(ip->tot_len) - 20 - tcp->doff * 4;
+	if (payload > 0xffff)
+		payload = 0;
+
+	swap_macs(eth);
+	addr = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = addr;
+	ip->tot_len = bpf_htons(40);
+	ip->ttl = NW_RST_TTL;
+	ip->id = 0;
+	ip->frag_off = bpf_htons(0x4000);
+	ip->tos = 0;
+	ip->check = 0;
+	tcp_make_rst(tcp, payload);
+
+	ph.saddr = ip->saddr;
+	ph.daddr = ip->daddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(20);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, sizeof(*tcp), sum);
+	tcp->check = csum_fold(sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
+	ip->check = csum_fold(sum);
+
+	shrink = (int)(data_end - data) - (int)(l3_off + 40);
+	if (shrink > 0 && bpf_xdp_adjust_tail(ctx, -shrink))
+		return NW_DROP_CT_INVALID;
+	return NW_REPLY_TCP_RST;
+}
+
+static __always_inline int reply_tcp_rst6(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nw_pseudo6 ph = {};
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6;
+	struct tcphdr *tcp;
+	__u32 payload, l3_off = pkt->l3_off;
+	__u8 addr[16];
+	__s64 sum;
+	int shrink;
+
+	if (l3_off > 64 || pkt->l4_off != l3_off + sizeof(*ip6))
+		return NW_DROP_CT_INVALID;
+	ip6 = data + l3_off;
+	tcp = (void *)(ip6 + 1);
+	if ((void *)(tcp + 1) > data_end || (void *)(eth + 1) > data_end)
+		return NW_DROP_CT_INVALID;
+	if (tcp->rst)
+		return NW_DROP_CT_INVALID;
+	payload = bpf_ntohs(ip6->payload_len) - tcp->doff * 4;
+	if (payload > 0xffff)
+		payload = 0;
+
+	swap_macs(eth);
+	__builtin_memcpy(addr, &ip6->saddr, 16);
+	__builtin_memcpy(&ip6->saddr, &ip6->daddr, 16);
+	__builtin_memcpy(&ip6->daddr, addr, 16);
+	ip6->payload_len = bpf_htons(20);
+	ip6->hop_limit = NW_RST_TTL;
+	tcp_make_rst(tcp, payload);
+
+	__builtin_memcpy(ph.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(ph.daddr, &ip6->daddr, 16);
+	ph.len = bpf_htonl(20);
+	ph.proto = IPPROTO_TCP;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, sizeof(*tcp), sum);
+	tcp->check = csum_fold(sum);
+
+	shrink = (int)(data_end - data) - (int)(l3_off + 60);
+	if (shrink > 0 && bpf_xdp_adjust_tail(ctx, -shrink))
+		return NW_DROP_CT_INVALID;
+	return NW_REPLY_TCP_RST;
+}
