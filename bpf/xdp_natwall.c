@@ -17,8 +17,8 @@
 #include "lib/fib.h"
 #include "lib/counters.h"
 #include "lib/nat.h"
-#include "lib/ct.h"
 #include "lib/reply.h"
+#include "lib/ct.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -42,6 +42,91 @@ static __always_inline int tuple4_equal(const struct nw_tuple4 *a, const struct 
 	       a->dport == b->dport;
 }
 
+static __always_inline void acl_pkt_ports(struct nw_acl_pkt *ap, struct nw_pkt *pkt, __u8 proto,
+					  __be16 sport, __be16 dport, __u8 zone)
+{
+	ap->proto = proto;
+	ap->zone = zone;
+	if ((proto == IPPROTO_TCP || proto == IPPROTO_UDP) &&
+	    ((pkt->flags & NW_PKT_L4) || (pkt->flags & NW_PKT_LATER_FRAGMENT))) {
+		ap->has_ports = 1;
+		ap->sport = bpf_ntohs(sport);
+		ap->dport = bpf_ntohs(dport);
+	}
+	if ((proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) && (pkt->flags & NW_PKT_L4)) {
+		ap->is_icmp = 1;
+		ap->icmp = (__u16)pkt->icmp_type << 8 | pkt->icmp_code;
+	}
+}
+
+static __always_inline void acl_pkt4(struct nw_acl_pkt *ap, struct nw_pkt *pkt,
+				     const struct nw_tuple4 *t, __u8 zone)
+{
+	__builtin_memset(ap, 0, sizeof(*ap));
+	ap->family = 4;
+	__builtin_memcpy(ap->saddr, &t->saddr, 4);
+	__builtin_memcpy(ap->daddr, &t->daddr, 4);
+	acl_pkt_ports(ap, pkt, t->proto, t->sport, t->dport, zone);
+}
+
+static __always_inline void acl_pkt6(struct nw_acl_pkt *ap, struct nw_pkt *pkt,
+				     const struct nw_tuple6 *t, __u8 zone)
+{
+	__builtin_memset(ap, 0, sizeof(*ap));
+	ap->family = 6;
+	__builtin_memcpy(ap->saddr, t->saddr, 16);
+	__builtin_memcpy(ap->daddr, t->daddr, 16);
+	acl_pkt_ports(ap, pkt, t->proto, t->sport, t->dport, zone);
+}
+
+/* What the stateful stage decided for a flow's first packet, as a reason:
+ * 0 admits the flow. With no rule set loaded, the built-in policy applies:
+ * flows may start from inside only. */
+static __always_inline int stateful_verdict(struct xdp_md *ctx, struct nw_pkt *pkt,
+					    struct nw_acl_pkt *ap, int src_inside, __u64 now,
+					    __u32 *rule_id)
+{
+	struct nw_scratch *sc = scratch();
+	struct nw_acl_result *res;
+
+	if (!sc)
+		return NW_DROP_INTERNAL;
+	res = &sc->acl_res;
+	acl_classify(ap, NW_ACL_STATEFUL, pkt->frame_len, res);
+	if (res->alerts)
+		acl_alert_events(res, ap->family, ap->saddr, ap->daddr, ap->proto,
+				 bpf_htons(ap->sport), bpf_htons(ap->dport), ap->zone, now);
+	*rule_id = res->rule_id;
+	switch (res->action) {
+	case NW_ACL_NONE:
+		if (ap->zone == NW_ZONE_OUTBOUND || ap->zone == NW_ZONE_EAST_WEST)
+			return 0;
+		return NW_DROP_POLICY;
+	case NW_ACL_ALLOW:
+		return 0;
+	case NW_ACL_REJECT:
+		if (pkt->l4_proto == IPPROTO_TCP && (pkt->flags & NW_PKT_L4)) {
+			int r = pkt->l3_proto == ETH_P_IP ? reply_tcp_rst4(ctx, pkt) : reply_tcp_rst6(ctx, pkt);
+
+			return r == NW_REPLY_TCP_RST ? r : NW_DROP_ACL_REJECT;
+		}
+		return NW_DROP_ACL_REJECT;
+	default:
+		return NW_DROP_ACL_DENY;
+	}
+}
+
+/* Stateless rules: every packet, both directions. 0 lets it go on. */
+static __always_inline int stateless_verdict(struct nw_pkt *pkt, struct nw_acl_pkt *ap)
+{
+	struct nw_scratch *sc = scratch();
+
+	if (!sc)
+		return NW_DROP_INTERNAL;
+	acl_classify(ap, NW_ACL_STATELESS, pkt->frame_len, &sc->acl_res);
+	return sc->acl_res.action == NW_ACL_DROP ? NW_DROP_ACL_STATELESS : 0;
+}
+
 /* Routes a packet of a tracked IPv4 flow, rewriting it from tuple from to
  * tuple to when the flow is translated. What the kernel must answer (TTL
  * expiry, fragmentation needed with DF) goes up untranslated, so the
@@ -49,21 +134,24 @@ static __always_inline int tuple4_equal(const struct nw_tuple4 *a, const struct 
  * up translated, so nothing untranslated ever leaves. A translated reply
  * that only the kernel could handle is dropped: its ICMP error would carry
  * the inside address outside. */
-static __always_inline int forward4(struct xdp_md *ctx, struct nw_pkt *pkt, int dir,
+static __noinline int forward4(struct xdp_md *ctx, struct nw_pkt *pkt, int dir,
 				    const struct nw_tuple4 *from, const struct nw_tuple4 *to)
 {
-	struct bpf_fib_lookup fib = {};
+	struct bpf_fib_lookup *fib = scratch_fib();
 	struct iphdr *ip = ipv4_header(ctx, pkt);
 	int translated = !tuple4_equal(from, to);
 	int reason, ret;
 	__u8 ttl;
 	__u16 df;
 
+	if (!fib)
+		return NW_DROP_INTERNAL;
+
 	if (!ip)
 		return NW_MALFORMED_IPV4;
 	ttl = ip->ttl;
 	df = bpf_ntohs(ip->frag_off) & NW_IP_DF;
-	reason = fib_lookup_ipv4(ctx, pkt, to, ip->tos, &fib);
+	reason = fib_lookup_ipv4(ctx, pkt, to, ip->tos, fib);
 
 	if (translated) {
 		switch (reason) {
@@ -88,7 +176,7 @@ static __always_inline int forward4(struct xdp_md *ctx, struct nw_pkt *pkt, int 
 	}
 	if (reason)
 		return reason;
-	return fib_finish_ipv4(ctx, pkt, &fib);
+	return fib_finish_ipv4(ctx, pkt, fib);
 }
 
 /* Finds the flow an IPv4 tuple belongs to, in either direction. */
@@ -113,19 +201,31 @@ static __always_inline struct nw_ct4_entry *ct_lookup4(const struct nw_tuple4 *t
 
 /* An ICMP error is admitted only as part of the flow it reports on, found
  * through the header it embeds, and translated with it (RFC 5508). */
-static __always_inline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt,
+static __noinline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt,
 					       struct nw_runtime_config *cfg, __u64 now)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 inner_off = pkt->l4_off + 8;
-	struct nw_tuple4 k = {}, orig, from, to;
-	struct bpf_fib_lookup fib = {};
+	struct nw_scratch *scr = scratch();
+	struct nw_tuple4 *k, *orig, *from, *to;
+	struct bpf_fib_lookup *fib = scratch_fib();
 	struct nw_ct4_entry *e;
 	struct iphdr *inner, *ip;
 	__be16 *ports;
 	__u32 l4;
 	int dir, ret, reason;
+
+	if (!scr)
+		return NW_DROP_INTERNAL;
+	k = &scr->k4;
+	orig = &scr->eorig4;
+	from = &scr->from4;
+	to = &scr->eto4;
+	__builtin_memset(k, 0, sizeof(*k));
+
+	if (!fib)
+		return NW_DROP_INTERNAL;
 
 	if (inner_off > NW_MAX_HDR_OFF)
 		return NW_MALFORMED_L4;
@@ -140,37 +240,37 @@ static __always_inline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt
 		return NW_MALFORMED_L4;
 
 	/* The embedded packet went the other way: reverse it. */
-	k.saddr = inner->daddr;
-	k.daddr = inner->saddr;
-	k.proto = inner->protocol;
-	if (k.proto == IPPROTO_TCP || k.proto == IPPROTO_UDP) {
-		k.sport = ports[1];
-		k.dport = ports[0];
-	} else if (k.proto == IPPROTO_ICMP) {
-		k.sport = k.dport = ports[2];
+	k->saddr = inner->daddr;
+	k->daddr = inner->saddr;
+	k->proto = inner->protocol;
+	if (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP) {
+		k->sport = ports[1];
+		k->dport = ports[0];
+	} else if (k->proto == IPPROTO_ICMP) {
+		k->sport = k->dport = ports[2];
 	}
 
-	e = ct_lookup4(&k, &orig, &dir);
+	e = ct_lookup4(k, orig, &dir);
 	if (!e) {
 		ip = ipv4_header(ctx, pkt);
 		if (!ip)
 			return NW_MALFORMED_IPV4;
-		from.saddr = ip->saddr;
-		from.daddr = ip->daddr;
-		from.sport = from.dport = 0;
-		from.proto = IPPROTO_ICMP;
-		reason = fib_lookup_ipv4(ctx, pkt, &from, ip->tos, &fib);
+		from->saddr = ip->saddr;
+		from->daddr = ip->daddr;
+		from->sport = from->dport = 0;
+		from->proto = IPPROTO_ICMP;
+		reason = fib_lookup_ipv4(ctx, pkt, from, ip->tos, fib);
 		return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
 	}
 	ct_account(ctx, &e->st, dir, pkt, now);
 
-	from = k;
+	*from = *k;
 	if (dir == NW_CT_DIR_ORIGINAL)
-		tuple4_reverse(&to, &e->reply);
+		tuple4_reverse(to, &e->reply);
 	else
-		tuple4_reverse(&to, &orig);
-	if (!tuple4_equal(&from, &to)) {
-		ret = nat_rewrite_icmp_error4(ctx, pkt, inner_off, &from, &to);
+		tuple4_reverse(to, orig);
+	if (!tuple4_equal(from, to)) {
+		ret = nat_rewrite_icmp_error4(ctx, pkt, inner_off, from, to);
 		if (ret < 0)
 			return -ret;
 	}
@@ -178,20 +278,41 @@ static __always_inline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt
 	ip = ipv4_header(ctx, pkt);
 	if (!ip)
 		return NW_MALFORMED_IPV4;
-	from.saddr = ip->saddr;
-	from.daddr = ip->daddr;
-	from.sport = from.dport = 0;
-	from.proto = IPPROTO_ICMP;
-	reason = fib_lookup_ipv4(ctx, pkt, &from, ip->tos, &fib);
+	from->saddr = ip->saddr;
+	from->daddr = ip->daddr;
+	from->sport = from->dport = 0;
+	from->proto = IPPROTO_ICMP;
+	reason = fib_lookup_ipv4(ctx, pkt, from, ip->tos, fib);
 	if (reason)
 		return reason;
 	if (ip->ttl <= 1)
 		return NW_DROP_NAT_SLOW_PATH;
-	return fib_finish_ipv4(ctx, pkt, &fib);
+	return fib_finish_ipv4(ctx, pkt, fib);
 }
 
 /* A packet of no known flow: for this host, a hairpin, or a new flow if
  * the policy admits one. */
+/* Traffic for the appliance itself is the kernel's, untracked. Stateful
+ * rules for the local zone decide the packets that open a connection to it
+ * (a TCP SYN, an echo request); everything else goes to the kernel, whose
+ * own sockets know which packets belong to them. */
+static __always_inline int local_opens(struct nw_pkt *pkt)
+{
+	if (!acl_loaded(NW_ACL_STATEFUL) || !(pkt->flags & NW_PKT_L4))
+		return 0;
+	return (pkt->l4_proto == IPPROTO_TCP &&
+		(pkt->tcp_flags & (NW_TCP_SYN | NW_TCP_ACK)) == NW_TCP_SYN) ||
+	       (pkt->l4_proto == IPPROTO_ICMP && pkt->icmp_type == 8) ||
+	       (pkt->l4_proto == IPPROTO_ICMPV6 && pkt->icmp_type == 128);
+}
+
+/* The stateful verdict on a connection to this host: it is not tracked, so
+ * an allow (or no rule set) hands it to the kernel. */
+static __always_inline int local_reason(int verdict)
+{
+	return verdict == 0 || verdict == NW_DROP_POLICY ? NW_PASS_LOCAL : verdict;
+}
+
 /* A packet from inside that cannot start a flow. AWS NAT Gateway answers
  * such TCP with a RST so the client gives up at once instead of timing out;
  * NW_CFG_INVALID_TCP_RST does the same. */
@@ -207,105 +328,158 @@ static __always_inline int invalid_from_inside(struct xdp_md *ctx, struct nw_pkt
 	return NW_DROP_CT_INVALID;
 }
 
-static __always_inline int ct_miss4(struct xdp_md *ctx, struct nw_pkt *pkt,
-				    struct nw_runtime_config *cfg, const struct nw_tuple4 *t, __u64 now)
-{
-	struct bpf_fib_lookup fib = {};
-	struct nw_snat4_endpoint *owner, dnat;
-	struct iphdr *ip = ipv4_header(ctx, pkt);
-	struct nw_ct4_entry *e = NULL;
-	struct nw_tuple4 to;
-	int src_inside, zone, reason, ret;
+/* What ct_admit4 asks of its caller, beside a final reason. */
+#define NW_ADMIT_NEW_FLOW (-1)   /* classify, then create the flow */
+#define NW_ADMIT_LOCAL (-2)      /* classify as a connection to this host */
 
+/* A packet of no known flow: for this host, a hairpin, or a candidate for
+ * a new flow. Returns a final reason, or NW_ADMIT_* with the facts the
+ * stateful stage needs in the scratch map. The stateful stage itself runs
+ * in the caller, which keeps the deepest call chain within the stack. */
+static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
+				struct nw_runtime_config *cfg, const struct nw_tuple4 *t)
+{
+	struct bpf_fib_lookup *fib = scratch_fib();
+	struct nw_scratch *scr = scratch();
+	struct iphdr *ip = ipv4_header(ctx, pkt);
+	struct nw_snat4_endpoint *owner = NULL;
+	int src_inside, reason;
+
+	if (!fib || !scr)
+		return NW_DROP_INTERNAL;
 	if (!ip)
 		return NW_MALFORMED_IPV4;
 	src_inside = inside4(t->saddr);
-	reason = fib_lookup_ipv4(ctx, pkt, t, ip->tos, &fib);
+	scr->admit_src_inside = src_inside;
+	scr->admit_hairpin = 0;
+	reason = fib_lookup_ipv4(ctx, pkt, t, ip->tos, fib);
 	if (reason == NW_PASS_LOCAL) {
-		owner = NULL;
 		if (src_inside && (cfg->flags & NW_CFG_SNAT) && !(pkt->flags & NW_PKT_LATER_FRAGMENT))
 			owner = snat_owner4(t);
-		/* Not ours to track: the kernel's own traffic and services. */
-		if (!owner)
-			return NW_PASS_LOCAL;
-		dnat = *owner;
-		if (!ct_can_start(pkt))
-			return NW_DROP_CT_INVALID;
-		ret = ct_create4(cfg, t, NW_ZONE_OUTBOUND, &dnat, now, &e);
+		if (!owner) {
+			scr->admit_zone = NW_ZONE_LOCAL;
+			return local_opens(pkt) ? NW_ADMIT_LOCAL : NW_PASS_LOCAL;
+		}
+		/* A hairpin: an inside host reaching another's mapping. */
+		scr->dnat = *owner;
+		scr->admit_hairpin = 1;
+		scr->admit_zone = NW_ZONE_OUTBOUND;
 	} else {
-		zone = zone_of(src_inside, inside4(t->daddr));
-		if (!ct_can_start(pkt))
-			return invalid_from_inside(ctx, pkt, cfg, src_inside);
-		if (zone != NW_ZONE_OUTBOUND && zone != NW_ZONE_EAST_WEST)
-			return NW_DROP_POLICY;
-		/* A later fragment cannot open a flow: its first fragment did. */
-		if (pkt->flags & NW_PKT_LATER_FRAGMENT)
-			return NW_DROP_FRAG_NO_FIRST;
-		ret = ct_create4(cfg, t, zone, NULL, now, &e);
+		scr->admit_zone = zone_of(src_inside, inside4(t->daddr));
 	}
+	if (!ct_can_start(pkt))
+		return owner ? NW_DROP_CT_INVALID : invalid_from_inside(ctx, pkt, cfg, src_inside);
+	/* A later fragment cannot open a flow: its first fragment did. */
+	if (pkt->flags & NW_PKT_LATER_FRAGMENT)
+		return NW_DROP_FRAG_NO_FIRST;
+	return NW_ADMIT_NEW_FLOW;
+}
+
+/* Creates the flow the stateful stage admitted, and forwards its first packet. */
+static __noinline int ct_new4(struct xdp_md *ctx, struct nw_pkt *pkt,
+			      struct nw_runtime_config *cfg, const struct nw_tuple4 *t, __u64 now)
+{
+	struct nw_scratch *scr = scratch();
+	struct nw_ct4_entry *e = NULL;
+	int ret;
+
+	if (!scr)
+		return NW_DROP_INTERNAL;
+	ret = ct_create4(cfg, t, scr->admit_zone, scr->admit_rule_id,
+			 scr->admit_hairpin ? &scr->dnat : NULL, now, &e);
 	if (ret < 0)
 		return -ret;
 	if (!e)
 		return NW_DROP_CT_FULL;
 	ct_account(ctx, &e->st, NW_CT_DIR_ORIGINAL, pkt, now);
-	tuple4_reverse(&to, &e->reply);
-	return forward4(ctx, pkt, NW_CT_DIR_ORIGINAL, t, &to);
+	tuple4_reverse(&scr->to4, &e->reply);
+	return forward4(ctx, pkt, NW_CT_DIR_ORIGINAL, t, &scr->to4);
 }
 
-static __always_inline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
+static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 {
 	struct nw_runtime_config *cfg = runtime_config();
 	struct iphdr *ip = ipv4_header(ctx, pkt);
-	struct nw_tuple4 t = {}, orig, to;
-	struct nw_frag4_key fk = {};
+	struct nw_tuple4 *t, *orig, *to;
+	struct nw_frag4_key *fk;
 	struct nw_ct4_entry *e;
+	struct nw_scratch *scr = scratch();
+	struct nw_acl_pkt *ap;
 	__u64 now = bpf_ktime_get_ns();
-	int dir, ret;
+	int dir, ret, reason, is_error = 0;
+	if (!scr)
+		return NW_DROP_INTERNAL;
+	ap = &scr->acl_pkt;
+	t = &scr->t4;
+	orig = &scr->orig4;
+	to = &scr->to4;
+	fk = &scr->frag4;
+	__builtin_memset(t, 0, sizeof(*t));
+	__builtin_memset(fk, 0, sizeof(*fk));
 
 	if (!ip || !cfg)
 		return NW_MALFORMED_IPV4;
-	t.saddr = ip->saddr;
-	t.daddr = ip->daddr;
-	t.proto = ip->protocol;
-	switch (t.proto) {
+	t->saddr = ip->saddr;
+	t->daddr = ip->daddr;
+	t->proto = ip->protocol;
+	switch (t->proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
-		t.sport = pkt->sport;
-		t.dport = pkt->dport;
+		t->sport = pkt->sport;
+		t->dport = pkt->dport;
 		break;
 	case IPPROTO_ICMP:
 		if ((pkt->flags & NW_PKT_L4) && !(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
-			if (icmp4_is_error(pkt->icmp_type))
-				return process_icmp_error4(ctx, pkt, cfg, now);
+			is_error = icmp4_is_error(pkt->icmp_type);
 			if (pkt->icmp_type == 8 || pkt->icmp_type == 0)
-				t.sport = t.dport = pkt->sport;
+				t->sport = t->dport = pkt->sport;
 		}
 		break;
 	}
 
-	fk.saddr = t.saddr;
-	fk.daddr = t.daddr;
-	fk.id = bpf_htons(pkt->frag_id);
-	fk.proto = t.proto;
-	ret = frag_track(&nw_frag4, &fk, pkt, now, &t.sport, &t.dport);
+	/* Later fragments are classified with their first fragment's ports. */
+	fk->saddr = t->saddr;
+	fk->daddr = t->daddr;
+	fk->id = bpf_htons(pkt->frag_id);
+	fk->proto = t->proto;
+	ret = frag_track(&nw_frag4, fk, pkt, now, &t->sport, &t->dport);
 	if (ret < 0)
 		return -ret;
 
-	e = ct_lookup4(&t, &orig, &dir);
-	if (e && ct_expired(cfg, &e->st, t.proto, now)) {
+	if (acl_loaded(NW_ACL_STATELESS)) {
+		acl_pkt4(ap, pkt, t, zone_of(inside4(t->saddr), inside4(t->daddr)));
+		ret = stateless_verdict(pkt, ap);
+		if (ret)
+			return ret;
+	}
+	if (is_error)
+		return process_icmp_error4(ctx, pkt, cfg, now);
+
+	e = ct_lookup4(t, orig, &dir);
+	if (e && ct_expired(cfg, &e->st, t->proto, now)) {
 		stat_inc(NW_STAT_CT_EXPIRED_DP);
-		ct_delete4(&orig, e, NW_REASON_NONE, now);
+		ct_delete4(orig, e, NW_REASON_NONE, now);
 		e = NULL;
 	}
-	if (!e)
-		return ct_miss4(ctx, pkt, cfg, &t, now);
+	if (!e) {
+		ret = ct_admit4(ctx, pkt, cfg, t);
+		if (ret != NW_ADMIT_NEW_FLOW && ret != NW_ADMIT_LOCAL)
+			return ret;
+		acl_pkt4(ap, pkt, t, scr->admit_zone);
+		reason = stateful_verdict(ctx, pkt, ap, scr->admit_src_inside, now, &scr->admit_rule_id);
+		if (ret == NW_ADMIT_LOCAL)
+			return local_reason(reason);
+		if (reason)
+			return reason;
+		return ct_new4(ctx, pkt, cfg, t, now);
+	}
 
 	ct_account(ctx, &e->st, dir, pkt, now);
 	if (dir == NW_CT_DIR_ORIGINAL)
-		tuple4_reverse(&to, &e->reply);
+		tuple4_reverse(to, &e->reply);
 	else
-		tuple4_reverse(&to, &orig);
-	return forward4(ctx, pkt, dir, &t, &to);
+		tuple4_reverse(to, orig);
+	return forward4(ctx, pkt, dir, t, to);
 }
 
 static __always_inline void tuple6_reverse(struct nw_tuple6 *out, const struct nw_tuple6 *t)
@@ -341,19 +515,82 @@ static __always_inline int finish6(struct xdp_md *ctx, struct nw_pkt *pkt, struc
 	return fib_finish_ipv6(ctx, pkt, fib);
 }
 
-/* IPv6 is tracked and filtered, never translated. */
-static __always_inline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
+/* An ICMPv6 error is admitted only with the flow its embedded header names. */
+static __noinline int process_icmp_error6(struct xdp_md *ctx, struct nw_pkt *pkt, __u64 now)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	__u32 inner_off = pkt->l4_off + 8;
+	struct ipv6hdr *ip6 = ipv6_header(ctx, pkt);
+	struct bpf_fib_lookup *fib = scratch_fib();
+	struct nw_scratch *scr = scratch();
+	struct nw_tuple6 *k, *orig;
+	struct nw_ct6_entry *e;
+	struct ipv6hdr *inner;
+	__be16 *ports;
+	int dir, reason;
+
+	if (!scr)
+		return NW_DROP_INTERNAL;
+	k = &scr->k6;
+	orig = &scr->eorig6;
+	__builtin_memset(k, 0, sizeof(*k));
+
+	if (!fib)
+		return NW_DROP_INTERNAL;
+
+	if (!ip6)
+		return NW_MALFORMED_IPV6;
+	if (inner_off > NW_MAX_HDR_OFF)
+		return NW_MALFORMED_L4;
+	inner = data + inner_off;
+	if ((void *)(inner + 1) > data_end)
+		return NW_MALFORMED_L4;
+	ports = (void *)(inner + 1);
+	if ((void *)(ports + 4) > data_end)
+		return NW_MALFORMED_L4;
+	__builtin_memcpy(k->saddr, &inner->daddr, 16);
+	__builtin_memcpy(k->daddr, &inner->saddr, 16);
+	k->proto = inner->nexthdr;
+	if (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP) {
+		k->sport = ports[1];
+		k->dport = ports[0];
+	} else if (k->proto == IPPROTO_ICMPV6) {
+		k->sport = k->dport = ports[2];
+	}
+	reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
+	e = ct_lookup6(k, orig, &dir);
+	if (!e)
+		return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
+	ct_account(ctx, &e->st, dir, pkt, now);
+	return finish6(ctx, pkt, fib, reason);
+}
+
+/* IPv6 is tracked and filtered, never translated. */
+static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
 	struct nw_runtime_config *cfg = runtime_config();
 	struct ipv6hdr *ip6 = ipv6_header(ctx, pkt);
-	struct bpf_fib_lookup fib = {};
-	struct nw_tuple6 t = {}, orig;
-	struct nw_frag6_key fk = {};
+	struct bpf_fib_lookup *fib = scratch_fib();
+	struct nw_tuple6 *t, *orig;
+	struct nw_frag6_key *fk;
 	struct nw_ct6_entry *e;
+	struct nw_scratch *scr = scratch();
+	struct nw_acl_pkt *ap;
 	__u64 now = bpf_ktime_get_ns();
-	int dir, ret, reason, zone;
+	__u32 rule_id = 0;
+	int dir, ret, reason, zone, src_inside, is_error = 0;
+	if (!scr)
+		return NW_DROP_INTERNAL;
+	ap = &scr->acl_pkt;
+	t = &scr->t6;
+	orig = &scr->orig6;
+	fk = &scr->frag6;
+	__builtin_memset(t, 0, sizeof(*t));
+	__builtin_memset(fk, 0, sizeof(*fk));
+
+	if (!fib)
+		return NW_DROP_INTERNAL;
 
 	if (!ip6 || !cfg)
 		return NW_MALFORMED_IPV6;
@@ -361,88 +598,74 @@ static __always_inline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	if (ipv6_is_link_scoped(&ip6->daddr) || ipv6_is_link_scoped(&ip6->saddr))
 		return NW_PASS_LINK_LOCAL;
 
-	__builtin_memcpy(t.saddr, &ip6->saddr, 16);
-	__builtin_memcpy(t.daddr, &ip6->daddr, 16);
-	t.proto = pkt->l4_proto;
-	switch (t.proto) {
+	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(t->daddr, &ip6->daddr, 16);
+	t->proto = pkt->l4_proto;
+	switch (t->proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
-		t.sport = pkt->sport;
-		t.dport = pkt->dport;
+		t->sport = pkt->sport;
+		t->dport = pkt->dport;
 		break;
 	case IPPROTO_ICMPV6:
 		if ((pkt->flags & NW_PKT_L4) && !(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
-			if (icmp6_is_error(pkt->icmp_type)) {
-				/* Admit it only with a flow its embedded header names. */
-				__u32 inner_off = pkt->l4_off + 8;
-				struct ipv6hdr *inner;
-				__be16 *ports;
-
-				if (inner_off > NW_MAX_HDR_OFF)
-					return NW_MALFORMED_L4;
-				inner = data + inner_off;
-				if ((void *)(inner + 1) > data_end)
-					return NW_MALFORMED_L4;
-				ports = (void *)(inner + 1);
-				if ((void *)(ports + 4) > data_end)
-					return NW_MALFORMED_L4;
-				__builtin_memcpy(t.saddr, &inner->daddr, 16);
-				__builtin_memcpy(t.daddr, &inner->saddr, 16);
-				t.proto = inner->nexthdr;
-				if (t.proto == IPPROTO_TCP || t.proto == IPPROTO_UDP) {
-					t.sport = ports[1];
-					t.dport = ports[0];
-				} else if (t.proto == IPPROTO_ICMPV6) {
-					t.sport = t.dport = ports[2];
-				}
-				reason = fib_lookup_ipv6(ctx, pkt, ip6, &fib);
-				e = ct_lookup6(&t, &orig, &dir);
-				if (!e)
-					return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
-				ct_account(ctx, &e->st, dir, pkt, now);
-				return finish6(ctx, pkt, &fib, reason);
-			}
+			is_error = icmp6_is_error(pkt->icmp_type);
 			if (pkt->icmp_type == 128 || pkt->icmp_type == 129)
-				t.sport = t.dport = pkt->sport;
+				t->sport = t->dport = pkt->sport;
 		}
 		break;
 	}
 
-	__builtin_memcpy(fk.saddr, t.saddr, 16);
-	__builtin_memcpy(fk.daddr, t.daddr, 16);
-	fk.id = pkt->frag_id;
-	fk.proto = t.proto;
-	ret = frag_track(&nw_frag6, &fk, pkt, now, &t.sport, &t.dport);
+	__builtin_memcpy(fk->saddr, t->saddr, 16);
+	__builtin_memcpy(fk->daddr, t->daddr, 16);
+	fk->id = pkt->frag_id;
+	fk->proto = t->proto;
+	ret = frag_track(&nw_frag6, fk, pkt, now, &t->sport, &t->dport);
 	if (ret < 0)
 		return -ret;
 
-	reason = fib_lookup_ipv6(ctx, pkt, ip6, &fib);
-	e = ct_lookup6(&t, &orig, &dir);
-	if (e && ct_expired(cfg, &e->st, t.proto, now)) {
+	if (acl_loaded(NW_ACL_STATELESS)) {
+		acl_pkt6(ap, pkt, t, zone_of(inside6(t->saddr), inside6(t->daddr)));
+		ret = stateless_verdict(pkt, ap);
+		if (ret)
+			return ret;
+	}
+	if (is_error)
+		return process_icmp_error6(ctx, pkt, now);
+
+	reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
+	e = ct_lookup6(t, orig, &dir);
+	if (e && ct_expired(cfg, &e->st, t->proto, now)) {
 		stat_inc(NW_STAT_CT_EXPIRED_DP);
-		ct_event6(NW_EVENT_FLOW_END, NW_REASON_NONE, &orig, e, now);
-		bpf_map_delete_elem(&nw_ct6, &orig);
+		ct_event6(NW_EVENT_FLOW_END, NW_REASON_NONE, orig, e, now);
+		bpf_map_delete_elem(&nw_ct6, orig);
 		e = NULL;
 	}
 	if (!e) {
-		if (reason == NW_PASS_LOCAL)
-			return NW_PASS_LOCAL;
-		ret = inside6(t.saddr);
-		zone = zone_of(ret, inside6(t.daddr));
+		if (reason == NW_PASS_LOCAL) {
+			if (!local_opens(pkt))
+				return NW_PASS_LOCAL;
+			acl_pkt6(ap, pkt, t, NW_ZONE_LOCAL);
+			return local_reason(stateful_verdict(ctx, pkt, ap, 0, now, &rule_id));
+		}
+		src_inside = inside6(t->saddr);
+		zone = zone_of(src_inside, inside6(t->daddr));
 		if (!ct_can_start(pkt))
-			return invalid_from_inside(ctx, pkt, cfg, ret);
-		if (zone != NW_ZONE_OUTBOUND && zone != NW_ZONE_EAST_WEST)
-			return NW_DROP_POLICY;
+			return invalid_from_inside(ctx, pkt, cfg, src_inside);
 		if (pkt->flags & NW_PKT_LATER_FRAGMENT)
 			return NW_DROP_FRAG_NO_FIRST;
-		ret = ct_create6(&t, zone, now, &e);
+		acl_pkt6(ap, pkt, t, zone);
+		ret = stateful_verdict(ctx, pkt, ap, src_inside, now, &rule_id);
+		if (ret)
+			return ret;
+		ret = ct_create6(t, zone, rule_id, now, &e);
 		if (ret < 0)
 			return -ret;
-		orig = t;
+		*orig = *t;
 		dir = NW_CT_DIR_ORIGINAL;
 	}
 	ct_account(ctx, &e->st, dir, pkt, now);
-	return finish6(ctx, pkt, &fib, reason);
+	return finish6(ctx, pkt, fib, reason);
 }
 
 SEC("xdp")

@@ -13,6 +13,58 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type natwallNwAclBitvec struct {
+	_       structs.HostLayout
+	Summary [8]uint64
+	Words   [512]uint64
+}
+
+type natwallNwAclBvKey struct {
+	_        structs.HostLayout
+	GenStage uint32
+	Id       uint32
+}
+
+type natwallNwAclLpm4Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Gen       uint8
+	Stage     uint8
+	Field     uint8
+	Pad       uint8
+	Addr      uint32
+}
+
+type natwallNwAclLpm6Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Gen       uint8
+	Stage     uint8
+	Field     uint8
+	Pad       uint8
+	Addr      [16]uint8
+}
+
+type natwallNwAclMeta struct {
+	_             structs.HostLayout
+	Nrules        uint32
+	Nwords        uint32
+	Nsummary      uint32
+	DefaultAction uint32
+	DefaultRuleId uint32
+	NoportBv      uint32
+	NoicmpBv      uint32
+	ProtoBv       [256]uint32
+	ZoneBv        [8]uint32
+}
+
+type natwallNwAclRule struct {
+	_      structs.HostLayout
+	RuleId uint32
+	Action uint8
+	Pad    [3]uint8
+}
+
 type natwallNwConfigFlags uint32
 
 const (
@@ -68,6 +120,7 @@ type natwallNwEventType uint32
 const (
 	natwallNwEventTypeNW_EVENT_FLOW_NEW natwallNwEventType = 1
 	natwallNwEventTypeNW_EVENT_FLOW_END natwallNwEventType = 2
+	natwallNwEventTypeNW_EVENT_ALERT    natwallNwEventType = 3
 )
 
 type natwallNwFlowEvent struct {
@@ -176,8 +229,18 @@ const (
 	natwallNwReasonNW_DROP_NAT_SLOW_PATH      natwallNwReason = 28
 	natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW natwallNwReason = 29
 	natwallNwReasonNW_REPLY_TCP_RST           natwallNwReason = 30
-	natwallNwReasonNW_REASON_MAX              natwallNwReason = 31
+	natwallNwReasonNW_DROP_ACL_STATELESS      natwallNwReason = 31
+	natwallNwReasonNW_DROP_ACL_DENY           natwallNwReason = 32
+	natwallNwReasonNW_DROP_ACL_REJECT         natwallNwReason = 33
+	natwallNwReasonNW_DROP_INTERNAL           natwallNwReason = 34
+	natwallNwReasonNW_REASON_MAX              natwallNwReason = 35
 )
+
+type natwallNwRuleCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
 
 type natwallNwRuntimeConfig struct {
 	_               structs.HostLayout
@@ -188,6 +251,11 @@ type natwallNwRuntimeConfig struct {
 	SnatAddrCount   uint32
 	SnatAddrs       [16]uint32
 	Timeouts        [7]uint32
+}
+
+type natwallNwScratchSpace struct {
+	_     structs.HostLayout
+	Bytes [808]uint8
 }
 
 type natwallNwSnat4Endpoint struct {
@@ -277,12 +345,20 @@ const (
 	natwallNwZoneNW_ZONE_INBOUND   natwallNwZone = 1
 	natwallNwZoneNW_ZONE_EAST_WEST natwallNwZone = 2
 	natwallNwZoneNW_ZONE_TRANSIT   natwallNwZone = 3
+	natwallNwZoneNW_ZONE_LOCAL     natwallNwZone = 4
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	natwallMapNwAclBits   = "nw_acl_bits"
+	natwallMapNwAclGen    = "nw_acl_gen"
+	natwallMapNwAclLpm4   = "nw_acl_lpm4"
+	natwallMapNwAclLpm6   = "nw_acl_lpm6"
+	natwallMapNwAclPorts  = "nw_acl_ports"
+	natwallMapNwAclRules  = "nw_acl_rules"
+	natwallMapNwAclStages = "nw_acl_stages"
 	natwallMapNwConfig    = "nw_config"
 	natwallMapNwCounters  = "nw_counters"
 	natwallMapNwCt4       = "nw_ct4"
@@ -293,6 +369,8 @@ const (
 	natwallMapNwFrag6     = "nw_frag6"
 	natwallMapNwInside4   = "nw_inside4"
 	natwallMapNwInside6   = "nw_inside6"
+	natwallMapNwRuleHits  = "nw_rule_hits"
+	natwallMapNwScratch   = "nw_scratch"
 	natwallMapNwSnat4Fwd  = "nw_snat4_fwd"
 	natwallMapNwSnat4Rev  = "nw_snat4_rev"
 	natwallMapNwSnatExcl4 = "nw_snat_excl4"
@@ -351,6 +429,13 @@ type natwallProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type natwallMapSpecs struct {
+	NwAclBits   *ebpf.MapSpec `ebpf:"nw_acl_bits"`
+	NwAclGen    *ebpf.MapSpec `ebpf:"nw_acl_gen"`
+	NwAclLpm4   *ebpf.MapSpec `ebpf:"nw_acl_lpm4"`
+	NwAclLpm6   *ebpf.MapSpec `ebpf:"nw_acl_lpm6"`
+	NwAclPorts  *ebpf.MapSpec `ebpf:"nw_acl_ports"`
+	NwAclRules  *ebpf.MapSpec `ebpf:"nw_acl_rules"`
+	NwAclStages *ebpf.MapSpec `ebpf:"nw_acl_stages"`
 	NwConfig    *ebpf.MapSpec `ebpf:"nw_config"`
 	NwCounters  *ebpf.MapSpec `ebpf:"nw_counters"`
 	NwCt4       *ebpf.MapSpec `ebpf:"nw_ct4"`
@@ -361,6 +446,8 @@ type natwallMapSpecs struct {
 	NwFrag6     *ebpf.MapSpec `ebpf:"nw_frag6"`
 	NwInside4   *ebpf.MapSpec `ebpf:"nw_inside4"`
 	NwInside6   *ebpf.MapSpec `ebpf:"nw_inside6"`
+	NwRuleHits  *ebpf.MapSpec `ebpf:"nw_rule_hits"`
+	NwScratch   *ebpf.MapSpec `ebpf:"nw_scratch"`
 	NwSnat4Fwd  *ebpf.MapSpec `ebpf:"nw_snat4_fwd"`
 	NwSnat4Rev  *ebpf.MapSpec `ebpf:"nw_snat4_rev"`
 	NwSnatExcl4 *ebpf.MapSpec `ebpf:"nw_snat_excl4"`
@@ -395,6 +482,13 @@ func (o *natwallObjects) Close() error {
 //
 // It can be passed to loadNatwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type natwallMaps struct {
+	NwAclBits   *ebpf.Map `ebpf:"nw_acl_bits"`
+	NwAclGen    *ebpf.Map `ebpf:"nw_acl_gen"`
+	NwAclLpm4   *ebpf.Map `ebpf:"nw_acl_lpm4"`
+	NwAclLpm6   *ebpf.Map `ebpf:"nw_acl_lpm6"`
+	NwAclPorts  *ebpf.Map `ebpf:"nw_acl_ports"`
+	NwAclRules  *ebpf.Map `ebpf:"nw_acl_rules"`
+	NwAclStages *ebpf.Map `ebpf:"nw_acl_stages"`
 	NwConfig    *ebpf.Map `ebpf:"nw_config"`
 	NwCounters  *ebpf.Map `ebpf:"nw_counters"`
 	NwCt4       *ebpf.Map `ebpf:"nw_ct4"`
@@ -405,6 +499,8 @@ type natwallMaps struct {
 	NwFrag6     *ebpf.Map `ebpf:"nw_frag6"`
 	NwInside4   *ebpf.Map `ebpf:"nw_inside4"`
 	NwInside6   *ebpf.Map `ebpf:"nw_inside6"`
+	NwRuleHits  *ebpf.Map `ebpf:"nw_rule_hits"`
+	NwScratch   *ebpf.Map `ebpf:"nw_scratch"`
 	NwSnat4Fwd  *ebpf.Map `ebpf:"nw_snat4_fwd"`
 	NwSnat4Rev  *ebpf.Map `ebpf:"nw_snat4_rev"`
 	NwSnatExcl4 *ebpf.Map `ebpf:"nw_snat_excl4"`
@@ -414,6 +510,13 @@ type natwallMaps struct {
 
 func (m *natwallMaps) Close() error {
 	return _NatwallClose(
+		m.NwAclBits,
+		m.NwAclGen,
+		m.NwAclLpm4,
+		m.NwAclLpm6,
+		m.NwAclPorts,
+		m.NwAclRules,
+		m.NwAclStages,
 		m.NwConfig,
 		m.NwCounters,
 		m.NwCt4,
@@ -424,6 +527,8 @@ func (m *natwallMaps) Close() error {
 		m.NwFrag6,
 		m.NwInside4,
 		m.NwInside6,
+		m.NwRuleHits,
+		m.NwScratch,
 		m.NwSnat4Fwd,
 		m.NwSnat4Rev,
 		m.NwSnatExcl4,

@@ -56,6 +56,10 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_NAT_SLOW_PATH:      {"drop_nat_slow_path", VerdictDrop},
 	natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW: {"drop_icmp_error_no_flow", VerdictDrop},
 	natwallNwReasonNW_REPLY_TCP_RST:           {"reply_tcp_rst", VerdictReply},
+	natwallNwReasonNW_DROP_ACL_STATELESS:      {"drop_acl_stateless", VerdictDrop},
+	natwallNwReasonNW_DROP_ACL_DENY:           {"drop_acl_deny", VerdictDrop},
+	natwallNwReasonNW_DROP_ACL_REJECT:         {"drop_acl_reject", VerdictDrop},
+	natwallNwReasonNW_DROP_INTERNAL:           {"drop_internal", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -92,6 +96,10 @@ const (
 	ReasonDropNATSlowPath     = natwallNwReasonNW_DROP_NAT_SLOW_PATH
 	ReasonDropICMPErrorNoFlow = natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW
 	ReasonReplyTCPRST         = natwallNwReasonNW_REPLY_TCP_RST
+	ReasonDropACLStateless    = natwallNwReasonNW_DROP_ACL_STATELESS
+	ReasonDropACLDeny         = natwallNwReasonNW_DROP_ACL_DENY
+	ReasonDropACLReject       = natwallNwReasonNW_DROP_ACL_REJECT
+	ReasonDropInternal        = natwallNwReasonNW_DROP_INTERNAL
 )
 
 // Name is the reason's snake_case metric label.

@@ -13,6 +13,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "nat.h"
+#include "acl.h"
 
 #define NW_TCP_FIN 0x01
 #define NW_TCP_SYN 0x02
@@ -186,6 +187,36 @@ static __always_inline void event_fill_state(struct nw_flow_event *ev, const str
 
 /* Reports a flow's start or end. A full ring buffer loses the event, never
  * the packet, and the loss is counted. */
+/* Reports the alert rules a flow's first packet matched. */
+static __always_inline void acl_alert_events(const struct nw_acl_result *res, __u8 family,
+					     const __u8 *saddr, const __u8 *daddr, __u8 proto,
+					     __be16 sport, __be16 dport, __u8 zone, __u64 now)
+{
+	for (int i = 0; i < NW_ACL_MAX_ALERTS; i++) {
+		struct nw_flow_event *ev;
+
+		if (i >= res->alerts)
+			break;
+		ev = bpf_ringbuf_reserve(&nw_events, sizeof(*ev), 0);
+		if (!ev) {
+			stat_inc(NW_STAT_EVENTS_LOST);
+			return;
+		}
+		__builtin_memset(ev, 0, sizeof(*ev));
+		ev->timestamp_ns = now;
+		ev->type = NW_EVENT_ALERT;
+		ev->family = family;
+		ev->proto = proto;
+		ev->zone = zone;
+		ev->rule_id = res->alert_ids[i & (NW_ACL_MAX_ALERTS - 1)];
+		__builtin_memcpy(ev->saddr, saddr, 16);
+		__builtin_memcpy(ev->daddr, daddr, 16);
+		ev->sport = sport;
+		ev->dport = dport;
+		bpf_ringbuf_submit(ev, 0);
+	}
+}
+
 static __always_inline void ct_event4(__u8 type, __u32 reason, const struct nw_tuple4 *orig,
 				      const struct nw_ct4_entry *e, __u64 now)
 {
@@ -253,49 +284,57 @@ static __always_inline void ct_delete4(const struct nw_tuple4 *orig, struct nw_c
 /* Creates an IPv4 flow from its first packet. dnat, when set, is the inside
  * endpoint of a hairpinned flow. Returns the entry or a negative reason. */
 static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struct nw_tuple4 *t,
-				      __u8 zone, const struct nw_snat4_endpoint *dnat, __u64 now,
-				      struct nw_ct4_entry **out)
+				      __u8 zone, __u32 rule_id, const struct nw_snat4_endpoint *dnat,
+				      __u64 now, struct nw_ct4_entry **out)
 {
-	struct nw_ct4_entry e = {};
-	struct nw_snat4_endpoint ext;
+	struct nw_scratch *sc = scratch();
+	struct nw_snat4_endpoint *ext;
+	struct nw_ct4_entry *e;
 	long err;
 	int ret;
 
-	e.st.created_ns = now;
-	e.st.last_seen_ns = now;
-	e.st.zone = zone;
-	e.st.tcp_state = t->proto == IPPROTO_TCP ? NW_TCP_SYN_SENT : NW_TCP_NONE;
-	tuple4_reverse(&e.reply, t);
+	if (!sc)
+		return -NW_DROP_INTERNAL;
+	e = &sc->ct4;
+	ext = &sc->ext;
+	__builtin_memset(e, 0, sizeof(*e));
+
+	e->st.created_ns = now;
+	e->st.last_seen_ns = now;
+	e->st.zone = zone;
+	e->st.rule_id = rule_id;
+	e->st.tcp_state = t->proto == IPPROTO_TCP ? NW_TCP_SYN_SENT : NW_TCP_NONE;
+	tuple4_reverse(&e->reply, t);
 
 	if (dnat) {
-		e.reply.saddr = dnat->addr;
-		e.reply.sport = dnat->port;
+		e->reply.saddr = dnat->addr;
+		e->reply.sport = dnat->port;
 		if (t->proto == IPPROTO_ICMP)
-			e.reply.dport = dnat->port;
-		e.st.flags |= NW_CT_DNAT;
+			e->reply.dport = dnat->port;
+		e->st.flags |= NW_CT_DNAT;
 	}
 	if (zone == NW_ZONE_OUTBOUND && (cfg->flags & NW_CFG_SNAT) && !snat_excluded4(t->daddr)) {
-		ret = snat_map4(cfg, t, now, &ext);
+		ret = snat_map4(cfg, t, now, ext);
 		if (ret < 0)
 			return ret;
-		e.reply.daddr = ext.addr;
-		e.reply.dport = ext.port;
+		e->reply.daddr = ext->addr;
+		e->reply.dport = ext->port;
 		/* ICMP echo: the identifier is both "ports". */
 		if (t->proto == IPPROTO_ICMP && !dnat)
-			e.reply.sport = ext.port;
-		e.st.flags |= NW_CT_SNAT;
+			e->reply.sport = ext->port;
+		e->st.flags |= NW_CT_SNAT;
 	}
 
 	/* Claim the reply tuple first: if another flow owns it, this one
 	 * cannot exist, whatever the mapping said. */
-	err = bpf_map_update_elem(&nw_ct4_rev, &e.reply, t, BPF_NOEXIST);
+	err = bpf_map_update_elem(&nw_ct4_rev, &e->reply, t, BPF_NOEXIST);
 	if (err == -17 /* EEXIST */)
 		return -NW_DROP_SNAT_COLLISION;
 	if (err)
 		return -NW_DROP_CT_FULL;
-	err = bpf_map_update_elem(&nw_ct4, t, &e, BPF_NOEXIST);
+	err = bpf_map_update_elem(&nw_ct4, t, e, BPF_NOEXIST);
 	if (err) {
-		bpf_map_delete_elem(&nw_ct4_rev, &e.reply);
+		bpf_map_delete_elem(&nw_ct4_rev, &e->reply);
 		return err == -17 ? -NW_DROP_SNAT_COLLISION : -NW_DROP_CT_FULL;
 	}
 	*out = bpf_map_lookup_elem(&nw_ct4, t);
@@ -308,17 +347,24 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 	return 0;
 }
 
-static __always_inline int ct_create6(const struct nw_tuple6 *t, __u8 zone, __u64 now,
-				      struct nw_ct6_entry **out)
+static __always_inline int ct_create6(const struct nw_tuple6 *t, __u8 zone, __u32 rule_id,
+				      __u64 now, struct nw_ct6_entry **out)
 {
-	struct nw_ct6_entry e = {};
+	struct nw_scratch *sc = scratch();
+	struct nw_ct6_entry *e;
 	long err;
 
-	e.st.created_ns = now;
-	e.st.last_seen_ns = now;
-	e.st.zone = zone;
-	e.st.tcp_state = t->proto == IPPROTO_TCP ? NW_TCP_SYN_SENT : NW_TCP_NONE;
-	err = bpf_map_update_elem(&nw_ct6, t, &e, BPF_NOEXIST);
+	if (!sc)
+		return -NW_DROP_INTERNAL;
+	e = &sc->ct6;
+	__builtin_memset(e, 0, sizeof(*e));
+
+	e->st.created_ns = now;
+	e->st.last_seen_ns = now;
+	e->st.zone = zone;
+	e->st.rule_id = rule_id;
+	e->st.tcp_state = t->proto == IPPROTO_TCP ? NW_TCP_SYN_SENT : NW_TCP_NONE;
+	err = bpf_map_update_elem(&nw_ct6, t, e, BPF_NOEXIST);
 	if (err && err != -17)
 		return -NW_DROP_CT_FULL;
 	*out = bpf_map_lookup_elem(&nw_ct6, t);

@@ -5,6 +5,67 @@
 #include <bpf/bpf_helpers.h>
 #include "types.h"
 
+/* Per-CPU scratch space for temporaries too large for the 512-byte stack
+ * once the pipeline's stages are nested. XDP runs to completion on a CPU,
+ * so each field has one user at a time; which one is said where it is used. */
+struct nw_scratch {
+	struct bpf_fib_lookup fib;  /* the route lookup in progress */
+	struct nw_ct4_entry ct4;    /* a flow being created */
+	struct nw_ct6_entry ct6;
+	struct nw_acl_pkt acl_pkt;  /* the packet being classified */
+	struct nw_acl_result acl_res;
+	__u32 acl_ids[NW_ACL_FIELDS];           /* acl_classify: each field's bit vector id */
+	__u64 acl_summary[NW_ACL_SUMMARY];      /* acl_classify: the ANDed summaries */
+	struct nw_acl_lpm6_key acl_key6;        /* acl_classify: address lookups */
+	struct nw_acl_lpm4_key acl_key4;
+	struct nw_acl_bv_key acl_bv_key;        /* acl_classify: bit vector lookups */
+	struct nw_acl_result acl_scan_res;      /* acl_classify: what the scan found */
+	/* The pipeline's tuples: process_* and ct_miss4 (t, orig, to), the
+	 * ICMP error paths (k, eorig, from, eto). */
+	struct nw_tuple4 t4, orig4, to4, k4, eorig4, from4, eto4;
+	struct nw_tuple6 t6, orig6, k6, eorig6;
+	struct nw_frag4_key frag4;
+	struct nw_frag6_key frag6;
+	struct nw_snat4_endpoint dnat;
+	struct nw_snat4_endpoint ext;            /* ct_create4: the SNAT mapping */
+	/* ct_admit4 -> process_ipv4 -> ct_new4: a new IPv4 flow's facts. */
+	__u32 admit_zone;
+	__u32 admit_src_inside;
+	__u32 admit_hairpin;
+	__u32 admit_rule_id;
+};
+
+/* Opaque to the control plane, which never reads it (and whose generated
+ * Go types cannot express bpf_fib_lookup's anonymous unions). */
+struct nw_scratch_space {
+	__u8 bytes[sizeof(struct nw_scratch)];
+} __attribute__((aligned(8)));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nw_scratch_space);
+} nw_scratch SEC(".maps");
+
+static __always_inline struct nw_scratch *scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&nw_scratch, &zero);
+}
+
+/* The scratch route lookup, zeroed. */
+static __always_inline struct bpf_fib_lookup *scratch_fib(void)
+{
+	struct nw_scratch *sc = scratch();
+
+	if (!sc)
+		return NULL;
+	__builtin_memset(&sc->fib, 0, sizeof(sc->fib));
+	return &sc->fib;
+}
+
 /* Maps are pinned by name under the control plane's pin directory, so a
  * daemon restart re-attaches to the same state. Names stay within the
  * kernel's 15 characters. */
@@ -160,3 +221,82 @@ struct {
 	__uint(max_entries, 1 << 20);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nw_events SEC(".maps");
+
+/* The classifier's active generation, at key 0. A reload fills the idle
+ * generation, then flips this one value: a packet reads it once, so it never
+ * sees half a rule set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_acl_gen SEC(".maps");
+
+/* Per generation and stage (generation * NW_ACL_STAGES + stage). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * NW_ACL_STAGES);
+	__type(key, __u32);
+	__type(value, struct nw_acl_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_acl_stages SEC(".maps");
+
+/* Address fields: longest prefix -> bit vector id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4 * NW_ACL_MAX_RULES);
+	__type(key, struct nw_acl_lpm4_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_acl_lpm4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4 * NW_ACL_MAX_RULES);
+	__type(key, struct nw_acl_lpm6_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_acl_lpm6 SEC(".maps");
+
+/* Port-like fields: one bit vector id per value, so ranges cost nothing per
+ * packet. Index: ((generation * NW_ACL_STAGES + stage) * 3 + field) * 65536
+ * + value, field 0 source port, 1 destination port, 2 ICMP type << 8 | code. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * NW_ACL_STAGES * 3 * 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_acl_ports SEC(".maps");
+
+/* The bit vectors, allocated as a rule set needs them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 17);
+	__type(key, struct nw_acl_bv_key);
+	__type(value, struct nw_acl_bitvec);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_acl_bits SEC(".maps");
+
+/* Rules by bit index: (generation * NW_ACL_STAGES + stage) * NW_ACL_MAX_RULES + bit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * NW_ACL_STAGES * NW_ACL_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct nw_acl_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_acl_rules SEC(".maps");
+
+/* Hits per stable rule id: packets and bytes for stateless rules, flows for
+ * stateful ones. Ids survive reloads, so counters do too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * NW_ACL_MAX_RULES + 2);
+	__type(key, __u32);
+	__type(value, struct nw_rule_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_rule_hits SEC(".maps");

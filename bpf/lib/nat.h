@@ -93,7 +93,7 @@ static long snat_probe_port(__u32 i, void *data)
  * returns the external endpoint in ext. Mapping is endpoint-independent
  * (RFC 4787 REQ-1) unless NW_CFG_SNAT_APDM, and the source port is kept
  * when it is free. Returns 0 or a negative reason. */
-static __always_inline int snat_map4(struct nw_runtime_config *cfg, const struct nw_tuple4 *t,
+static __noinline int snat_map4(struct nw_runtime_config *cfg, const struct nw_tuple4 *t,
 				     __u64 now, struct nw_snat4_endpoint *ext)
 {
 	struct nw_snat4_key fwd = {

@@ -316,7 +316,7 @@ upper_layer:
 
 /* Fills pkt from the frame. Returns 0, or a negative enum nw_reason for a
  * frame that takes a non-IP or malformed path. */
-static __always_inline int parse_packet(struct xdp_md *ctx, struct nw_pkt *pkt)
+static __noinline int parse_packet(struct xdp_md *ctx, struct nw_pkt *pkt)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;

@@ -48,6 +48,10 @@ enum nw_reason {
 	NW_DROP_NAT_SLOW_PATH,    /* translated reply only the kernel could handle (TTL, MTU, route): handing it up would leak the inside address */
 	NW_DROP_ICMP_ERROR_NO_FLOW, /* ICMP error about no flow we know */
 	NW_REPLY_TCP_RST,         /* answered with a TCP RST (invalid inside TCP, reject) */
+	NW_DROP_ACL_STATELESS,    /* a stateless drop rule matched */
+	NW_DROP_ACL_DENY,         /* a stateful deny rule matched, or the default action */
+	NW_DROP_ACL_REJECT,       /* a stateful reject rule matched; no reply could be built */
+	NW_DROP_INTERNAL,         /* a map natwall needs is missing: fail closed */
 
 	NW_REASON_MAX,
 };
@@ -73,6 +77,7 @@ enum nw_zone {
 	NW_ZONE_INBOUND,      /* outside -> inside */
 	NW_ZONE_EAST_WEST,    /* inside -> inside, no NAT */
 	NW_ZONE_TRANSIT,      /* outside -> outside */
+	NW_ZONE_LOCAL,        /* to the appliance itself */
 };
 
 enum nw_tcp_state {
@@ -109,6 +114,7 @@ enum nw_ct_flags {
 enum nw_event_type {
 	NW_EVENT_FLOW_NEW = 1,
 	NW_EVENT_FLOW_END = 2,
+	NW_EVENT_ALERT = 3,   /* a stateful alert rule matched a flow's first packet */
 };
 
 enum nw_malformed_action {
@@ -261,6 +267,122 @@ struct nw_flow_event {
 	__u64 bytes_reply;
 };
 
+/* The classifier (acl.h). Rules are bits, in priority order: bit i of word
+ * i/64 is the rule with the i-th highest priority in its stage. */
+#define NW_ACL_MAX_RULES 32768
+#define NW_ACL_WORDS (NW_ACL_MAX_RULES / 64)
+#define NW_ACL_SUMMARY (NW_ACL_WORDS / 64)
+
+enum nw_acl_stage {
+	NW_ACL_STATELESS = 0, /* every packet */
+	NW_ACL_STATEFUL = 1,  /* a flow's first packet */
+	NW_ACL_STAGES,
+};
+
+/* The fields a packet is classified on. Each lookup yields the id of a bit
+ * vector of the rules whose match on that field contains the packet's value. */
+enum nw_acl_field {
+	NW_ACL_F_SRC = 0,
+	NW_ACL_F_DST,
+	NW_ACL_F_PROTO,
+	NW_ACL_F_SPORT,
+	NW_ACL_F_DPORT,
+	NW_ACL_F_ICMP,   /* type << 8 | code */
+	NW_ACL_F_ZONE,
+	NW_ACL_FIELDS,
+};
+
+enum nw_acl_action {
+	NW_ACL_NONE = 0,   /* no rule set loaded: the built-in policy applies */
+	NW_ACL_PASS,       /* stateless: go on to the stateful stage */
+	NW_ACL_DROP,       /* stateless */
+	NW_ACL_ALLOW,      /* stateful */
+	NW_ACL_DENY,
+	NW_ACL_REJECT,
+	NW_ACL_ALERT,      /* stateful: report, and go on to the next rule */
+};
+
+/* One deduplicated bit vector: summary bit j of word i says whether
+ * words[64 * i + j] has any bit set, so a packet only ANDs words that can
+ * match (Baboescu and Varghese's aggregated bit vector). */
+struct nw_acl_bitvec {
+	__u64 summary[NW_ACL_SUMMARY];
+	__u64 words[NW_ACL_WORDS];
+};
+
+struct nw_acl_bv_key {
+	__u32 gen_stage;  /* generation << 8 | stage */
+	__u32 id;
+};
+
+/* A stage of one generation: how many words are in use, and what happens
+ * when no rule matches. */
+struct nw_acl_meta {
+	__u32 nrules;
+	__u32 nwords;
+	__u32 nsummary;
+	__u32 default_action;    /* enum nw_acl_action */
+	__u32 default_rule_id;   /* counters and logs name the default this way */
+	__u32 noport_bv;         /* bit vector for port fields of packets without ports */
+	__u32 noicmp_bv;         /* bit vector for the ICMP field of non-ICMP packets */
+	__u32 proto_bv[256];
+	__u32 zone_bv[8];
+};
+
+struct nw_acl_rule {
+	__u32 rule_id;   /* stable across reloads: counters and flows name it */
+	__u8 action;     /* enum nw_acl_action */
+	__u8 pad[3];
+};
+
+struct nw_acl_lpm4_key {
+	__u32 prefixlen;  /* 32 + the address prefix length */
+	__u8 gen;
+	__u8 stage;
+	__u8 field;       /* NW_ACL_F_SRC or NW_ACL_F_DST */
+	__u8 pad;
+	__be32 addr;
+};
+
+struct nw_acl_lpm6_key {
+	__u32 prefixlen;  /* 32 + the address prefix length */
+	__u8 gen;
+	__u8 stage;
+	__u8 field;
+	__u8 pad;
+	__u8 addr[16];
+};
+
+/* Alert rules report and let evaluation go on; this many per packet at most. */
+#define NW_ACL_MAX_ALERTS 4
+
+/* The packet as the classifier sees it. */
+struct nw_acl_pkt {
+	__u8 family;     /* 4 or 6 */
+	__u8 proto;
+	__u8 zone;       /* enum nw_zone */
+	__u8 has_ports;  /* TCP or UDP with an L4 header (or ports from the first fragment) */
+	__u8 is_icmp;
+	__u8 pad;
+	__u16 icmp;      /* type << 8 | code */
+	__u16 sport;     /* host order */
+	__u16 dport;
+	__u8 saddr[16];  /* IPv4 in the first four bytes */
+	__u8 daddr[16];
+};
+
+struct nw_acl_result {
+	__u32 action;     /* enum nw_acl_action */
+	__u32 rule_id;
+	__u32 alerts;
+	__u32 alert_ids[NW_ACL_MAX_ALERTS];
+};
+
+struct nw_rule_counter {
+	__u64 packets;   /* stateless: packets; stateful: flows */
+	__u64 bytes;
+};
+
 /* Types the Go side needs that no map mentions. A pointer to this puts them
  * all in the object's BTF, which is where bpf2go generates Go types from. */
 struct nw_btf_anchor {
@@ -270,5 +392,8 @@ struct nw_btf_anchor {
 	enum nw_ct_flags ct_flags;
 	enum nw_event_type event_type;
 	enum nw_config_flags config_flags;
+	enum nw_acl_stage acl_stage;
+	enum nw_acl_field acl_field;
+	enum nw_acl_action acl_action;
 	struct nw_flow_event event;
 };
