@@ -114,6 +114,7 @@ type State struct {
 	ct4, ct4Rev, ct6        *ebpf.Map
 	snatFwd, snatRev        *ebpf.Map
 	config, stats, counters *ebpf.Map
+	ruleHits                *ebpf.Map
 	owned                   bool
 }
 
@@ -128,6 +129,7 @@ func OpenState(pinDir string) (*State, error) {
 		"nw_ct4": &s.ct4, "nw_ct4_rev": &s.ct4Rev, "nw_ct6": &s.ct6,
 		"nw_snat4_fwd": &s.snatFwd, "nw_snat4_rev": &s.snatRev,
 		"nw_config": &s.config, "nw_stats": &s.stats, "nw_counters": &s.counters,
+		"nw_rule_hits": &s.ruleHits,
 	} {
 		mm, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
 		if err != nil {
@@ -145,6 +147,7 @@ func (d *Dataplane) State() *State {
 		ct4: d.objs.NwCt4, ct4Rev: d.objs.NwCt4Rev, ct6: d.objs.NwCt6,
 		snatFwd: d.objs.NwSnat4Fwd, snatRev: d.objs.NwSnat4Rev,
 		config: d.objs.NwConfig, stats: d.objs.NwStats, counters: d.objs.NwCounters,
+		ruleHits: d.objs.NwRuleHits,
 	}
 }
 
@@ -154,7 +157,7 @@ func (s *State) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, m := range []*ebpf.Map{s.ct4, s.ct4Rev, s.ct6, s.snatFwd, s.snatRev, s.config, s.stats, s.counters} {
+	for _, m := range []*ebpf.Map{s.ct4, s.ct4Rev, s.ct6, s.snatFwd, s.snatRev, s.config, s.stats, s.counters, s.ruleHits} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}

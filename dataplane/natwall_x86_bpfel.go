@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type natwallNwAclAction uint32
+
+const (
+	natwallNwAclActionNW_ACL_NONE   natwallNwAclAction = 0
+	natwallNwAclActionNW_ACL_PASS   natwallNwAclAction = 1
+	natwallNwAclActionNW_ACL_DROP   natwallNwAclAction = 2
+	natwallNwAclActionNW_ACL_ALLOW  natwallNwAclAction = 3
+	natwallNwAclActionNW_ACL_DENY   natwallNwAclAction = 4
+	natwallNwAclActionNW_ACL_REJECT natwallNwAclAction = 5
+	natwallNwAclActionNW_ACL_ALERT  natwallNwAclAction = 6
+)
+
 type natwallNwAclBitvec struct {
 	_       structs.HostLayout
 	Summary [8]uint64
@@ -24,6 +36,19 @@ type natwallNwAclBvKey struct {
 	GenStage uint32
 	Id       uint32
 }
+
+type natwallNwAclField uint32
+
+const (
+	natwallNwAclFieldNW_ACL_F_SRC   natwallNwAclField = 0
+	natwallNwAclFieldNW_ACL_F_DST   natwallNwAclField = 1
+	natwallNwAclFieldNW_ACL_F_PROTO natwallNwAclField = 2
+	natwallNwAclFieldNW_ACL_F_SPORT natwallNwAclField = 3
+	natwallNwAclFieldNW_ACL_F_DPORT natwallNwAclField = 4
+	natwallNwAclFieldNW_ACL_F_ICMP  natwallNwAclField = 5
+	natwallNwAclFieldNW_ACL_F_ZONE  natwallNwAclField = 6
+	natwallNwAclFieldNW_ACL_FIELDS  natwallNwAclField = 7
+)
 
 type natwallNwAclLpm4Key struct {
 	_         structs.HostLayout
@@ -64,6 +89,14 @@ type natwallNwAclRule struct {
 	Action uint8
 	Pad    [3]uint8
 }
+
+type natwallNwAclStage uint32
+
+const (
+	natwallNwAclStageNW_ACL_STATELESS natwallNwAclStage = 0
+	natwallNwAclStageNW_ACL_STATEFUL  natwallNwAclStage = 1
+	natwallNwAclStageNW_ACL_STAGES    natwallNwAclStage = 2
+)
 
 type natwallNwConfigFlags uint32
 

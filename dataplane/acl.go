@@ -1,0 +1,331 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+// ACLAction is what a classifier rule does.
+type ACLAction uint8
+
+const (
+	ACLPass   = ACLAction(natwallNwAclActionNW_ACL_PASS)   // stateless: on to the stateful stage
+	ACLDrop   = ACLAction(natwallNwAclActionNW_ACL_DROP)   // stateless
+	ACLAllow  = ACLAction(natwallNwAclActionNW_ACL_ALLOW)  // stateful
+	ACLDeny   = ACLAction(natwallNwAclActionNW_ACL_DENY)   // stateful
+	ACLReject = ACLAction(natwallNwAclActionNW_ACL_REJECT) // stateful: TCP RST to the client
+	ACLAlert  = ACLAction(natwallNwAclActionNW_ACL_ALERT)  // stateful: report, evaluate on
+)
+
+// MaxRulesPerStage is how many rules one classifier stage holds.
+const MaxRulesPerStage = len(natwallNwAclBitvec{}.Words) * 64
+
+// ACLRule is a rule in a stage's bit order (its priority order).
+type ACLRule struct {
+	// ID is the rule's stable numeric id: counters and flows name it, so it
+	// must stay the same across reloads for the same rule.
+	ID     uint32
+	Action ACLAction
+}
+
+// ACLPrefix maps the addresses in Prefix to bit vector BV; an address's
+// vector is that of the longest prefix containing it.
+type ACLPrefix struct {
+	Prefix netip.Prefix
+	BV     uint32
+}
+
+// ACLStage is one stage of a compiled rule set in the layout
+// bpf/lib/acl.h reads. Every field lookup yields the id of a bit vector of
+// the rules that match on that field; bit i of a vector is Rules[i].
+type ACLStage struct {
+	Rules []ACLRule
+	// Default applies when no rule matches; DefaultID names it in counters.
+	Default   ACLAction
+	DefaultID uint32
+	// Bitvectors are indexed by id; each has ceil(len(Rules)/64) words.
+	Bitvectors [][]uint64
+	// Src and Dst must include a /0 of each family, so every address
+	// finds a vector.
+	Src, Dst []ACLPrefix
+	Proto    [256]uint32
+	// SrcPort and DstPort apply to TCP and UDP; NoPort to packets without
+	// ports. ICMP is indexed by type<<8|code; NoICMP applies to the rest.
+	SrcPort, DstPort [65536]uint32
+	NoPort           uint32
+	ICMP             [65536]uint32
+	NoICMP           uint32
+	// Zone is indexed by the dataplane's zone (outbound, inbound,
+	// east-west, transit, local).
+	Zone [8]uint32
+}
+
+func (s *ACLStage) validate() error {
+	if len(s.Rules) > MaxRulesPerStage {
+		return fmt.Errorf("%d rules, at most %d per stage", len(s.Rules), MaxRulesPerStage)
+	}
+	words := (len(s.Rules) + 63) / 64
+	for i, bv := range s.Bitvectors {
+		if len(bv) != words {
+			return fmt.Errorf("bit vector %d has %d words, want %d", i, len(bv), words)
+		}
+	}
+	check := func(what string, id uint32) error {
+		if int(id) >= len(s.Bitvectors) {
+			return fmt.Errorf("%s names bit vector %d of %d", what, id, len(s.Bitvectors))
+		}
+		return nil
+	}
+	var errs []error
+	for _, p := range append(append([]ACLPrefix(nil), s.Src...), s.Dst...) {
+		errs = append(errs, check("prefix "+p.Prefix.String(), p.BV))
+	}
+	for _, id := range []uint32{s.NoPort, s.NoICMP} {
+		errs = append(errs, check("no-port/no-ICMP", id))
+	}
+	for _, tbl := range [][]uint32{s.Proto[:], s.SrcPort[:], s.DstPort[:], s.ICMP[:], s.Zone[:]} {
+		for _, id := range tbl {
+			if err := check("field table", id); err != nil {
+				return err
+			}
+		}
+	}
+	for _, fam := range []struct {
+		list []ACLPrefix
+		name string
+	}{{s.Src, "source"}, {s.Dst, "destination"}} {
+		var v4, v6 bool
+		for _, p := range fam.list {
+			v4 = v4 || p.Prefix == netip.MustParsePrefix("0.0.0.0/0")
+			v6 = v6 || p.Prefix == netip.MustParsePrefix("::/0")
+		}
+		if len(s.Rules) > 0 && (!v4 || !v6) {
+			errs = append(errs, fmt.Errorf("%s prefixes lack a /0 for each family", fam.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadRules writes a rule set into the idle generation of the classifier,
+// then flips the active generation with one map update: a packet reads the
+// generation once, so it is classified by the old rule set or the new one,
+// never a mix. A nil stage means "no rule set": the built-in policy.
+func (d *Dataplane) LoadRules(stateless, stateful *ACLStage) error {
+	return loadRules(&d.objs, stateless, stateful)
+}
+
+func loadRules(objs *natwallObjects, stateless, stateful *ACLStage) error {
+	for _, st := range []*ACLStage{stateless, stateful} {
+		if st != nil {
+			if err := st.validate(); err != nil {
+				return fmt.Errorf("classifier tables: %w", err)
+			}
+		}
+	}
+	var active uint32
+	if err := objs.NwAclGen.Lookup(uint32(0), &active); err != nil {
+		return fmt.Errorf("read active generation: %w", err)
+	}
+	idle := (active + 1) & 1
+	for stage, st := range []*ACLStage{stateless, stateful} {
+		if err := writeStage(objs, uint8(idle), uint8(stage), st); err != nil {
+			return fmt.Errorf("write %s stage: %w", stageName(stage), err)
+		}
+	}
+	if err := objs.NwAclGen.Put(uint32(0), idle); err != nil {
+		return fmt.Errorf("flip generation: %w", err)
+	}
+	return nil
+}
+
+func stageName(stage int) string {
+	if stage == int(natwallNwAclStageNW_ACL_STATELESS) {
+		return "stateless"
+	}
+	return "stateful"
+}
+
+func writeStage(objs *natwallObjects, gen, stage uint8, st *ACLStage) error {
+	base := uint32(gen)*uint32(natwallNwAclStageNW_ACL_STAGES) + uint32(stage)
+	if err := clearStage(objs, gen, stage); err != nil {
+		return err
+	}
+	meta := natwallNwAclMeta{}
+	if st == nil {
+		return objs.NwAclStages.Put(base, meta)
+	}
+
+	genStage := uint32(gen)<<8 | uint32(stage)
+	keys := make([]natwallNwAclBvKey, 0, len(st.Bitvectors))
+	vals := make([]natwallNwAclBitvec, 0, len(st.Bitvectors))
+	for id, words := range st.Bitvectors {
+		var bv natwallNwAclBitvec
+		copy(bv.Words[:], words)
+		for w, word := range words {
+			if word != 0 {
+				bv.Summary[w/64] |= 1 << (w % 64)
+			}
+		}
+		keys = append(keys, natwallNwAclBvKey{GenStage: genStage, Id: uint32(id)})
+		vals = append(vals, bv)
+	}
+	if err := batchPut(objs.NwAclBits, keys, vals); err != nil {
+		return fmt.Errorf("bit vectors: %w", err)
+	}
+
+	for field, list := range [][]ACLPrefix{st.Src, st.Dst} {
+		f := uint8(natwallNwAclFieldNW_ACL_F_SRC)
+		if field == 1 {
+			f = uint8(natwallNwAclFieldNW_ACL_F_DST)
+		}
+		for _, p := range list {
+			var err error
+			if p.Prefix.Addr().Is4() {
+				err = objs.NwAclLpm4.Put(natwallNwAclLpm4Key{Prefixlen: 32 + uint32(p.Prefix.Bits()), Gen: gen, Stage: stage,
+					Field: f, Addr: beUint32(p.Prefix.Masked().Addr().As4())}, p.BV)
+			} else {
+				err = objs.NwAclLpm6.Put(natwallNwAclLpm6Key{Prefixlen: 32 + uint32(p.Prefix.Bits()), Gen: gen, Stage: stage,
+					Field: f, Addr: p.Prefix.Masked().Addr().As16()}, p.BV)
+			}
+			if err != nil {
+				return fmt.Errorf("prefix %s: %w", p.Prefix, err)
+			}
+		}
+	}
+
+	for field, tbl := range []*[65536]uint32{&st.SrcPort, &st.DstPort, &st.ICMP} {
+		start := (base*3 + uint32(field)) * 65536
+		idx := make([]uint32, 65536)
+		for i := range idx {
+			idx[i] = start + uint32(i)
+		}
+		if err := batchPut(objs.NwAclPorts, idx, tbl[:]); err != nil {
+			return fmt.Errorf("port table: %w", err)
+		}
+	}
+
+	ruleKeys := make([]uint32, len(st.Rules))
+	ruleVals := make([]natwallNwAclRule, len(st.Rules))
+	for i, r := range st.Rules {
+		ruleKeys[i] = base*uint32(MaxRulesPerStage) + uint32(i)
+		ruleVals[i] = natwallNwAclRule{RuleId: r.ID, Action: uint8(r.Action)}
+	}
+	if err := batchPut(objs.NwAclRules, ruleKeys, ruleVals); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+
+	words := (len(st.Rules) + 63) / 64
+	meta = natwallNwAclMeta{
+		Nrules:        uint32(len(st.Rules)),
+		Nwords:        uint32(words),
+		Nsummary:      uint32((words + 63) / 64),
+		DefaultAction: uint32(st.Default),
+		DefaultRuleId: st.DefaultID,
+		NoportBv:      st.NoPort,
+		NoicmpBv:      st.NoICMP,
+		ProtoBv:       st.Proto,
+		ZoneBv:        st.Zone,
+	}
+	return objs.NwAclStages.Put(base, meta)
+}
+
+// clearStage removes a generation's stage entries from the maps keyed by
+// content (bit vectors, prefixes). Arrays are overwritten in place.
+func clearStage(objs *natwallObjects, gen, stage uint8) error {
+	genStage := uint32(gen)<<8 | uint32(stage)
+	var bk natwallNwAclBvKey
+	var bv natwallNwAclBitvec
+	var stale []natwallNwAclBvKey
+	it := objs.NwAclBits.Iterate()
+	for it.Next(&bk, &bv) {
+		if bk.GenStage == genStage {
+			stale = append(stale, bk)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate bit vectors: %w", err)
+	}
+	for _, k := range stale {
+		if err := objs.NwAclBits.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	var k4 natwallNwAclLpm4Key
+	var v uint32
+	var stale4 []natwallNwAclLpm4Key
+	it = objs.NwAclLpm4.Iterate()
+	for it.Next(&k4, &v) {
+		if k4.Gen == gen && k4.Stage == stage {
+			stale4 = append(stale4, k4)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate IPv4 prefixes: %w", err)
+	}
+	for _, k := range stale4 {
+		if err := objs.NwAclLpm4.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	var k6 natwallNwAclLpm6Key
+	var stale6 []natwallNwAclLpm6Key
+	it = objs.NwAclLpm6.Iterate()
+	for it.Next(&k6, &v) {
+		if k6.Gen == gen && k6.Stage == stage {
+			stale6 = append(stale6, k6)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate IPv6 prefixes: %w", err)
+	}
+	for _, k := range stale6 {
+		if err := objs.NwAclLpm6.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// batchPut writes many entries in few system calls.
+func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	const chunk = 8192
+	for i := 0; i < len(keys); i += chunk {
+		j := min(i+chunk, len(keys))
+		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
+			if !errors.Is(err, ebpf.ErrNotSupported) {
+				return err
+			}
+			for n := i; n < j; n++ {
+				if err := m.Put(keys[n], vals[n]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// RuleHits reads the hit counters by stable rule id: packets and bytes for
+// stateless rules, flows (in Packets) for stateful ones.
+func (s *State) RuleHits(ids []uint32) (map[uint32]ReasonCount, error) {
+	out := make(map[uint32]ReasonCount, len(ids))
+	var perCPU []natwallNwRuleCounter
+	for _, id := range ids {
+		if err := s.ruleHits.Lookup(id, &perCPU); err != nil {
+			return nil, fmt.Errorf("read hits of rule %d: %w", id, err)
+		}
+		var rc ReasonCount
+		for _, c := range perCPU {
+			rc.Packets += c.Packets
+			rc.Bytes += c.Bytes
+		}
+		out[id] = rc
+	}
+	return out, nil
+}
+
+// MaxRuleID bounds stable rule ids (the hit counter table's size).
+const MaxRuleID = 2*MaxRulesPerStage + 1

@@ -1,0 +1,169 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/google/gopacket/layers"
+)
+
+// testRule is a rule for naiveStage: zero values match anything.
+type testRule struct {
+	id               uint32
+	src, dst         netip.Prefix
+	proto            uint8
+	dportLo, dportHi uint16
+	icmpType         int // -1: any
+	zone             int // -1: any
+	action           ACLAction
+}
+
+func anyRule(id uint32, action ACLAction) testRule {
+	return testRule{id: id, icmpType: -1, zone: -1, action: action}
+}
+
+// naiveStage builds classifier tables the slow, obvious way: for every
+// value of every field, the set of rules matching it, deduplicated.
+func naiveStage(rules []testRule, def ACLAction, defID uint32) *ACLStage {
+	st := &ACLStage{Default: def, DefaultID: defID}
+	words := (len(rules) + 63) / 64
+	ids := map[string]uint32{}
+	intern := func(match func(r testRule) bool) uint32 {
+		bv := make([]uint64, words)
+		for i, r := range rules {
+			if match(r) {
+				bv[i/64] |= 1 << (i % 64)
+			}
+		}
+		key := fmt.Sprint(bv)
+		if id, ok := ids[key]; ok {
+			return id
+		}
+		id := uint32(len(st.Bitvectors))
+		ids[key] = id
+		st.Bitvectors = append(st.Bitvectors, bv)
+		return id
+	}
+	for _, r := range rules {
+		st.Rules = append(st.Rules, ACLRule{ID: r.id, Action: r.action})
+	}
+	prefixes := map[netip.Prefix]bool{netip.MustParsePrefix("0.0.0.0/0"): true, netip.MustParsePrefix("::/0"): true}
+	for _, r := range rules {
+		for _, p := range []netip.Prefix{r.src, r.dst} {
+			if p.IsValid() {
+				prefixes[p.Masked()] = true
+			}
+		}
+	}
+	contains := func(rule, p netip.Prefix) bool {
+		if !rule.IsValid() {
+			return true
+		}
+		return rule.Addr().Is4() == p.Addr().Is4() && rule.Bits() <= p.Bits() && rule.Contains(p.Addr())
+	}
+	for p := range prefixes {
+		st.Src = append(st.Src, ACLPrefix{p, intern(func(r testRule) bool { return contains(r.src, p) })})
+		st.Dst = append(st.Dst, ACLPrefix{p, intern(func(r testRule) bool { return contains(r.dst, p) })})
+	}
+	for v := 0; v < 256; v++ {
+		st.Proto[v] = intern(func(r testRule) bool { return r.proto == 0 || r.proto == uint8(v) })
+	}
+	for v := 0; v < 65536; v++ {
+		st.SrcPort[v] = intern(func(r testRule) bool { return true })
+		st.DstPort[v] = intern(func(r testRule) bool {
+			return r.dportHi == 0 || (uint16(v) >= r.dportLo && uint16(v) <= r.dportHi)
+		})
+		st.ICMP[v] = intern(func(r testRule) bool { return r.icmpType < 0 || r.icmpType == v>>8 })
+	}
+	st.NoPort = intern(func(r testRule) bool { return r.dportHi == 0 })
+	st.NoICMP = intern(func(r testRule) bool { return r.icmpType < 0 })
+	for z := range st.Zone {
+		st.Zone[z] = intern(func(r testRule) bool { return r.zone < 0 || r.zone == z })
+	}
+	return st
+}
+
+func TestClassifierStages(t *testing.T) {
+	fx := newFibFixture(t)
+	fx.apply(t, natSettings(1024, 65535))
+
+	web := anyRule(10, ACLAllow)
+	web.proto, web.dportLo, web.dportHi = 6, 443, 443
+	blockedNet := anyRule(11, ACLDeny)
+	blockedNet.dst = netip.MustParsePrefix("198.19.1.11/32")
+	rejectSSH := anyRule(12, ACLReject)
+	rejectSSH.proto, rejectSSH.dportLo, rejectSSH.dportHi = 6, 22, 22
+	alertDNS := anyRule(13, ACLAlert)
+	alertDNS.proto, alertDNS.dportLo, alertDNS.dportHi = 17, 53, 53
+	allowDNS := anyRule(14, ACLAllow)
+	allowDNS.proto, allowDNS.dportLo, allowDNS.dportHi = 17, 50, 60
+	ping := anyRule(15, ACLAllow)
+	ping.proto, ping.icmpType, ping.zone = 1, 8, int(natwallNwZoneNW_ZONE_OUTBOUND)
+	v6web := anyRule(16, ACLAllow)
+	v6web.dst, v6web.proto = netip.MustParsePrefix("2001:db8:2::/64"), 17
+
+	dropBogon := anyRule(20, ACLDrop)
+	dropBogon.src = netip.MustParsePrefix("198.18.9.0/24")
+
+	stateful := naiveStage([]testRule{blockedNet, web, rejectSSH, alertDNS, allowDNS, ping, v6web}, ACLDeny, 2)
+	stateless := naiveStage([]testRule{dropBogon}, ACLPass, 1)
+	must(t, loadRules(&fx.objs, stateless, stateful))
+
+	udp := func(src, dst string, dport uint16) []byte {
+		return frame4(t, l4spec{proto: layers.IPProtocolUDP, src: src, dst: dst, sport: 40000, dport: dport})
+	}
+	syn := func(src, dst string, dport uint16) []byte {
+		return frame4(t, l4spec{proto: layers.IPProtocolTCP, src: src, dst: dst, sport: 40000, dport: dport, tcpFlags: "S"})
+	}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		in    string
+		want  Reason
+	}{
+		{"allowed by port", syn("198.18.1.20", "198.19.1.10", 443), "a0", ReasonFwdRedirect},
+		{"first match wins over a later allow", syn("198.18.1.20", "198.19.1.11", 443), "a0", ReasonDropACLDeny},
+		{"default deny", syn("198.18.1.20", "198.19.1.10", 80), "a0", ReasonDropACLDeny},
+		{"reject answers with a RST", syn("198.18.1.20", "198.19.1.10", 22), "a0", ReasonReplyTCPRST},
+		{"alert continues to the allow", udp("198.18.1.20", "198.19.1.10", 53), "a0", ReasonFwdRedirect},
+		{"port range", udp("198.18.1.20", "198.19.1.10", 60), "a0", ReasonFwdRedirect},
+		{"port range end", udp("198.18.1.20", "198.19.1.10", 61), "a0", ReasonDropACLDeny},
+		{"icmp type and zone", frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.18.1.20", dst: "198.19.1.10", icmpType: 8, icmpID: 1}), "a0", ReasonFwdRedirect},
+		{"stateless drop on every packet", udp("198.18.9.5", "198.19.1.10", 53), "a0", ReasonDropACLStateless},
+		{"v6 prefix", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10"}.build(t), "a0", ReasonFwdRedirect},
+		{"v6 default deny", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:3::10"}.build(t), "a0", ReasonDropACLDeny},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fx.expect(t, tc.frame, tc.in, tc.want)
+		})
+	}
+	// Replies of an allowed flow need no rule.
+	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolTCP, src: "198.19.1.10", dst: natAddr, sport: 443, dport: 40000, tcpFlags: "SA"}), "b0", ReasonFwdRedirect)
+
+	st := fx.state()
+	hits, err := st.RuleHits([]uint32{2, 10, 13, 14, 20})
+	must(t, err)
+	// Flows, not packets, for the stateful stage: https once; DNS 53
+	// (after its alert) and 60; the default for tcp/80, udp/61 and v6.
+	if hits[10].Packets != 1 || hits[13].Packets != 1 || hits[14].Packets != 2 || hits[20].Packets != 1 || hits[2].Packets != 3 {
+		t.Fatalf("rule hits %+v", hits)
+	}
+	// The flow records the rule that admitted it.
+	found := false
+	must(t, st.Flows(func(f Flow) bool {
+		if f.Dst.Port() == 443 {
+			found = f.RuleID == 10
+		}
+		return true
+	}))
+	if !found {
+		t.Fatalf("the https flow does not name rule 10")
+	}
+
+	// A reload flips generations; an empty stateful stage brings back the
+	// built-in policy.
+	must(t, loadRules(&fx.objs, nil, nil))
+	fx.expect(t, syn("198.18.1.20", "198.19.1.10", 80), "a0", ReasonFwdRedirect)
+	fx.expect(t, udp("198.18.9.5", "198.19.1.10", 5353), "a0", ReasonFwdRedirect)
+}
