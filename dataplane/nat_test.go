@@ -418,3 +418,80 @@ func TestInvalidInsideTCPGetsReset(t *testing.T) {
 	// Nor answer the outside.
 	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolTCP, src: "198.19.1.10", dst: "198.18.1.20", sport: 443, dport: 7000, tcpFlags: "A"}), "b0", ReasonDropCTInvalid)
 }
+
+// Address-and-port-dependent mapping: a new external port per destination,
+// so one port can serve two inside endpoints talking to different servers.
+func TestSNATAddressPortDependentMapping(t *testing.T) {
+	fx := newFibFixture(t)
+	s := natSettings(30000, 30000) // a single port
+	s.SNAT.Mode = MappingAddressPortDependent
+	fx.apply(t, s)
+	a := decode4(t, fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 5000, dport: 9000}), "a0", ReasonFwdRedirect).out)
+	b := decode4(t, fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.21", dst: "198.19.1.11", sport: 5000, dport: 9000}), "a0", ReasonFwdRedirect).out)
+	if a.sport != 30000 || b.sport != 30000 {
+		t.Fatalf("ports %d and %d, want both on the single port 30000", a.sport, b.sport)
+	}
+	// The same destination needs another port, and there is none.
+	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.21", dst: "198.19.1.10", sport: 5000, dport: 9000}), "a0", ReasonDropSNATExhausted)
+	// Each reply finds its own inside endpoint.
+	got := decode4(t, fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.19.1.11", dst: natAddr, sport: 9000, dport: 30000}), "b0", ReasonFwdRedirect).out)
+	if got.dst != "198.18.1.21" {
+		t.Fatalf("reply from the second server went to %s", got.dst)
+	}
+}
+
+// fragments4 splits a UDP datagram's IP payload into two fragments at an
+// 8-byte boundary, as a router would.
+func fragments4(t *testing.T, frame []byte, split int) (first, second []byte) {
+	t.Helper()
+	ip := frame[14:]
+	hl := int(ip[0]&0xf) * 4
+	tot := int(binary.BigEndian.Uint16(ip[2:]))
+	payload := ip[hl:tot]
+	mk := func(data []byte, off int, more bool) []byte {
+		f := append(append([]byte(nil), frame[:14+hl]...), data...)
+		h := f[14:]
+		binary.BigEndian.PutUint16(h[2:], uint16(hl+len(data)))
+		fo := uint16(off / 8)
+		if more {
+			fo |= 0x2000
+		}
+		binary.BigEndian.PutUint16(h[6:], fo)
+		h[10], h[11] = 0, 0
+		binary.BigEndian.PutUint16(h[10:], ipChecksum(h[:hl]))
+		return f
+	}
+	return mk(payload[:split], 0, true), mk(payload[split:], split, false)
+}
+
+// Later fragments follow their first fragment's flow and translation;
+// out-of-order and overlapping ones are dropped and counted.
+func TestSNATFragments(t *testing.T) {
+	fx := newFibFixture(t)
+	fx.apply(t, natSettings(1024, 65535))
+	whole := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 5000, dport: 9000})
+	first, second := fragments4(t, whole, 16)
+
+	out1 := fx.expect(t, first, "a0", ReasonFwdRedirect).out
+	out2 := fx.expect(t, second, "a0", ReasonFwdRedirect).out
+	for i, out := range [][]byte{out1, out2} {
+		checkIPv4Checksum(t, out[14:34])
+		if src := netip.AddrFrom4([4]byte(out[14+12 : 14+16])); src.String() != natAddr {
+			t.Fatalf("fragment %d left with source %s", i+1, src)
+		}
+	}
+	// Reassembled, the translated datagram's UDP checksum is valid.
+	payload := append(append([]byte(nil), out1[34:]...), out2[34:]...)
+	if sum := pseudoChecksum(out1[14+12:14+16], out1[14+16:14+20], 17, payload); sum != 0 {
+		t.Fatalf("reassembled UDP checksum invalid after translation: %#04x", sum)
+	}
+
+	// The same later fragment again overlaps what was already seen.
+	other := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.21", dst: "198.19.1.10", sport: 5001, dport: 9000})
+	f1, f2 := fragments4(t, other, 16)
+	fx.expect(t, f2, "a0", ReasonDropFragNoFirst)
+	fx.expect(t, f1, "a0", ReasonFwdRedirect)
+	_, overlapping := fragments4(t, other, 8) // starts at 8, inside the first fragment's 16 bytes
+	fx.expect(t, overlapping, "a0", ReasonDropFragOverlap)
+	fx.expect(t, f2, "a0", ReasonFwdRedirect)
+}
