@@ -105,12 +105,13 @@ static __always_inline int stateful_verdict(struct xdp_md *ctx, struct nw_pkt *p
 	case NW_ACL_ALLOW:
 		return 0;
 	case NW_ACL_REJECT:
+		/* The client learns at once, instead of timing out. */
 		if (pkt->l4_proto == IPPROTO_TCP && (pkt->flags & NW_PKT_L4)) {
 			int r = pkt->l3_proto == ETH_P_IP ? reply_tcp_rst4(ctx, pkt) : reply_tcp_rst6(ctx, pkt);
 
 			return r == NW_REPLY_TCP_RST ? r : NW_DROP_ACL_REJECT;
 		}
-		return NW_DROP_ACL_REJECT;
+		return pkt->l3_proto == ETH_P_IP ? reply_icmp_unreach4(ctx, pkt) : reply_icmp_unreach6(ctx, pkt);
 	default:
 		return NW_DROP_ACL_DENY;
 	}

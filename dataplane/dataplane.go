@@ -306,7 +306,20 @@ func (d *Dataplane) Attachments() []Attachment {
 // now, as the kernel sees it: a NIC that vanished or had its program
 // replaced by someone else makes it false.
 func (d *Dataplane) Attached() bool {
-	if d.objs.XdpNatwall == nil || len(d.attachments) == 0 {
+	if len(d.attachments) == 0 {
+		return false
+	}
+	for _, a := range d.attachments {
+		if !d.AttachedTo(a.Interface) {
+			return false
+		}
+	}
+	return true
+}
+
+// AttachedTo reports whether the NIC named iface runs this program now.
+func (d *Dataplane) AttachedTo(iface string) bool {
+	if d.objs.XdpNatwall == nil {
 		return false
 	}
 	info, err := d.objs.XdpNatwall.Info()
@@ -318,16 +331,17 @@ func (d *Dataplane) Attached() bool {
 		return false
 	}
 	for _, a := range d.attachments {
+		if a.Interface != iface {
+			continue
+		}
 		l, err := netlink.LinkByIndex(a.Ifindex)
 		if err != nil {
 			return false
 		}
 		xdp := l.Attrs().Xdp
-		if xdp == nil || !xdp.Attached || xdp.ProgId != uint32(id) {
-			return false
-		}
+		return xdp != nil && xdp.Attached && xdp.ProgId == uint32(id)
 	}
-	return true
+	return false
 }
 
 // Counters returns every reason's counters, zeros included.
@@ -369,21 +383,42 @@ func (d *Dataplane) Close() error {
 	return errors.Join(errs...)
 }
 
-// Detach removes the program from every NIC and deletes the pin directory
-// with every pinned map in it, so all connection state is gone, then closes
-// the Dataplane.
+// Detach removes the program from every NIC and unpins the maps and links
+// natwall pinned, so all connection state is gone, then closes the
+// Dataplane. It removes the pin directory only if nothing else is left in it.
 func (d *Dataplane) Detach() error {
 	var errs []error
 	for _, l := range d.links {
 		errs = append(errs, l.Unpin())
 	}
 	errs = append(errs, d.Close())
-	// Unlinking a pin drops bpffs's reference; the maps go with the last fd.
-	errs = append(errs, os.RemoveAll(d.opts.PinDir))
+	spec, err := loadNatwall()
+	errs = append(errs, err)
+	if spec != nil {
+		for name, m := range spec.Maps {
+			if m.Pinning != ebpf.PinByName {
+				continue
+			}
+			// Unlinking a pin drops bpffs's reference; the map goes with
+			// the last file descriptor.
+			if err := os.Remove(filepath.Join(d.opts.PinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	errs = append(errs, removeEmptyDir(filepath.Join(d.opts.PinDir, "links")), removeEmptyDir(d.opts.PinDir))
 	for _, a := range d.attachments {
 		d.log.Info("xdp program detached", "interface", a.Interface)
 	}
 	return errors.Join(errs...)
+}
+
+func removeEmptyDir(dir string) error {
+	err := os.Remove(dir)
+	if err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return err
 }
 
 // ensureBPFFS mounts bpffs at /sys/fs/bpf when the pin directory lives

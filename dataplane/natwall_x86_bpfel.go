@@ -266,7 +266,8 @@ const (
 	natwallNwReasonNW_DROP_ACL_DENY           natwallNwReason = 32
 	natwallNwReasonNW_DROP_ACL_REJECT         natwallNwReason = 33
 	natwallNwReasonNW_DROP_INTERNAL           natwallNwReason = 34
-	natwallNwReasonNW_REASON_MAX              natwallNwReason = 35
+	natwallNwReasonNW_REPLY_ICMP_UNREACH      natwallNwReason = 35
+	natwallNwReasonNW_REASON_MAX              natwallNwReason = 36
 )
 
 type natwallNwRuleCounter struct {

@@ -60,6 +60,7 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_ACL_DENY:           {"drop_acl_deny", VerdictDrop},
 	natwallNwReasonNW_DROP_ACL_REJECT:         {"drop_acl_reject", VerdictDrop},
 	natwallNwReasonNW_DROP_INTERNAL:           {"drop_internal", VerdictDrop},
+	natwallNwReasonNW_REPLY_ICMP_UNREACH:      {"reply_icmp_unreach", VerdictReply},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -100,6 +101,7 @@ const (
 	ReasonDropACLDeny         = natwallNwReasonNW_DROP_ACL_DENY
 	ReasonDropACLReject       = natwallNwReasonNW_DROP_ACL_REJECT
 	ReasonDropInternal        = natwallNwReasonNW_DROP_INTERNAL
+	ReasonReplyICMPUnreach    = natwallNwReasonNW_REPLY_ICMP_UNREACH
 )
 
 // Name is the reason's snake_case metric label.

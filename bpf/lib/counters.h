@@ -37,6 +37,7 @@ static __always_inline int nw_exit(struct xdp_md *ctx, struct nw_pkt *pkt, enum 
 	switch (reason) {
 	case NW_FWD_TX:
 	case NW_REPLY_TCP_RST:
+	case NW_REPLY_ICMP_UNREACH:
 		action = XDP_TX;
 		break;
 	case NW_FWD_REDIRECT:

@@ -174,3 +174,145 @@ static __always_inline int reply_tcp_rst6(struct xdp_md *ctx, struct nw_pkt *pkt
 		return NW_DROP_CT_INVALID;
 	return NW_REPLY_TCP_RST;
 }
+
+/* Bytes of the rejected datagram an ICMP error quotes: its header and the
+ * first 8 bytes of its payload (RFC 792), which hold the ports. */
+#define NW_QUOTE4 (20 + 8)
+#define NW_QUOTE6 (40 + 8)
+
+/* Turns an IPv4 packet into the ICMP destination unreachable,
+ * communication administratively prohibited (type 3 code 13, RFC 1812),
+ * that answers it, sent back out the ingress NIC. It comes from the
+ * rejected packet's destination, so the client's own path checks and
+ * socket error reporting see it as the far end's answer. */
+static __always_inline int reply_icmp_unreach4(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
+	void *data, *data_end;
+	struct ethhdr *eth, *old_eth;
+	struct iphdr *ip, *quoted;
+	struct nw_icmphdr *icmp;
+	__u32 l3_off = pkt->l3_off, len;
+	__s64 sum;
+
+	/* Keep to the common layout: no VLAN tag, no IP options, a header
+	 * and 8 bytes to quote, no fragment. */
+	if (l3_off != sizeof(struct ethhdr) || (pkt->flags & NW_PKT_LATER_FRAGMENT))
+		return NW_DROP_ACL_REJECT;
+	len = ctx->data_end - ctx->data;
+	if (len < sizeof(struct ethhdr) + NW_QUOTE4)
+		return NW_DROP_ACL_REJECT;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+		return NW_DROP_ACL_REJECT;
+	/* Never answer an ICMP error with one (RFC 1122 3.2.2). */
+	if (ip->protocol == IPPROTO_ICMP && pkt->icmp_type != 8 && pkt->icmp_type != 13 &&
+	    pkt->icmp_type != 15 && pkt->icmp_type != 17)
+		return NW_DROP_ACL_REJECT;
+
+	/* Make room for the new IP and ICMP headers in front. */
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct iphdr) + sizeof(struct nw_icmphdr))))
+		return NW_DROP_ACL_REJECT;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	old_eth = data + sizeof(struct iphdr) + sizeof(struct nw_icmphdr);
+	ip = (void *)(eth + 1);
+	icmp = (void *)(ip + 1);
+	quoted = (void *)(icmp + 1);
+	if ((void *)quoted + NW_QUOTE4 > data_end || (void *)(old_eth + 1) > data_end)
+		return NW_DROP_ACL_REJECT;
+
+	__builtin_memcpy(eth->h_dest, old_eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, old_eth->h_dest, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0xc0; /* internetwork control, as ICMP errors are sent */
+	ip->tot_len = bpf_htons(sizeof(*ip) + sizeof(*icmp) + NW_QUOTE4);
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = NW_RST_TTL;
+	ip->protocol = IPPROTO_ICMP;
+	ip->saddr = quoted->daddr;
+	ip->daddr = quoted->saddr;
+	ip->check = 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
+	ip->check = csum_fold(sum);
+
+	icmp->type = 3;
+	icmp->code = 13;
+	icmp->checksum = 0;
+	icmp->echo_id = 0;
+	icmp->echo_seq = 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)icmp, sizeof(*icmp) + NW_QUOTE4, 0);
+	icmp->checksum = csum_fold(sum);
+
+	len = sizeof(*eth) + sizeof(*ip) + sizeof(*icmp) + NW_QUOTE4;
+	if ((__u32)(data_end - data) > len && bpf_xdp_adjust_tail(ctx, -(int)((data_end - data) - len)))
+		return NW_DROP_ACL_REJECT;
+	return NW_REPLY_ICMP_UNREACH;
+}
+
+/* The IPv6 counterpart: destination unreachable, administratively
+ * prohibited (type 1 code 1, RFC 4443). */
+static __always_inline int reply_icmp_unreach6(struct xdp_md *ctx, struct nw_pkt *pkt)
+{
+	void *data, *data_end;
+	struct ethhdr *eth, *old_eth;
+	struct ipv6hdr *ip6, *quoted;
+	struct nw_icmphdr *icmp;
+	struct nw_pseudo6 ph = {};
+	__u32 len;
+	__s64 sum;
+
+	if (pkt->l3_off != sizeof(struct ethhdr) || (pkt->flags & NW_PKT_LATER_FRAGMENT))
+		return NW_DROP_ACL_REJECT;
+	if (pkt->l4_proto == IPPROTO_ICMPV6 && pkt->icmp_type < 128)
+		return NW_DROP_ACL_REJECT;
+	if (ctx->data_end - ctx->data < sizeof(struct ethhdr) + NW_QUOTE6)
+		return NW_DROP_ACL_REJECT;
+
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct ipv6hdr) + sizeof(struct nw_icmphdr))))
+		return NW_DROP_ACL_REJECT;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	old_eth = data + sizeof(struct ipv6hdr) + sizeof(struct nw_icmphdr);
+	ip6 = (void *)(eth + 1);
+	icmp = (void *)(ip6 + 1);
+	quoted = (void *)(icmp + 1);
+	if ((void *)quoted + NW_QUOTE6 > data_end || (void *)(old_eth + 1) > data_end)
+		return NW_DROP_ACL_REJECT;
+
+	__builtin_memcpy(eth->h_dest, old_eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, old_eth->h_dest, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+
+	*(__be32 *)ip6 = bpf_htonl(0x60000000);
+	ip6->payload_len = bpf_htons(sizeof(*icmp) + NW_QUOTE6);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = NW_RST_TTL;
+	__builtin_memcpy(&ip6->saddr, &quoted->daddr, 16);
+	__builtin_memcpy(&ip6->daddr, &quoted->saddr, 16);
+
+	icmp->type = 1;
+	icmp->code = 1;
+	icmp->checksum = 0;
+	icmp->echo_id = 0;
+	icmp->echo_seq = 0;
+	__builtin_memcpy(ph.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(ph.daddr, &ip6->daddr, 16);
+	ph.len = bpf_htonl(sizeof(*icmp) + NW_QUOTE6);
+	ph.proto = IPPROTO_ICMPV6;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)icmp, sizeof(*icmp) + NW_QUOTE6, sum);
+	icmp->checksum = csum_fold(sum);
+
+	len = sizeof(*eth) + sizeof(*ip6) + sizeof(*icmp) + NW_QUOTE6;
+	if ((__u32)(data_end - data) > len && bpf_xdp_adjust_tail(ctx, -(int)((data_end - data) - len)))
+		return NW_DROP_ACL_REJECT;
+	return NW_REPLY_ICMP_UNREACH;
+}

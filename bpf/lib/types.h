@@ -52,6 +52,7 @@ enum nw_reason {
 	NW_DROP_ACL_DENY,         /* a stateful deny rule matched, or the default action */
 	NW_DROP_ACL_REJECT,       /* a stateful reject rule matched; no reply could be built */
 	NW_DROP_INTERNAL,         /* a map natwall needs is missing: fail closed */
+	NW_REPLY_ICMP_UNREACH,    /* answered with ICMP unreachable, prohibited (reject) */
 
 	NW_REASON_MAX,
 };

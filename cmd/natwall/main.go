@@ -1,0 +1,43 @@
+// Command natwall is the natwall firewall and NAT gateway: `natwall run`
+// is the daemon; the other subcommands inspect and operate it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// rootCmd is the natwall command. Each subcommand lives in its own file and
+// registers itself from that file's init:
+//
+//	func init() { rootCmd.AddCommand(newDemoCmd()) }
+var rootCmd = newRootCmd()
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "natwall",
+		Short: "XDP firewall and NAT gateway for cloud VMs",
+		// Errors are printed once, by main; usage only for usage errors.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.AddCommand(newRunCmd(), newVersionCmd())
+	return root
+}
+
+func main() {
+	// SIGTERM (systemd, container runtimes) and SIGINT cancel the context;
+	// commands shut down from it. A second signal kills the process.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := rootCmd.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "natwall: %v\n", err)
+		os.Exit(1)
+	}
+}

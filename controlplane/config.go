@@ -1,0 +1,721 @@
+// Package controlplane runs natwall's daemon: configuration, kernel
+// settings, the dataplane's lifetime, metrics and health.
+package controlplane
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/natwall/natwall/dataplane"
+)
+
+// ExitAction is what happens to the dataplane when the daemon stops.
+type ExitAction string
+
+const (
+	// ExitDetach removes the XDP program and its pinned state.
+	ExitDetach ExitAction = "detach"
+	// ExitKeep leaves the program attached and its maps pinned, so that the
+	// next daemon (a restart or an upgrade) takes over the live flows.
+	ExitKeep ExitAction = "keep"
+)
+
+// LogFormat is how log records are written.
+type LogFormat string
+
+const (
+	// LogAuto is JSON, or text when stderr is a terminal.
+	LogAuto LogFormat = ""
+	LogJSON LogFormat = "json"
+	LogText LogFormat = "text"
+)
+
+// Config is the whole configuration of `natwall run`, validated.
+type Config struct {
+	// File is the config file it was read from; empty when there was none.
+	File string
+
+	Interfaces         []string
+	XDPMode            dataplane.XDPMode
+	XDPGenericFallback bool
+	// InsideNetworks is $HOME_NET: traffic from them is outbound.
+	InsideNetworks  []netip.Prefix
+	MalformedAction dataplane.MalformedAction
+	PinDir          string
+	OnExit          ExitAction
+
+	Metrics MetricsConfig
+	Health  HealthConfig
+	Log     LogConfig
+	Sysctl  SysctlConfig
+}
+
+// MetricsConfig is the HTTP listener for /metrics and /healthz.
+type MetricsConfig struct {
+	Listen string
+}
+
+// HealthConfig is an optional second listener serving only /healthz, for
+// cloud load balancer probes that must reach the VM from outside while
+// metrics stay on a private address.
+type HealthConfig struct {
+	// Listen is empty when health is served on the metrics listener only.
+	Listen string
+}
+
+// LogConfig configures the daemon's slog logger.
+type LogConfig struct {
+	Level  slog.Level
+	Format LogFormat
+}
+
+// SysctlConfig controls the kernel settings natwall needs (see ForwardingSysctls).
+type SysctlConfig struct {
+	// Manage sets them at startup; when false they are only checked.
+	Manage bool
+}
+
+// Defaults of the optional keys.
+const (
+	DefaultMetricsListen = "127.0.0.1:9617"
+	envPrefix            = "NATWALL_"
+)
+
+type valueKind int
+
+const (
+	kindString valueKind = iota
+	kindBool
+	kindList
+)
+
+// configKey is one setting. Its environment variable and flag names are
+// derived from key: metrics.listen is NATWALL_METRICS_LISTEN and --metrics-listen.
+type configKey struct {
+	key   string
+	kind  valueKind
+	def   any // nil: no default
+	usage string
+}
+
+var configKeys = []configKey{
+	{key: "interfaces", kind: kindList, usage: "NICs to attach XDP to (required)"},
+	{key: "xdp_mode", kind: kindString, def: "native", usage: "XDP attach mode: native or generic"},
+	{key: "xdp_generic_fallback", kind: kindBool, def: false, usage: "attach in generic mode where the driver refuses native mode"},
+	{key: "inside_networks", kind: kindList, usage: "CIDRs of the protected networks, $HOME_NET (required)"},
+	{key: "malformed_action", kind: kindString, def: "drop", usage: "what to do with packets that cannot be parsed: drop or pass"},
+	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links"},
+	{key: "on_exit", kind: kindString, def: string(ExitDetach), usage: "on shutdown: detach the dataplane, or keep it attached for the next daemon"},
+	{key: "metrics.listen", kind: kindString, def: DefaultMetricsListen, usage: "host:port serving /metrics and /healthz"},
+	{key: "health.listen", kind: kindString, def: "", usage: "extra host:port serving only /healthz (default: none)"},
+	{key: "log.level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error"},
+	{key: "log.format", kind: kindString, def: string(LogAuto), usage: "log format: json or text (default: text on a terminal, json otherwise)"},
+	{key: "sysctl.manage", kind: kindBool, def: true, usage: "set the kernel's forwarding sysctls at startup"},
+}
+
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+func flagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+// AddFlags defines a flag for every config key on fs; pass the same fs to
+// LoadConfig. A flag overrides the environment, which overrides the file.
+func AddFlags(fs *pflag.FlagSet) {
+	for _, k := range configKeys {
+		name := flagName(k.key)
+		switch k.kind {
+		case kindList:
+			fs.StringSlice(name, nil, k.usage)
+		case kindBool:
+			fs.Bool(name, k.def.(bool), k.usage)
+		case kindString:
+			def, _ := k.def.(string)
+			fs.String(name, def, k.usage)
+		}
+	}
+}
+
+// ConfigError is one invalid setting, located as precisely as its source allows.
+type ConfigError struct {
+	// Source is the config file, "environment" or "flag --name"; empty
+	// when a required key is missing everywhere.
+	Source string
+	// Line and Column locate the error in a config file; 0 when unknown.
+	Line, Column int
+	// Key is the dotted config key, with [i] for a list element; for an
+	// environment variable, its name.
+	Key string
+	Msg string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	if e.Source != "" {
+		b.WriteString(e.Source)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+			if e.Column > 0 {
+				fmt.Fprintf(&b, ":%d", e.Column)
+			}
+		}
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// LoadOptions say where LoadConfig reads from.
+type LoadOptions struct {
+	// File is the YAML config file; empty to configure from the
+	// environment and flags alone.
+	File string
+	// Flags holds the flags defined by AddFlags; those that were set
+	// override the other sources. May be nil.
+	Flags *pflag.FlagSet
+}
+
+// LoadConfig reads the config file, then NATWALL_* environment variables,
+// then flags, and validates the result whole. Every problem is reported,
+// each as a *ConfigError naming its key and source (joined with errors.Join).
+// Unknown keys and unknown NATWALL_* variables are errors: a typo must not
+// silently leave a setting at its default.
+func LoadConfig(opts LoadOptions) (Config, error) {
+	var data []byte
+	if opts.File != "" {
+		var err error
+		if data, err = os.ReadFile(opts.File); err != nil {
+			return Config{}, fmt.Errorf("read config: %w", err)
+		}
+	}
+	return loadConfig(opts.File, data, opts.Flags)
+}
+
+// configLoader gathers one load's sources and the errors found in them.
+type configLoader struct {
+	file  string
+	v     *viper.Viper
+	flags *pflag.FlagSet
+	env   map[string]bool // NATWALL_* variables that are set and non-empty
+	// nodes holds each file key's value node, for positions; list elements
+	// are stored as key[i].
+	nodes map[string]*yaml.Node
+	// badSections are sections that are not mappings in the file.
+	badSections map[string]bool
+	errs        []error
+}
+
+func loadConfig(file string, data []byte, flags *pflag.FlagSet) (Config, error) {
+	l := &configLoader{file: file, v: viper.New(), flags: flags, env: map[string]bool{},
+		nodes: map[string]*yaml.Node{}, badSections: map[string]bool{}}
+
+	if err := l.readFile(data); err != nil {
+		return Config{}, err
+	}
+	l.checkEnviron(os.Environ())
+	for _, k := range configKeys {
+		if k.def != nil {
+			l.v.SetDefault(k.key, k.def)
+		}
+		if err := l.v.BindEnv(k.key, envName(k.key)); err != nil {
+			return Config{}, fmt.Errorf("bind %s: %w", envName(k.key), err)
+		}
+		if flags != nil {
+			if f := flags.Lookup(flagName(k.key)); f != nil {
+				if err := l.v.BindPFlag(k.key, f); err != nil {
+					return Config{}, fmt.Errorf("bind flag --%s: %w", f.Name, err)
+				}
+			}
+		}
+	}
+
+	cfg := l.build()
+	if len(l.errs) > 0 {
+		return Config{}, l.joinedErrors()
+	}
+	return cfg, nil
+}
+
+// joinedErrors lists the file's errors in file order, then the others.
+func (l *configLoader) joinedErrors() error {
+	rank := func(err error) (int, int, int) {
+		var ce *ConfigError
+		if errors.As(err, &ce) && ce.Line > 0 {
+			return 0, ce.Line, ce.Column
+		}
+		return 1, 0, 0
+	}
+	slices.SortStableFunc(l.errs, func(a, b error) int {
+		ga, la, ca := rank(a)
+		gb, lb, cb := rank(b)
+		if c := cmp.Compare(ga, gb); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(la, lb); c != 0 {
+			return c
+		}
+		return cmp.Compare(ca, cb)
+	})
+	return errors.Join(l.errs...)
+}
+
+var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// readFile parses the file twice: into yaml.Node to check keys with their
+// positions, and into viper, which layers it under environment and flags.
+func (l *configLoader) readFile(data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil // only comments
+	} else if err != nil {
+		return l.yamlError(err)
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		return &ConfigError{Source: l.file, Line: next.Line, Column: next.Column, Msg: "a second YAML document; the config is one document"}
+	} else if !errors.Is(err, io.EOF) {
+		return l.yamlError(err)
+	}
+	if len(doc.Content) == 0 {
+		return nil
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return &ConfigError{Source: l.file, Line: root.Line, Column: root.Column, Msg: "the config must be a mapping of keys to values"}
+	}
+	// Unknown keys are reported with the invalid values of known ones.
+	l.walk(root, "")
+	l.v.SetConfigType("yaml")
+	if err := l.v.ReadConfig(bytes.NewReader(data)); err != nil {
+		if len(l.errs) > 0 {
+			// What viper refused (a key set twice) is among them.
+			return l.joinedErrors()
+		}
+		return &ConfigError{Source: l.file, Msg: err.Error()}
+	}
+	return nil
+}
+
+func (l *configLoader) yamlError(err error) error {
+	if m := yamlLineError.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &ConfigError{Source: l.file, Line: line, Msg: m[2]}
+	}
+	return &ConfigError{Source: l.file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+}
+
+// walk checks a mapping's keys against configKeys and records where each
+// value is. prefix is "" at the top level, "section." below it.
+func (l *configLoader) walk(m *yaml.Node, prefix string) {
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		keyNode, val := m.Content[i], m.Content[i+1]
+		for val.Kind == yaml.AliasNode && val.Alias != nil {
+			val = val.Alias
+		}
+		key := prefix + keyNode.Value
+		if keyNode.Kind != yaml.ScalarNode {
+			l.fileError(keyNode, "", "a key must be a plain name")
+			continue
+		}
+		if first, dup := seen[keyNode.Value]; dup {
+			l.fileError(keyNode, key, fmt.Sprintf("set twice (first at line %d)", first.Line))
+			continue
+		}
+		seen[keyNode.Value] = keyNode
+
+		switch {
+		case strings.Contains(keyNode.Value, "."):
+			section, _, _ := strings.Cut(keyNode.Value, ".")
+			l.fileError(keyNode, key, fmt.Sprintf("unknown key (nest keys: %s: followed by an indented mapping)", section))
+		case isLeafKey(key):
+			l.nodes[key] = val
+			if val.Kind == yaml.SequenceNode {
+				for j, el := range val.Content {
+					l.nodes[fmt.Sprintf("%s[%d]", key, j)] = el
+				}
+			}
+		case prefix == "" && isSection(key):
+			switch {
+			case val.Kind == yaml.MappingNode:
+				l.walk(val, key+".")
+			case val.Kind == yaml.ScalarNode && val.Tag == "!!null":
+			default:
+				l.badSections[key] = true
+				l.fileError(val, key, fmt.Sprintf("must be a mapping with the keys %s", strings.Join(sectionKeys(key), ", ")))
+			}
+		default:
+			msg := "unknown key"
+			if s := suggestKey(key, prefix); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			l.fileError(keyNode, key, msg)
+		}
+	}
+}
+
+func (l *configLoader) fileError(n *yaml.Node, key, msg string) {
+	l.errs = append(l.errs, &ConfigError{Source: l.file, Line: n.Line, Column: n.Column, Key: key, Msg: msg})
+}
+
+func isLeafKey(key string) bool {
+	return slices.ContainsFunc(configKeys, func(k configKey) bool { return k.key == key })
+}
+
+func isSection(name string) bool {
+	return len(sectionKeys(name)) > 0
+}
+
+func sectionKeys(section string) []string {
+	var keys []string
+	for _, k := range configKeys {
+		if s, leaf, ok := strings.Cut(k.key, "."); ok && s == section {
+			keys = append(keys, leaf)
+		}
+	}
+	return keys
+}
+
+// suggestKey finds the known key nearest to a misspelt one at the same level.
+func suggestKey(key, prefix string) string {
+	var candidates []string
+	for _, k := range configKeys {
+		name, ok := strings.CutPrefix(k.key, prefix)
+		if !ok {
+			continue
+		}
+		if prefix == "" {
+			name, _, _ = strings.Cut(name, ".")
+		}
+		candidates = append(candidates, prefix+name)
+	}
+	best, bestDist := "", 3 // further than 2 edits is not a typo
+	for _, c := range candidates {
+		if d := editDistance(key, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// checkEnviron rejects NATWALL_* variables that name no key.
+func (l *configLoader) checkEnviron(environ []string) {
+	known := map[string]bool{}
+	for _, k := range configKeys {
+		known[envName(k.key)] = true
+	}
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) {
+			continue
+		}
+		if !known[name] {
+			msg := "unknown setting"
+			key := strings.ToLower(strings.TrimPrefix(name, envPrefix))
+			if s := nearestEnv(key); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			l.errs = append(l.errs, &ConfigError{Source: "environment", Key: name, Msg: msg})
+			continue
+		}
+		// viper ignores empty variables; so do the error locations.
+		if value != "" {
+			l.env[name] = true
+		}
+	}
+}
+
+func nearestEnv(lowerKey string) string {
+	best, bestDist := "", 3
+	for _, k := range configKeys {
+		flat := strings.ReplaceAll(k.key, ".", "_")
+		if d := editDistance(lowerKey, flat); d < bestDist {
+			best, bestDist = envName(k.key), d
+		}
+	}
+	return best
+}
+
+// origin locates a key's effective value, mirroring viper's precedence.
+func (l *configLoader) origin(key string) *ConfigError {
+	base, _, _ := strings.Cut(key, "[") // the list of an element
+	if l.flags != nil {
+		if f := l.flags.Lookup(flagName(base)); f != nil && f.Changed {
+			return &ConfigError{Source: "flag --" + f.Name, Key: key}
+		}
+	}
+	if name := envName(base); l.env[name] {
+		return &ConfigError{Source: "environment " + name, Key: key}
+	}
+	n := l.nodes[key]
+	if n == nil {
+		// A list given as one string has no nodes for its elements.
+		n = l.nodes[base]
+	}
+	if n == nil {
+		return &ConfigError{Source: l.file, Key: key}
+	}
+	return &ConfigError{Source: l.file, Line: n.Line, Column: n.Column, Key: key}
+}
+
+func (l *configLoader) fail(key, format string, args ...any) {
+	e := l.origin(key)
+	e.Msg = fmt.Sprintf(format, args...)
+	l.errs = append(l.errs, e)
+}
+
+// raw is a key's effective value, nil when unset everywhere. Viper returns
+// YAML values typed, flag values typed by the flag, environment as strings.
+func (l *configLoader) raw(key string) any {
+	if section, _, ok := strings.Cut(key, "."); ok && l.badSections[section] {
+		// Already reported; viper would read the scalar as the key's value.
+		for _, k := range configKeys {
+			if k.key == key {
+				return k.def
+			}
+		}
+	}
+	return l.v.Get(key)
+}
+
+func (l *configLoader) str(key string) (string, bool) {
+	switch v := l.raw(key).(type) {
+	case nil:
+		return "", true
+	case string:
+		return strings.TrimSpace(v), true
+	default:
+		l.fail(key, "must be a string, not %v", v)
+		return "", false
+	}
+}
+
+func (l *configLoader) boolean(key string) bool {
+	switch v := l.raw(key).(type) {
+	case bool:
+		return v
+	case string:
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			l.fail(key, "%q is not true or false", v)
+		}
+		return b
+	default:
+		l.fail(key, "must be true or false, not %v", v)
+		return false
+	}
+}
+
+// list accepts a YAML sequence of strings, or one string of items
+// separated by commas or blanks (environment variables and flags).
+func (l *configLoader) list(key string) (items []string, ok bool) {
+	ok = true
+	switch v := l.raw(key).(type) {
+	case nil:
+	case string:
+		items = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
+	case []string:
+		for _, s := range v {
+			items = append(items, strings.TrimSpace(s))
+		}
+	case []any:
+		for i, el := range v {
+			s, isString := el.(string)
+			if !isString {
+				l.fail(fmt.Sprintf("%s[%d]", key, i), "must be a string, not %v", el)
+				ok = false
+				continue
+			}
+			items = append(items, strings.TrimSpace(s))
+		}
+	default:
+		l.fail(key, "must be a list")
+		ok = false
+	}
+	return items, ok
+}
+
+func (l *configLoader) oneOf(key string, choices ...string) (string, bool) {
+	s, ok := l.str(key)
+	if !ok {
+		return "", false
+	}
+	if !slices.Contains(choices, s) {
+		l.fail(key, "%q is not one of %s", s, strings.Join(choices, ", "))
+		return "", false
+	}
+	return s, true
+}
+
+func (l *configLoader) build() Config {
+	cfg := Config{File: l.file}
+	var ok bool
+
+	cfg.Interfaces, ok = l.list("interfaces")
+	if ok && len(cfg.Interfaces) == 0 {
+		l.fail("interfaces", "required: at least one NIC to attach XDP to")
+	}
+	for i, name := range cfg.Interfaces {
+		key := fmt.Sprintf("interfaces[%d]", i)
+		if err := validInterfaceName(name); err != nil {
+			l.fail(key, "%q %v", name, err)
+		} else if j := slices.Index(cfg.Interfaces[:i], name); j >= 0 {
+			l.fail(key, "%q is listed twice (also interfaces[%d])", name, j)
+		}
+	}
+
+	if mode, ok := l.oneOf("xdp_mode", "native", "generic"); ok && mode == "generic" {
+		cfg.XDPMode = dataplane.ModeGeneric
+	}
+	cfg.XDPGenericFallback = l.boolean("xdp_generic_fallback")
+
+	cidrs, ok := l.list("inside_networks")
+	if ok && len(cidrs) == 0 {
+		l.fail("inside_networks", "required: the CIDRs natwall protects ($HOME_NET)")
+	}
+	for i, s := range cidrs {
+		key := fmt.Sprintf("inside_networks[%d]", i)
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			l.fail(key, "%q is not a CIDR such as 198.18.0.0/24 or 2001:db8::/64", s)
+		case p != p.Masked():
+			l.fail(key, "%q has host bits set (did you mean %s?)", s, p.Masked())
+		case slices.Contains(cfg.InsideNetworks, p):
+			l.fail(key, "%q is listed twice", s)
+		default:
+			cfg.InsideNetworks = append(cfg.InsideNetworks, p)
+		}
+	}
+
+	if a, ok := l.oneOf("malformed_action", "drop", "pass"); ok && a == "pass" {
+		cfg.MalformedAction = dataplane.MalformedPass
+	}
+
+	if dir, ok := l.str("pin_dir"); ok {
+		if err := validPinDir(dir); err != nil {
+			l.fail("pin_dir", "%q %v", dir, err)
+		}
+		cfg.PinDir = filepath.Clean(dir)
+	}
+
+	if a, ok := l.oneOf("on_exit", string(ExitDetach), string(ExitKeep)); ok {
+		cfg.OnExit = ExitAction(a)
+	}
+
+	if addr, ok := l.str("metrics.listen"); ok {
+		if addr == "" {
+			l.fail("metrics.listen", "required: host:port for /metrics and /healthz")
+		} else if err := validListenAddr(addr); err != nil {
+			l.fail("metrics.listen", "%q %v", addr, err)
+		}
+		cfg.Metrics.Listen = addr
+	}
+	if addr, ok := l.str("health.listen"); ok && addr != "" {
+		if err := validListenAddr(addr); err != nil {
+			l.fail("health.listen", "%q %v", addr, err)
+		}
+		if addr != cfg.Metrics.Listen {
+			cfg.Health.Listen = addr
+		}
+	}
+
+	if level, ok := l.oneOf("log.level", "debug", "info", "warn", "error"); ok {
+		// The choices above are exactly the names slog parses.
+		_ = cfg.Log.Level.UnmarshalText([]byte(level))
+	}
+	if f, ok := l.oneOf("log.format", string(LogAuto), string(LogJSON), string(LogText)); ok {
+		cfg.Log.Format = LogFormat(f)
+	}
+
+	cfg.Sysctl.Manage = l.boolean("sysctl.manage")
+	return cfg
+}
+
+// validInterfaceName mirrors the kernel's dev_valid_name.
+func validInterfaceName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("is empty")
+	case len(name) > 15:
+		return errors.New("is longer than 15 bytes, the kernel's limit")
+	case name == "." || name == "..":
+		return errors.New("is not an interface name")
+	case strings.ContainsAny(name, "/: \t\n\r\v\f"):
+		return errors.New("contains '/', ':' or a blank, which interface names cannot")
+	}
+	return nil
+}
+
+// validPinDir refuses directories that natwall must not own: the dataplane
+// removes its pin directory when it detaches.
+func validPinDir(dir string) error {
+	clean := filepath.Clean(dir)
+	switch {
+	case !filepath.IsAbs(dir):
+		return errors.New("must be an absolute path")
+	case clean == "/" || clean == "/sys/fs/bpf":
+		return errors.New("must be a directory of its own, such as " + dataplane.DefaultPinDir)
+	}
+	return nil
+}
+
+func validListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("is not host:port")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return errors.New("has no valid port number")
+	}
+	return nil
+}

@@ -1,0 +1,225 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
+
+	"github.com/natwall/natwall/dataplane"
+)
+
+// DataplaneState is what metrics and health read from the dataplane.
+type DataplaneState interface {
+	Attached() bool
+	Attachments() []dataplane.Attachment
+	Counters() ([]dataplane.ReasonCount, error)
+}
+
+// Dataplane is the part of *dataplane.Dataplane the daemon drives.
+type Dataplane interface {
+	DataplaneState
+	Close() error
+	Detach() error
+}
+
+var _ Dataplane = (*dataplane.Dataplane)(nil)
+
+// Run is `natwall run`: it sets the kernel's forwarding sysctls, attaches
+// the dataplane, serves metrics and health, and when ctx is cancelled
+// (SIGTERM, SIGINT) stops serving and detaches the dataplane or leaves it
+// attached, as cfg.OnExit says. cfg must come from LoadConfig. It logs to
+// stderr as cfg.Log says.
+func Run(ctx context.Context, cfg Config) error {
+	d := &daemon{
+		cfg:        cfg,
+		log:        NewLogger(cfg.Log, os.Stderr),
+		sysctlRoot: ProcSys,
+		openDataplane: func(opts dataplane.Options) (Dataplane, error) {
+			dp, err := dataplane.Open(opts)
+			if err != nil {
+				return nil, err
+			}
+			return dp, nil
+		},
+	}
+	return d.run(ctx)
+}
+
+// daemon holds one run's settings and the calls tests replace.
+type daemon struct {
+	cfg           Config
+	log           *slog.Logger
+	sysctlRoot    string
+	openDataplane func(dataplane.Options) (Dataplane, error)
+	// ready, if set, is called with the bound listeners once serving starts.
+	ready func(metrics, health *httpServer)
+}
+
+func (d *daemon) run(ctx context.Context) (err error) {
+	cfg, log := d.cfg, d.log
+	build := ReadBuildInfo()
+	log.Info("natwall starting",
+		"version", build.Version, "revision", build.Revision, "config", cfg.File,
+		"interfaces", cfg.Interfaces, "xdp_mode", cfg.XDPMode.String(),
+		"inside_networks", cfg.InsideNetworks, "on_exit", string(cfg.OnExit))
+
+	// Bind first: a taken port must fail before the system is changed.
+	metricsSrv, err := listenHTTP(ctx, "metrics", cfg.Metrics.Listen, log)
+	if err != nil {
+		return err
+	}
+	var healthSrv *httpServer
+	if cfg.Health.Listen != "" {
+		if healthSrv, err = listenHTTP(ctx, "health", cfg.Health.Listen, log); err != nil {
+			return errors.Join(err, metricsSrv.close())
+		}
+	}
+	closeListeners := func() error {
+		err := metricsSrv.close()
+		if healthSrv != nil {
+			err = errors.Join(err, healthSrv.close())
+		}
+		return err
+	}
+
+	if err := d.sysctls(); err != nil {
+		return errors.Join(err, closeListeners())
+	}
+
+	settings := dataplane.DefaultSettings()
+	settings.MalformedAction = cfg.MalformedAction
+	settings.Inside = cfg.InsideNetworks
+	dp, err := d.openDataplane(dataplane.Options{
+		Interfaces:           cfg.Interfaces,
+		Mode:                 cfg.XDPMode,
+		AllowGenericFallback: cfg.XDPGenericFallback,
+		PinDir:               cfg.PinDir,
+		Settings:             settings,
+		Logger:               log,
+	})
+	if err != nil {
+		return errors.Join(fmt.Errorf("open dataplane: %w", err), closeListeners())
+	}
+	defer func() { err = errors.Join(err, d.stopDataplane(dp)) }()
+	for _, a := range dp.Attachments() {
+		if a.FellBack {
+			log.Warn("xdp running in generic mode because the driver refused native mode: expect a fraction of native throughput",
+				"interface", a.Interface)
+		}
+	}
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(
+		NewCollector(dp, log),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	serveCtx, stopServing := context.WithCancelCause(ctx)
+	defer stopServing(nil)
+	var wg sync.WaitGroup
+	var serveErrs [2]error
+	start := func(i int, s *httpServer, h http.Handler) {
+		wg.Go(func() {
+			if err := s.serve(serveCtx, h); err != nil {
+				serveErrs[i] = err
+				stopServing(err)
+			}
+		})
+	}
+	start(0, metricsSrv, MetricsHandler(dp, registry, log))
+	if healthSrv != nil {
+		start(1, healthSrv, healthOnlyHandler(dp))
+	}
+
+	attrs := []any{"metrics", metricsSrv.Addr().String()}
+	if healthSrv != nil {
+		attrs = append(attrs, "health", healthSrv.Addr().String())
+	}
+	log.Info("natwall running", attrs...)
+	if d.ready != nil {
+		d.ready(metricsSrv, healthSrv)
+	}
+
+	<-serveCtx.Done()
+	if ctx.Err() != nil {
+		log.Info("natwall stopping", "cause", context.Cause(ctx).Error())
+	}
+	stopServing(nil)
+	wg.Wait()
+	return errors.Join(serveErrs[:]...)
+}
+
+// sysctls sets the forwarding sysctls, or with sysctl.manage off only
+// warns about those that would stop natwall from working as intended.
+func (d *daemon) sysctls() error {
+	settings := ForwardingSysctls(d.cfg.Interfaces)
+	if d.cfg.Sysctl.Manage {
+		if _, err := ApplySysctls(d.sysctlRoot, settings, d.log); err != nil {
+			return fmt.Errorf("apply sysctls (set sysctl.manage to false to manage them yourself): %w", err)
+		}
+		return nil
+	}
+	changes, err := PlanSysctls(d.sysctlRoot, settings)
+	if err != nil {
+		d.log.Warn("cannot check sysctls", "error", err)
+		return nil
+	}
+	for _, c := range changes {
+		d.log.Warn("sysctl differs from what natwall needs; leaving it because sysctl.manage is false",
+			"sysctl", c.Name, "current", c.Old, "needed", c.New)
+	}
+	return nil
+}
+
+// stopDataplane applies on_exit. Keeping is fail-static: the pinned program
+// goes on forwarding with the live flows until the next daemon takes over.
+func (d *daemon) stopDataplane(dp Dataplane) error {
+	if d.cfg.OnExit == ExitKeep {
+		if err := dp.Close(); err != nil {
+			return fmt.Errorf("close dataplane: %w", err)
+		}
+		d.log.Info("dataplane left attached and pinned for the next natwall", "pin_dir", d.cfg.PinDir)
+		return nil
+	}
+	if err := dp.Detach(); err != nil {
+		return fmt.Errorf("detach dataplane: %w", err)
+	}
+	d.log.Info("dataplane detached", "interfaces", d.cfg.Interfaces)
+	return nil
+}
+
+// NewLogger returns the daemon's logger writing to w. LogAuto picks text
+// when w is a terminal, for people, and JSON otherwise, for log pipelines.
+func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Level}
+	format := cfg.Format
+	if format == LogAuto {
+		format = LogJSON
+		if isTerminal(w) {
+			format = LogText
+		}
+	}
+	if format == LogText {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
