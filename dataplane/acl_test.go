@@ -167,3 +167,56 @@ func TestClassifierStages(t *testing.T) {
 	fx.expect(t, syn("198.18.1.20", "198.19.1.10", 80), "a0", ReasonFwdRedirect)
 	fx.expect(t, udp("198.18.9.5", "198.19.1.10", 5353), "a0", ReasonFwdRedirect)
 }
+
+// reject for anything but TCP answers with ICMP destination unreachable,
+// administratively prohibited, quoting the rejected packet.
+func TestClassifierRejectICMP(t *testing.T) {
+	fx := newFibFixture(t)
+	rej := anyRule(30, ACLReject)
+	rej.proto = 17
+	must(t, loadRules(&fx.objs, nil, naiveStage([]testRule{rej}, ACLDeny, 2)))
+
+	in := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 40000, dport: 9000})
+	res := fx.expect(t, in, "a0", ReasonReplyICMPUnreach)
+	if res.action != xdpTX {
+		t.Fatalf("action %d, want XDP_TX", res.action)
+	}
+	out := res.out
+	got := decode4(t, out) // verifies the IP and ICMP checksums
+	if got.src != "198.19.1.10" || got.dst != "198.18.1.20" {
+		t.Fatalf("unreachable sent %s -> %s", got.src, got.dst)
+	}
+	icmp := out[14+20:]
+	if icmp[0] != 3 || icmp[1] != 13 {
+		t.Fatalf("ICMP type %d code %d, want 3/13", icmp[0], icmp[1])
+	}
+	if got.inner == nil || got.inner.src != "198.18.1.20" || got.inner.dport != 9000 {
+		t.Fatalf("quoted header %+v", got.inner)
+	}
+	if tot := int(out[14+2])<<8 | int(out[14+3]); tot != 20+8+28 {
+		t.Fatalf("ICMP error IP length %d, want %d", tot, 20+8+28)
+	}
+
+	// IPv6: type 1 code 1.
+	res6 := fx.expect(t, packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10"}.build(t), "a0", ReasonReplyICMPUnreach)
+	ip6 := res6.out[14:]
+	if ip6[6] != 58 || ip6[40] != 1 || ip6[41] != 1 {
+		t.Fatalf("ICMPv6 next header %d type %d code %d, want 58 1/1", ip6[6], ip6[40], ip6[41])
+	}
+	plen := int(ip6[4])<<8 | int(ip6[5])
+	if sum := pseudoChecksum6(ip6[8:24], ip6[24:40], 58, ip6[40:40+plen]); sum != 0 {
+		t.Fatalf("ICMPv6 checksum invalid (residue %#04x)", sum)
+	}
+	if net6 := netip.AddrFrom16([16]byte(ip6[24:40])); net6.String() != "2001:db8:1::10" {
+		t.Fatalf("ICMPv6 error sent to %s", net6)
+	}
+}
+
+func pseudoChecksum6(src, dst []byte, proto byte, seg []byte) uint16 {
+	ph := append(append(append([]byte(nil), src...), dst...), 0, 0, byte(len(seg)>>8), byte(len(seg)), 0, 0, 0, proto)
+	b := append(ph, seg...)
+	if len(b)%2 == 1 {
+		b = append(b, 0)
+	}
+	return ipChecksum(b)
+}
