@@ -189,34 +189,12 @@ func (a *appliance) packets(t *testing.T) map[string]float64 {
 // forwarded is how many packets natwall forwarded in XDP.
 func forwarded(p map[string]float64) float64 { return p["fwd_tx"] + p["fwd_redirect"] }
 
-// newLab builds a lab and tunes its hosts the way traffic from real NICs
-// arrives at an appliance:
-//
-//   - Clients and servers compute TCP and UDP checksums in software. A veth
-//     otherwise sends locally generated segments with only the pseudo-header
-//     summed (CHECKSUM_PARTIAL), for a NIC that does not exist to finish;
-//     a frame XDP redirects loses that marker and arrives corrupt.
-//   - No GRO between a host and the bridge. The bridge port would coalesce
-//     a host's segments into one large buffer before they reach the
-//     appliance, which no wire does; XDP on a real NIC sees frames as they
-//     arrived. With it on, a bulk transfer through the appliance shows TCP
-//     checksum errors at both ends.
+// newLab builds a lab whose hosts send like real NICs (see LikeRealNICs).
 func newLab(t *testing.T, opts lab.Options) *lab.Lab {
 	t.Helper()
 	l := lab.NewT(t, opts)
-	ctx := testContext(t)
-	for _, h := range append(append([]*lab.Host(nil), l.Clients...), l.Servers...) {
-		for _, cmd := range []struct {
-			ns   *lab.NetNS
-			args []string
-		}{
-			{h.NS, []string{"-K", h.Interface, "tx", "off", "gro", "off"}},
-			{h.Port.NS, []string{"-K", h.Port.Name, "gro", "off"}},
-		} {
-			if out, err := cmd.ns.Run(ctx, "ethtool", cmd.args...); err != nil {
-				t.Fatalf("tune %s: %v: %s", cmd.ns, err, out)
-			}
-		}
+	if err := l.LikeRealNICs(testContext(t)); err != nil {
+		t.Fatal(err)
 	}
 	return l
 }
