@@ -165,4 +165,3 @@ func TestPathMTUDiscovery(t *testing.T) {
 		}
 	})
 }
-
