@@ -495,3 +495,24 @@ func TestSNATFragments(t *testing.T) {
 	fx.expect(t, overlapping, "a0", ReasonDropFragOverlap)
 	fx.expect(t, f2, "a0", ReasonFwdRedirect)
 }
+
+// A flow stamped by another CPU after this packet read the clock has a
+// last-seen time in this packet's future: it is busy, not expired.
+func TestConntrackLastSeenInTheFuture(t *testing.T) {
+	fx := newFibFixture(t)
+	fx.apply(t, natSettings(1024, 65535))
+	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 4445, dport: 9000}), "a0", ReasonFwdRedirect)
+
+	key := natwallNwTuple4{Saddr: beUint32([4]byte{198, 18, 1, 20}), Daddr: beUint32([4]byte{198, 19, 1, 10}),
+		Sport: htons(4445), Dport: htons(9000), Proto: 17}
+	var e natwallNwCt4Entry
+	must(t, fx.objs.NwCt4.Lookup(key, &e))
+	e.St.LastSeenNs += uint64(time.Hour)
+	must(t, fx.objs.NwCt4.Put(key, e))
+
+	before := fx.stat(t, natwallNwStatNW_STAT_CT_EXPIRED_DP)
+	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.19.1.10", dst: natAddr, sport: 9000, dport: 4445}), "b0", ReasonFwdRedirect)
+	if fx.stat(t, natwallNwStatNW_STAT_CT_EXPIRED_DP) != before {
+		t.Fatalf("a flow seen in the future was expired")
+	}
+}

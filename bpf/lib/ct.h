@@ -66,10 +66,16 @@ static __always_inline __u64 ct_timeout_ns(const struct nw_runtime_config *cfg, 
 	return (__u64)cfg->timeouts[idx] * NW_NSEC_PER_SEC;
 }
 
+/* Whether the flow has been idle past its timeout. now was read when this
+ * packet arrived; another CPU may since have stamped the flow with a later
+ * time, so the idle time can be negative, and must not wrap around into a
+ * huge one that deletes a busy flow. */
 static __always_inline int ct_expired(const struct nw_runtime_config *cfg,
 				      const struct nw_ct_state *st, __u8 proto, __u64 now)
 {
-	return now - st->last_seen_ns > ct_timeout_ns(cfg, proto, st->tcp_state);
+	__s64 idle = (__s64)(now - st->last_seen_ns);
+
+	return idle > (__s64)ct_timeout_ns(cfg, proto, st->tcp_state);
 }
 
 /* Advances the TCP state on a packet of the flow. Sequence numbers are not
