@@ -64,7 +64,7 @@ func fixtureSettings() Settings {
 	return s
 }
 
-func (fx *fibFixture) apply(t *testing.T, s Settings) {
+func (fx *fibFixture) apply(t testing.TB, s Settings) {
 	t.Helper()
 	if err := applySettings(&fx.objs, s); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func (fx *fibFixture) apply(t *testing.T, s Settings) {
 	fx.settings = s
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -100,7 +100,7 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 	return fn()
 }
 
-func newFibFixture(t *testing.T) *fibFixture {
+func newFibFixture(t testing.TB) *fibFixture {
 	t.Helper()
 	requireRoot(t)
 
@@ -222,7 +222,7 @@ func (fx *fibFixture) mac(name string) net.HardwareAddr {
 	return fx.ifaces[name].Attrs().HardwareAddr
 }
 
-func (fx *fibFixture) setTxPorts(t *testing.T, names ...string) {
+func (fx *fibFixture) setTxPorts(t testing.TB, names ...string) {
 	t.Helper()
 	var key, val uint32
 	it := fx.objs.NwTxPorts.Iterate()
