@@ -204,8 +204,10 @@ func newFibFixture(t testing.TB) *fibFixture {
 	}
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
-		// Small tables keep the fixture cheap and let tests fill them.
-		if m.Type == ebpf.Hash {
+		// Small flow and SNAT tables keep the fixture cheap and let
+		// tests fill them.
+		switch m.Name {
+		case "nw_ct4", "nw_ct4_rev", "nw_ct6", "nw_snat4_fwd", "nw_snat4_rev":
 			m.MaxEntries = fixtureTableSize
 		}
 	}
@@ -264,7 +266,7 @@ type runResult struct {
 // run feeds one frame to the program as if it arrived on ingress, and
 // returns the action, the frame as the program left it, and the one reason
 // whose counter moved.
-func (fx *fibFixture) run(t *testing.T, frame []byte, ingress string) runResult {
+func (fx *fibFixture) run(t testing.TB, frame []byte, ingress string) runResult {
 	t.Helper()
 	before, err := readCounters(fx.objs.NwCounters)
 	if err != nil {
