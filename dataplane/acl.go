@@ -236,55 +236,20 @@ func writeStage(objs *natwallObjects, gen, stage uint8, st *ACLStage) error {
 // content (bit vectors, prefixes). Arrays are overwritten in place.
 func clearStage(objs *natwallObjects, gen, stage uint8) error {
 	genStage := uint32(gen)<<8 | uint32(stage)
-	var bk natwallNwAclBvKey
-	var bv natwallNwAclBitvec
-	var stale []natwallNwAclBvKey
-	it := objs.NwAclBits.Iterate()
-	for it.Next(&bk, &bv) {
-		if bk.GenStage == genStage {
-			stale = append(stale, bk)
-		}
+	if err := deleteWhere(objs.NwAclBits, func(k natwallNwAclBvKey, _ natwallNwAclBitvec) bool {
+		return k.GenStage == genStage
+	}); err != nil {
+		return fmt.Errorf("bit vectors: %w", err)
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate bit vectors: %w", err)
+	if err := deleteWhere(objs.NwAclLpm4, func(k natwallNwAclLpm4Key, _ uint32) bool {
+		return k.Gen == gen && k.Stage == stage
+	}); err != nil {
+		return fmt.Errorf("IPv4 prefixes: %w", err)
 	}
-	for _, k := range stale {
-		if err := objs.NwAclBits.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
-		}
-	}
-	var k4 natwallNwAclLpm4Key
-	var v uint32
-	var stale4 []natwallNwAclLpm4Key
-	it = objs.NwAclLpm4.Iterate()
-	for it.Next(&k4, &v) {
-		if k4.Gen == gen && k4.Stage == stage {
-			stale4 = append(stale4, k4)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate IPv4 prefixes: %w", err)
-	}
-	for _, k := range stale4 {
-		if err := objs.NwAclLpm4.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
-		}
-	}
-	var k6 natwallNwAclLpm6Key
-	var stale6 []natwallNwAclLpm6Key
-	it = objs.NwAclLpm6.Iterate()
-	for it.Next(&k6, &v) {
-		if k6.Gen == gen && k6.Stage == stage {
-			stale6 = append(stale6, k6)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate IPv6 prefixes: %w", err)
-	}
-	for _, k := range stale6 {
-		if err := objs.NwAclLpm6.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
-		}
+	if err := deleteWhere(objs.NwAclLpm6, func(k natwallNwAclLpm6Key, _ uint32) bool {
+		return k.Gen == gen && k.Stage == stage
+	}); err != nil {
+		return fmt.Errorf("IPv6 prefixes: %w", err)
 	}
 	return nil
 }

@@ -193,13 +193,13 @@ func applySettings(objs *natwallObjects, s Settings) error {
 			exclude = append(exclude, p.Masked())
 		}
 	}
-	if err := syncLPM4(objs.NwInside4, inside4); err != nil {
+	if err := syncMap(objs.NwInside4, lpm4Keys(inside4)); err != nil {
 		return fmt.Errorf("inside networks: %w", err)
 	}
-	if err := syncLPM6(objs.NwInside6, inside6); err != nil {
+	if err := syncMap(objs.NwInside6, lpm6Keys(inside6)); err != nil {
 		return fmt.Errorf("inside networks: %w", err)
 	}
-	if err := syncLPM4(objs.NwSnatExcl4, exclude); err != nil {
+	if err := syncMap(objs.NwSnatExcl4, lpm4Keys(exclude)); err != nil {
 		return fmt.Errorf("snat exclusions: %w", err)
 	}
 	if err := objs.NwConfig.Put(uint32(0), cfg); err != nil {
@@ -208,60 +208,53 @@ func applySettings(objs *natwallObjects, s Settings) error {
 	return nil
 }
 
-func syncLPM4(m *ebpf.Map, want []netip.Prefix) error {
-	keep := map[natwallNwLpm4Key]bool{}
-	for _, p := range want {
-		k := natwallNwLpm4Key{Prefixlen: uint32(p.Bits()), Addr: beUint32(p.Addr().As4())}
+// syncMap makes m hold exactly want's keys (values: 1), adding before
+// deleting so that a key present before and after is never missing.
+func syncMap[K comparable](m *ebpf.Map, want []K) error {
+	keep := make(map[K]bool, len(want))
+	for _, k := range want {
 		keep[k] = true
 		if err := m.Put(k, uint8(1)); err != nil {
 			return err
 		}
 	}
-	var k natwallNwLpm4Key
-	var v uint8
-	var stale []natwallNwLpm4Key
+	return deleteWhere(m, func(k K, _ uint8) bool { return !keep[k] })
+}
+
+// deleteWhere deletes the entries of m for which stale returns true.
+func deleteWhere[K comparable, V any](m *ebpf.Map, stale func(K, V) bool) error {
+	var k K
+	var v V
+	var victims []K
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if !keep[k] {
-			stale = append(stale, k)
+		if stale(k, v) {
+			victims = append(victims, k)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return err
+		return fmt.Errorf("iterate %s: %w", m, err)
 	}
-	for _, k := range stale {
-		if err := m.Delete(k); err != nil {
+	for _, k := range victims {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return err
 		}
 	}
 	return nil
 }
 
-func syncLPM6(m *ebpf.Map, want []netip.Prefix) error {
-	keep := map[natwallNwLpm6Key]bool{}
-	for _, p := range want {
-		k := natwallNwLpm6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
-		keep[k] = true
-		if err := m.Put(k, uint8(1)); err != nil {
-			return err
-		}
+func lpm4Keys(ps []netip.Prefix) []natwallNwLpm4Key {
+	keys := make([]natwallNwLpm4Key, len(ps))
+	for i, p := range ps {
+		keys[i] = natwallNwLpm4Key{Prefixlen: uint32(p.Bits()), Addr: beUint32(p.Addr().As4())}
 	}
-	var k natwallNwLpm6Key
-	var v uint8
-	var stale []natwallNwLpm6Key
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if !keep[k] {
-			stale = append(stale, k)
-		}
+	return keys
+}
+
+func lpm6Keys(ps []netip.Prefix) []natwallNwLpm6Key {
+	keys := make([]natwallNwLpm6Key, len(ps))
+	for i, p := range ps {
+		keys[i] = natwallNwLpm6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
 	}
-	if err := it.Err(); err != nil {
-		return err
-	}
-	for _, k := range stale {
-		if err := m.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
+	return keys
 }

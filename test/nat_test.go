@@ -358,28 +358,6 @@ func TestNATTableFull(t *testing.T) {
 	}
 }
 
-func echoServer(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 4096)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				if _, err := c.Write(buf[:n]); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
 func roundTrip(c net.Conn, msg string) error {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write([]byte(msg)); err != nil {

@@ -21,18 +21,7 @@ func tcpEcho(ctx context.Context, client, server *lab.NetNS, dst netip.Addr, por
 		return err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	go echoServer(ln)
 	return tcpEchoTo(ctx, client, netip.AddrPortFrom(dst, uint16(port)), n)
 }
 
@@ -116,3 +105,17 @@ func udpEcho(ctx context.Context, client, server *lab.NetNS, dst netip.Addr, por
 
 // listenAddr is the address a server binds: its own.
 func listenAddr(a netip.Addr) string { return a.String() }
+
+// echoServer echoes every connection ln accepts until ln is closed.
+func echoServer(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
+}

@@ -179,8 +179,24 @@ static __always_inline int inside6(const __u8 *addr)
 	return bpf_map_lookup_elem(&nw_inside6, &k) != NULL;
 }
 
-static __always_inline void event_fill_state(struct nw_flow_event *ev, const struct nw_ct_state *st)
+/* Reserves a flow event and fills what every event carries. A full ring
+ * buffer loses the event, never the packet, and the loss is counted. */
+static __always_inline struct nw_flow_event *ct_event_start(__u8 type, __u32 reason, __u8 family,
+							    __u8 proto, const struct nw_ct_state *st,
+							    __u64 now)
 {
+	struct nw_flow_event *ev = bpf_ringbuf_reserve(&nw_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		stat_inc(NW_STAT_EVENTS_LOST);
+		return NULL;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->timestamp_ns = now;
+	ev->type = type;
+	ev->family = family;
+	ev->proto = proto;
+	ev->reason = reason;
 	ev->tcp_state = st->tcp_state;
 	ev->rule_id = st->rule_id;
 	ev->zone = st->zone;
@@ -189,55 +205,17 @@ static __always_inline void event_fill_state(struct nw_flow_event *ev, const str
 	ev->bytes_orig = st->bytes_orig;
 	ev->packets_reply = st->packets_reply;
 	ev->bytes_reply = st->bytes_reply;
+	return ev;
 }
 
-/* Reports a flow's start or end. A full ring buffer loses the event, never
- * the packet, and the loss is counted. */
-/* Reports the alert rules a flow's first packet matched. */
-static __always_inline void acl_alert_events(const struct nw_acl_result *res, __u8 family,
-					     const __u8 *saddr, const __u8 *daddr, __u8 proto,
-					     __be16 sport, __be16 dport, __u8 zone, __u64 now)
-{
-	for (int i = 0; i < NW_ACL_MAX_ALERTS; i++) {
-		struct nw_flow_event *ev;
-
-		if (i >= res->alerts)
-			break;
-		ev = bpf_ringbuf_reserve(&nw_events, sizeof(*ev), 0);
-		if (!ev) {
-			stat_inc(NW_STAT_EVENTS_LOST);
-			return;
-		}
-		__builtin_memset(ev, 0, sizeof(*ev));
-		ev->timestamp_ns = now;
-		ev->type = NW_EVENT_ALERT;
-		ev->family = family;
-		ev->proto = proto;
-		ev->zone = zone;
-		ev->rule_id = res->alert_ids[i & (NW_ACL_MAX_ALERTS - 1)];
-		__builtin_memcpy(ev->saddr, saddr, 16);
-		__builtin_memcpy(ev->daddr, daddr, 16);
-		ev->sport = sport;
-		ev->dport = dport;
-		bpf_ringbuf_submit(ev, 0);
-	}
-}
-
+/* Reports an IPv4 flow's start or end, with its translation. */
 static __always_inline void ct_event4(__u8 type, __u32 reason, const struct nw_tuple4 *orig,
 				      const struct nw_ct4_entry *e, __u64 now)
 {
-	struct nw_flow_event *ev = bpf_ringbuf_reserve(&nw_events, sizeof(*ev), 0);
+	struct nw_flow_event *ev = ct_event_start(type, reason, 4, orig->proto, &e->st, now);
 
-	if (!ev) {
-		stat_inc(NW_STAT_EVENTS_LOST);
+	if (!ev)
 		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->timestamp_ns = now;
-	ev->type = type;
-	ev->family = 4;
-	ev->proto = orig->proto;
-	ev->reason = reason;
 	__builtin_memcpy(ev->saddr, &orig->saddr, 4);
 	__builtin_memcpy(ev->daddr, &orig->daddr, 4);
 	ev->sport = orig->sport;
@@ -246,33 +224,48 @@ static __always_inline void ct_event4(__u8 type, __u32 reason, const struct nw_t
 	__builtin_memcpy(ev->nat_daddr, &e->reply.saddr, 4);
 	ev->nat_sport = e->reply.dport;
 	ev->nat_dport = e->reply.sport;
-	event_fill_state(ev, &e->st);
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* Reports an IPv6 flow's start or end; IPv6 is never translated. */
 static __always_inline void ct_event6(__u8 type, __u32 reason, const struct nw_tuple6 *orig,
 				      const struct nw_ct6_entry *e, __u64 now)
 {
-	struct nw_flow_event *ev = bpf_ringbuf_reserve(&nw_events, sizeof(*ev), 0);
+	struct nw_flow_event *ev = ct_event_start(type, reason, 6, orig->proto, &e->st, now);
 
-	if (!ev) {
-		stat_inc(NW_STAT_EVENTS_LOST);
+	if (!ev)
 		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->timestamp_ns = now;
-	ev->type = type;
-	ev->family = 6;
-	ev->proto = orig->proto;
-	ev->reason = reason;
 	__builtin_memcpy(ev->saddr, orig->saddr, 16);
 	__builtin_memcpy(ev->daddr, orig->daddr, 16);
 	__builtin_memcpy(ev->nat_saddr, orig->saddr, 16);
 	__builtin_memcpy(ev->nat_daddr, orig->daddr, 16);
 	ev->sport = ev->nat_sport = orig->sport;
 	ev->dport = ev->nat_dport = orig->dport;
-	event_fill_state(ev, &e->st);
 	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Reports the alert rules a flow's first packet matched. */
+static __always_inline void acl_alert_events(const struct nw_acl_result *res, __u8 family,
+					     const __u8 *saddr, const __u8 *daddr, __u8 proto,
+					     __be16 sport, __be16 dport, __u8 zone, __u64 now)
+{
+	struct nw_ct_state st = { .zone = zone };
+
+	for (int i = 0; i < NW_ACL_MAX_ALERTS; i++) {
+		struct nw_flow_event *ev;
+
+		if (i >= res->alerts)
+			break;
+		st.rule_id = res->alert_ids[i & (NW_ACL_MAX_ALERTS - 1)];
+		ev = ct_event_start(NW_EVENT_ALERT, 0, family, proto, &st, now);
+		if (!ev)
+			return;
+		__builtin_memcpy(ev->saddr, saddr, 16);
+		__builtin_memcpy(ev->daddr, daddr, 16);
+		ev->sport = sport;
+		ev->dport = dport;
+		bpf_ringbuf_submit(ev, 0);
+	}
 }
 
 /* Removes an IPv4 flow. The SNAT mapping stays: other flows of the same
