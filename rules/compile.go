@@ -1,0 +1,395 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"unsafe"
+)
+
+// MaxRulesPerStage is the classifier's capacity per stage.
+const MaxRulesPerStage = 32768
+
+// Reserved stable ids for the two stages' default actions.
+const (
+	StatelessDefaultID = 1
+	StatefulDefaultID  = 2
+)
+
+// Zones, as the dataplane numbers them (enum nw_zone).
+var zoneOf = map[Direction]int{Outbound: 0, Inbound: 1, EastWest: 2, Transit: 3, Local: 4}
+
+// PrefixBV maps the addresses whose longest stored prefix is Prefix to bit
+// vector BV.
+type PrefixBV struct {
+	Prefix netip.Prefix
+	BV     uint32
+}
+
+// StageTables is one stage compiled for the dataplane's linear bit vector
+// search: every field lookup yields the id of a bit vector whose bit i is
+// set when rule i (in priority order) matches the packet on that field.
+// The packet's matching rules are the AND of its field vectors, and the
+// lowest set bit is the first match. The layout is bpf/lib/acl.h's.
+type StageTables struct {
+	RuleIDs    []uint32 // stable id of rule i
+	Actions    []Action // action of rule i
+	Default    Action
+	DefaultID  uint32
+	Bitvectors [][]uint64 // deduplicated, ceil(rules/64) words each
+	Src, Dst   []PrefixBV // includes 0.0.0.0/0 and ::/0
+	Proto      [256]uint32
+	SrcPort    [65536]uint32 // TCP and UDP
+	DstPort    [65536]uint32
+	NoPort     uint32        // packets without ports
+	ICMP       [65536]uint32 // type<<8 | code
+	NoICMP     uint32        // packets that are not ICMP
+	Zone       [8]uint32
+}
+
+// Tables is a whole rule set compiled.
+type Tables struct {
+	Stateless, Stateful *StageTables
+}
+
+// IDFunc gives a rule's stable numeric id from its string id. The daemon
+// keeps the mapping across reloads, so counters follow rules.
+type IDFunc func(id string) uint32
+
+// Compile builds the classifier tables of rs.
+func Compile(rs *RuleSet, ids IDFunc) (*Tables, error) {
+	t := &Tables{}
+	var err error
+	if t.Stateless, err = compileStage(rs.Stateless, Pass, StatelessDefaultID, ids); err != nil {
+		return nil, fmt.Errorf("stateless: %w", err)
+	}
+	if t.Stateful, err = compileStage(rs.Stateful, rs.StatefulDefault, StatefulDefaultID, ids); err != nil {
+		return nil, fmt.Errorf("stateful: %w", err)
+	}
+	return t, nil
+}
+
+type bvBuilder struct {
+	words int
+	ids   map[string]uint32
+	st    *StageTables
+}
+
+func (b *bvBuilder) intern(bv []uint64) uint32 {
+	var key string
+	if len(bv) > 0 {
+		key = unsafe.String((*byte)(unsafe.Pointer(&bv[0])), len(bv)*8)
+	}
+	if id, ok := b.ids[key]; ok {
+		return id
+	}
+	id := uint32(len(b.st.Bitvectors))
+	owned := append([]uint64(nil), bv...)
+	b.st.Bitvectors = append(b.st.Bitvectors, owned)
+	if len(owned) > 0 {
+		key = unsafe.String((*byte)(unsafe.Pointer(&owned[0])), len(owned)*8)
+	}
+	b.ids[key] = id
+	return id
+}
+
+func set(bv []uint64, i int) { bv[i/64] |= 1 << (i % 64) }
+
+func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTables, error) {
+	if len(rules) > MaxRulesPerStage {
+		return nil, fmt.Errorf("%d rules, at most %d", len(rules), MaxRulesPerStage)
+	}
+	words := (len(rules) + 63) / 64
+	st := &StageTables{Default: def, DefaultID: defID}
+	b := &bvBuilder{words: words, ids: map[string]uint32{}, st: st}
+	for _, r := range rules {
+		st.RuleIDs = append(st.RuleIDs, ids(r.ID))
+		st.Actions = append(st.Actions, r.Action)
+	}
+	st.Src = compileAddrs(b, rules, func(r *Rule) []netip.Prefix { return r.Src })
+	st.Dst = compileAddrs(b, rules, func(r *Rule) []netip.Prefix { return r.Dst })
+
+	// Protocol.
+	anyProto := make([]uint64, words)
+	for i, r := range rules {
+		if r.Protocol < 0 {
+			set(anyProto, i)
+		}
+	}
+	for v := 0; v < 256; v++ {
+		bv := append([]uint64(nil), anyProto...)
+		for i, r := range rules {
+			if r.Protocol == v {
+				set(bv, i)
+			}
+		}
+		st.Proto[v] = b.intern(bv)
+	}
+
+	// Ports: a rule without ports matches every port and packets without
+	// ports; a rule with ports matches only the ports it lists.
+	noPort := make([]uint64, words)
+	for i, r := range rules {
+		if r.SrcPorts == nil && r.DstPorts == nil {
+			set(noPort, i)
+		}
+	}
+	st.NoPort = b.intern(noPort)
+	compilePorts(b, rules, func(r *Rule) []PortRange { return r.SrcPorts }, &st.SrcPort)
+	compilePorts(b, rules, func(r *Rule) []PortRange { return r.DstPorts }, &st.DstPort)
+
+	// ICMP type and code.
+	noICMP := make([]uint64, words)
+	for i, r := range rules {
+		if r.ICMPType < 0 {
+			set(noICMP, i)
+		}
+	}
+	st.NoICMP = b.intern(noICMP)
+	constrained := map[int][]int{} // key -> rules
+	for i, r := range rules {
+		if r.ICMPType < 0 {
+			continue
+		}
+		for code := 0; code < 256; code++ {
+			if r.ICMPCode < 0 || r.ICMPCode == code {
+				k := r.ICMPType<<8 | code
+				constrained[k] = append(constrained[k], i)
+			}
+		}
+	}
+	for k := range st.ICMP {
+		st.ICMP[k] = st.NoICMP
+	}
+	for k, idx := range constrained {
+		bv := append([]uint64(nil), noICMP...)
+		for _, i := range idx {
+			set(bv, i)
+		}
+		st.ICMP[k] = b.intern(bv)
+	}
+
+	// Zone.
+	for z := range st.Zone {
+		bv := make([]uint64, words)
+		for i, r := range rules {
+			if r.Direction == AnyDirection || zoneOf[r.Direction] == z {
+				set(bv, i)
+			}
+		}
+		st.Zone[z] = b.intern(bv)
+	}
+	return st, nil
+}
+
+// compileAddrs gives every stored prefix the vector of the rules that
+// contain it. The stored prefixes containing an address form a chain, so
+// the longest one's vector holds every rule matching the address.
+func compileAddrs(b *bvBuilder, rules []Rule, field func(*Rule) []netip.Prefix) []PrefixBV {
+	stored := map[netip.Prefix]bool{anyV4: true, anyV6: true}
+	for i := range rules {
+		for _, p := range field(&rules[i]) {
+			stored[p.Masked()] = true
+		}
+	}
+	prefixes := make([]netip.Prefix, 0, len(stored))
+	for p := range stored {
+		prefixes = append(prefixes, p)
+	}
+	// By address then length: a prefix's descendants follow it directly.
+	sort.Slice(prefixes, func(i, j int) bool {
+		if c := prefixes[i].Addr().Compare(prefixes[j].Addr()); c != 0 {
+			return c < 0
+		}
+		return prefixes[i].Bits() < prefixes[j].Bits()
+	})
+	index := make(map[netip.Prefix]int, len(prefixes))
+	for i, p := range prefixes {
+		index[p] = i
+	}
+	base := make([]uint64, b.words) // rules that match any address
+	vecs := make([][]uint64, len(prefixes))
+	for i := range rules {
+		if len(field(&rules[i])) == 0 {
+			set(base, i)
+		}
+	}
+	for i := range vecs {
+		vecs[i] = append([]uint64(nil), base...)
+	}
+	for i := range rules {
+		for _, r := range field(&rules[i]) {
+			r = r.Masked()
+			for j := index[r]; j < len(prefixes) && r.Contains(prefixes[j].Addr()) && prefixes[j].Addr().Is4() == r.Addr().Is4(); j++ {
+				if prefixes[j].Bits() >= r.Bits() {
+					set(vecs[j], i)
+				}
+			}
+		}
+	}
+	out := make([]PrefixBV, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = PrefixBV{Prefix: p, BV: b.intern(vecs[i])}
+	}
+	return out
+}
+
+// compilePorts sweeps the port space once, adding and removing rules at
+// range boundaries, so ranges cost nothing per packet.
+func compilePorts(b *bvBuilder, rules []Rule, field func(*Rule) []PortRange, out *[65536]uint32) {
+	type edge struct {
+		at   int
+		rule int
+		add  bool
+	}
+	var edges []edge
+	cur := make([]uint64, b.words)
+	count := make([]int, len(rules)) // overlapping ranges of one rule
+	for i := range rules {
+		r := &rules[i]
+		if r.SrcPorts == nil && r.DstPorts == nil {
+			set(cur, i) // no port constraint at all
+			continue
+		}
+		ranges := field(r)
+		if ranges == nil {
+			set(cur, i) // constrained on the other port field only
+			continue
+		}
+		for _, pr := range ranges {
+			edges = append(edges, edge{int(pr.Lo), i, true}, edge{int(pr.Hi) + 1, i, false})
+		}
+	}
+	sort.Slice(edges, func(i, j int) bool { return edges[i].at < edges[j].at })
+	e := 0
+	id := b.intern(cur)
+	for port := 0; port < 65536; port++ {
+		changed := false
+		for ; e < len(edges) && edges[e].at == port; e++ {
+			ed := edges[e]
+			if ed.add {
+				count[ed.rule]++
+			} else {
+				count[ed.rule]--
+			}
+			if count[ed.rule] > 0 {
+				set(cur, ed.rule)
+			} else {
+				cur[ed.rule/64] &^= 1 << (ed.rule % 64)
+			}
+			changed = true
+		}
+		if changed {
+			id = b.intern(cur)
+		}
+		out[port] = id
+	}
+}
+
+// Lookup classifies p in st exactly as the dataplane does: the field
+// vectors' AND, first set bit, alert rules reported and skipped. It returns
+// the deciding rule's index (-1 for the default) and the alert rules hit.
+func (st *StageTables) Lookup(p Packet) (rule int, alerts []int) {
+	if len(st.RuleIDs) == 0 {
+		return -1, nil
+	}
+	addr := func(list []PrefixBV, a netip.Addr) uint32 {
+		best, bits := uint32(0), -1
+		for _, e := range list {
+			if e.Prefix.Addr().Is4() == a.Is4() && e.Prefix.Contains(a) && e.Prefix.Bits() > bits {
+				best, bits = e.BV, e.Prefix.Bits()
+			}
+		}
+		return best
+	}
+	ids := []uint32{addr(st.Src, p.Src), addr(st.Dst, p.Dst), st.Proto[p.Protocol], st.NoPort, st.NoPort, st.NoICMP, st.Zone[zoneOf[p.Direction]&7]}
+	if p.HasPorts {
+		ids[3], ids[4] = st.SrcPort[p.SrcPort], st.DstPort[p.DstPort]
+	}
+	if p.IsICMP {
+		ids[5] = st.ICMP[int(p.ICMPType)<<8|int(p.ICMPCode)]
+	}
+	for w := 0; w < len(st.Bitvectors[0]); w++ {
+		acc := ^uint64(0)
+		for _, id := range ids {
+			acc &= st.Bitvectors[id][w]
+		}
+		for ; acc != 0; acc &= acc - 1 {
+			i := w*64 + trailingZeros(acc)
+			if st.Actions[i] == Alert {
+				alerts = append(alerts, i)
+				continue
+			}
+			return i, alerts
+		}
+	}
+	return -1, alerts
+}
+
+func trailingZeros(v uint64) int {
+	n := 0
+	for v&1 == 0 {
+		v >>= 1
+		n++
+	}
+	return n
+}
+
+// Matches reports whether rule r matches p: the plain statement of the
+// semantics, against which the compiled tables are tested.
+func (r *Rule) Matches(p Packet) bool {
+	inAny := func(ps []netip.Prefix, a netip.Addr) bool {
+		if len(ps) == 0 {
+			return true
+		}
+		for _, q := range ps {
+			if q.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	inPorts := func(rs []PortRange, v uint16) bool {
+		if rs == nil {
+			return true
+		}
+		for _, pr := range rs {
+			if v >= pr.Lo && v <= pr.Hi {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case !inAny(r.Src, p.Src), !inAny(r.Dst, p.Dst):
+		return false
+	case r.Protocol >= 0 && int(p.Protocol) != r.Protocol:
+		return false
+	case (r.SrcPorts != nil || r.DstPorts != nil) && !p.HasPorts:
+		return false
+	case p.HasPorts && (!inPorts(r.SrcPorts, p.SrcPort) || !inPorts(r.DstPorts, p.DstPort)):
+		return false
+	case r.ICMPType >= 0 && (!p.IsICMP || int(p.ICMPType) != r.ICMPType):
+		return false
+	case r.ICMPCode >= 0 && int(p.ICMPCode) != r.ICMPCode:
+		return false
+	case r.Direction != AnyDirection && r.Direction != p.Direction:
+		return false
+	}
+	return true
+}
+
+// FirstMatch is the reference classifier: the rules in order, one by one.
+func FirstMatch(rules []Rule, p Packet) (rule int, alerts []int) {
+	for i := range rules {
+		if !rules[i].Matches(p) {
+			continue
+		}
+		if rules[i].Action == Alert {
+			alerts = append(alerts, i)
+			continue
+		}
+		return i, alerts
+	}
+	return -1, alerts
+}

@@ -1,0 +1,569 @@
+package rules
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxFileSize bounds a rule file, so a runaway generator or a hostile file
+// cannot exhaust the daemon's memory.
+const MaxFileSize = 16 << 20
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+// Options say how to resolve a rule set.
+type Options struct {
+	// Inside are the inside networks: the "inside" tag, and "internet" is
+	// everything else.
+	Inside []netip.Prefix
+}
+
+// Load reads, validates and merges the rule files at paths (files, or
+// directories whose *.yaml and *.yml files are read in name order). It
+// returns an ErrorList naming every problem with file:line:col, and no
+// RuleSet at all when there is one.
+func Load(paths []string, opts Options) (*RuleSet, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("rule path: %w", err)
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, fmt.Errorf("rule directory: %w", err)
+		}
+		for _, e := range entries {
+			if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
+	}
+	if len(files) == 0 {
+		return nil, ErrNoRuleFiles
+	}
+	srcs := make([]Source, 0, len(files))
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, fmt.Errorf("rule file: %w", err)
+		}
+		data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
+		fh.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", f, err)
+		}
+		srcs = append(srcs, Source{Name: f, Data: data})
+	}
+	return Parse(srcs, opts)
+}
+
+// Source is one rule file's name and content.
+type Source struct {
+	Name string
+	Data []byte
+}
+
+// rawRule is a rule as written, before sets are resolved.
+type rawRule struct {
+	Rule
+	stage    Stage
+	src, dst []ref
+	priPos   Pos
+}
+
+type ref struct {
+	text string
+	pos  Pos
+}
+
+type rawSet struct {
+	name    string
+	pos     Pos
+	members []ref
+}
+
+// Parse is Load on contents already read.
+func Parse(srcs []Source, opts Options) (*RuleSet, error) {
+	p := &parser{sets: map[string]*rawSet{}}
+	for _, src := range srcs {
+		p.file(src)
+	}
+	rs := p.resolve(opts)
+	if len(p.errs) > 0 {
+		return nil, p.errs.sorted()
+	}
+	return rs, nil
+}
+
+type parser struct {
+	errorSink
+	sets       map[string]*rawSet
+	rules      []*rawRule
+	defAction  Action
+	defPos     Pos
+	defaultSet bool
+}
+
+func posOf(file string, n *yaml.Node) Pos { return Pos{File: file, Line: n.Line, Col: n.Column} }
+
+func (p *parser) file(src Source) {
+	top := Pos{File: src.Name, Line: 1, Col: 1}
+	if len(src.Data) > MaxFileSize {
+		p.add(top, "file is larger than %d bytes", MaxFileSize)
+		return
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src.Data, &doc); err != nil {
+		line := 1
+		if m := regexp.MustCompile(`line (\d+)`).FindStringSubmatch(err.Error()); m != nil {
+			line, _ = strconv.Atoi(m[1])
+		}
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = regexp.MustCompile(`^line \d+: `).ReplaceAllString(msg, "")
+		p.add(Pos{File: src.Name, Line: line, Col: 1}, "not valid YAML: %s", msg)
+		return
+	}
+	// An empty file is more likely a truncated write than an intent.
+	if len(doc.Content) == 0 {
+		p.add(top, "empty rule file (write {} for a file with no rules)")
+		return
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		p.add(posOf(src.Name, root), "a rule file is a mapping with address_sets, stateless and stateful")
+		return
+	}
+	p.mapping(src.Name, root, map[string]func(k, v *yaml.Node){
+		"address_sets": func(k, v *yaml.Node) { p.addressSets(src.Name, v) },
+		"stateless":    func(k, v *yaml.Node) { p.ruleList(src.Name, v, Stateless) },
+		"stateful":     func(k, v *yaml.Node) { p.stateful(src.Name, v) },
+	})
+}
+
+// mapping walks a mapping node, calling the handler of each key and
+// reporting unknown and repeated keys.
+func (p *parser) mapping(file string, n *yaml.Node, handlers map[string]func(k, v *yaml.Node)) {
+	if n.Kind != yaml.MappingNode {
+		p.add(posOf(file, n), "expected a mapping")
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		h, ok := handlers[k.Value]
+		switch {
+		case !ok:
+			known := make([]string, 0, len(handlers))
+			for name := range handlers {
+				known = append(known, name)
+			}
+			sort.Strings(known)
+			p.add(posOf(file, k), "unknown key %q (known: %s)", k.Value, strings.Join(known, ", "))
+		case seen[k.Value]:
+			p.add(posOf(file, k), "%q is set twice", k.Value)
+		default:
+			seen[k.Value] = true
+			h(k, v)
+		}
+	}
+}
+
+func (p *parser) addressSets(file string, n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		p.add(posOf(file, n), "address_sets is a mapping of set names to lists of CIDRs and set names")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		pos := posOf(file, k)
+		switch {
+		case !idPattern.MatchString(k.Value):
+			p.add(pos, "set name %q must be letters, digits, and _ . : -", k.Value)
+			continue
+		case isTag(k.Value):
+			p.add(pos, "set name %q is a built-in tag", k.Value)
+			continue
+		}
+		if prev, dup := p.sets[k.Value]; dup {
+			p.add(pos, "address set %q is already defined at %s", k.Value, prev.pos)
+			continue
+		}
+		p.sets[k.Value] = &rawSet{name: k.Value, pos: pos, members: p.refs(file, v, "address set")}
+	}
+}
+
+func (p *parser) refs(file string, n *yaml.Node, what string) []ref {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return []ref{{text: n.Value, pos: posOf(file, n)}}
+	case yaml.SequenceNode:
+		var out []ref
+		for _, el := range n.Content {
+			if el.Kind != yaml.ScalarNode {
+				p.add(posOf(file, el), "%s entries are CIDRs, set names or tags", what)
+				continue
+			}
+			out = append(out, ref{text: el.Value, pos: posOf(file, el)})
+		}
+		if len(out) == 0 {
+			p.add(posOf(file, n), "empty %s list: leave the key out to match any address", what)
+		}
+		return out
+	default:
+		p.add(posOf(file, n), "%s is a list of CIDRs, set names or tags", what)
+		return nil
+	}
+}
+
+func (p *parser) stateful(file string, n *yaml.Node) {
+	p.mapping(file, n, map[string]func(k, v *yaml.Node){
+		"default_action": func(k, v *yaml.Node) {
+			pos := posOf(file, v)
+			if p.defaultSet {
+				p.add(pos, "stateful default_action is already set at %s", p.defPos)
+				return
+			}
+			a, ok := map[string]Action{"deny": Deny, "reject": Reject, "allow": Allow}[v.Value]
+			if !ok || v.Kind != yaml.ScalarNode {
+				p.add(pos, "default_action %q is not one of deny, reject, allow", v.Value)
+				return
+			}
+			p.defAction, p.defPos, p.defaultSet = a, pos, true
+		},
+		"rules": func(k, v *yaml.Node) { p.ruleList(file, v, Stateful) },
+	})
+}
+
+func (p *parser) ruleList(file string, n *yaml.Node, stage Stage) {
+	if n.Kind != yaml.SequenceNode {
+		p.add(posOf(file, n), "%s rules are a list", stage)
+		return
+	}
+	for _, el := range n.Content {
+		p.rule(file, el, stage)
+	}
+}
+
+func (p *parser) scalar(file string, v *yaml.Node, what string) (string, bool) {
+	if v.Kind != yaml.ScalarNode {
+		p.add(posOf(file, v), "%s must be a single value", what)
+		return "", false
+	}
+	return v.Value, true
+}
+
+func (p *parser) integer(file string, v *yaml.Node, what string, lo, hi int) (int, bool) {
+	s, ok := p.scalar(file, v, what)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		p.add(posOf(file, v), "%s %q is not a whole number from %d to %d", what, s, lo, hi)
+		return 0, false
+	}
+	return n, true
+}
+
+func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
+	r := &rawRule{stage: stage, Rule: Rule{Pos: posOf(file, n), Protocol: -1, ICMPType: -1, ICMPCode: -1, Priority: -1}}
+	if n.Kind != yaml.MappingNode {
+		p.add(r.Pos, "a rule is a mapping with id, priority, action and matches")
+		return
+	}
+	var protoPos, portsPos, icmpPos Pos
+	p.mapping(file, n, map[string]func(k, v *yaml.Node){
+		"id": func(k, v *yaml.Node) {
+			if s, ok := p.scalar(file, v, "id"); ok {
+				if !idPattern.MatchString(s) {
+					p.add(posOf(file, v), "id %q must be 1-128 letters, digits, and _ . : -", s)
+				}
+				r.ID = s
+			}
+		},
+		"description": func(k, v *yaml.Node) { p.scalar(file, v, "description") },
+		"priority": func(k, v *yaml.Node) {
+			if n, ok := p.integer(file, v, "priority", 0, 1_000_000_000); ok {
+				r.Priority, r.priPos = n, posOf(file, v)
+			}
+		},
+		"action": func(k, v *yaml.Node) {
+			s, ok := p.scalar(file, v, "action")
+			if !ok {
+				return
+			}
+			allowed := map[Stage][]Action{Stateless: {Drop, Pass}, Stateful: {Allow, Deny, Reject, Alert}}[stage]
+			for _, a := range allowed {
+				if a.String() == s {
+					r.Action = a
+					return
+				}
+			}
+			names := make([]string, len(allowed))
+			for i, a := range allowed {
+				names[i] = a.String()
+			}
+			p.add(posOf(file, v), "%s action %q is not one of %s", stage, s, strings.Join(names, ", "))
+		},
+		"src": func(k, v *yaml.Node) { r.src = p.refs(file, v, "src") },
+		"dst": func(k, v *yaml.Node) { r.dst = p.refs(file, v, "dst") },
+		"protocol": func(k, v *yaml.Node) {
+			s, ok := p.scalar(file, v, "protocol")
+			if !ok {
+				return
+			}
+			protoPos = posOf(file, v)
+			if n, known := map[string]int{"any": -1, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}[strings.ToLower(s)]; known {
+				r.Protocol = n
+			} else if n, err := strconv.Atoi(s); err == nil && n >= 0 && n <= 255 {
+				r.Protocol = n
+			} else {
+				p.add(protoPos, "protocol %q is not tcp, udp, icmp, icmpv6, any or a number 0-255", s)
+			}
+		},
+		"src_ports": func(k, v *yaml.Node) { r.SrcPorts, portsPos = p.ports(file, v, "src_ports"), posOf(file, k) },
+		"dst_ports": func(k, v *yaml.Node) { r.DstPorts, portsPos = p.ports(file, v, "dst_ports"), posOf(file, k) },
+		"icmp_type": func(k, v *yaml.Node) {
+			if n, ok := p.integer(file, v, "icmp_type", 0, 255); ok {
+				r.ICMPType, icmpPos = n, posOf(file, k)
+			}
+		},
+		"icmp_code": func(k, v *yaml.Node) {
+			if n, ok := p.integer(file, v, "icmp_code", 0, 255); ok {
+				r.ICMPCode = n
+				if icmpPos == (Pos{}) {
+					icmpPos = posOf(file, k)
+				}
+			}
+		},
+		"direction": func(k, v *yaml.Node) {
+			s, ok := p.scalar(file, v, "direction")
+			if !ok {
+				return
+			}
+			for d, name := range directionNames {
+				if name == s {
+					r.Direction = d
+					return
+				}
+			}
+			p.add(posOf(file, v), "direction %q is not one of any, outbound, inbound, east-west, transit, local", s)
+		},
+	})
+	if r.ID == "" {
+		p.add(r.Pos, "rule has no id")
+	}
+	if r.Priority < 0 {
+		p.add(r.Pos, "rule %q has no priority", r.ID)
+	}
+	if r.Action == 0 {
+		p.add(r.Pos, "rule %q has no action", r.ID)
+	}
+	if (r.SrcPorts != nil || r.DstPorts != nil) && r.Protocol != 6 && r.Protocol != 17 {
+		p.add(portsPos, "ports need protocol tcp or udp (rule %q)", r.ID)
+	}
+	if (r.ICMPType >= 0 || r.ICMPCode >= 0) && r.Protocol != 1 && r.Protocol != 58 {
+		p.add(icmpPos, "icmp_type and icmp_code need protocol icmp or icmpv6 (rule %q)", r.ID)
+	}
+	if r.ICMPCode >= 0 && r.ICMPType < 0 {
+		p.add(icmpPos, "icmp_code needs icmp_type (rule %q)", r.ID)
+	}
+	_ = protoPos
+	p.rules = append(p.rules, r)
+}
+
+func (p *parser) ports(file string, n *yaml.Node, what string) []PortRange {
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = n.Content
+	}
+	var out []PortRange
+	for _, el := range items {
+		pos := posOf(file, el)
+		if el.Kind != yaml.ScalarNode {
+			p.add(pos, "%s entries are ports or ranges such as 8000-8080", what)
+			continue
+		}
+		lo, hi, isRange := strings.Cut(el.Value, "-")
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b, err2 := a, error(nil)
+		if isRange {
+			b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err1 != nil || err2 != nil || a < 0 || b > 65535 || a > b {
+			p.add(pos, "%s entry %q is not a port 0-65535 or a range lo-hi", what, el.Value)
+			continue
+		}
+		out = append(out, PortRange{uint16(a), uint16(b)})
+	}
+	if len(out) == 0 && len(items) == 0 {
+		p.add(posOf(file, n), "empty %s: leave the key out to match any port", what)
+	}
+	return out
+}
+
+func isTag(s string) bool {
+	switch s {
+	case "any", "inside", "internet", "azure-lb", "metadata":
+		return true
+	}
+	return false
+}
+
+// resolve expands set references and tags, checks ids and priorities
+// across files, and orders each stage by priority.
+func (p *parser) resolve(opts Options) *RuleSet {
+	rs := &RuleSet{StatefulDefault: Deny}
+	if p.defaultSet {
+		rs.StatefulDefault, rs.DefaultPos = p.defAction, p.defPos
+	}
+	resolved := map[string][]netip.Prefix{}
+	var expand func(r ref, stack []string) []netip.Prefix
+	expand = func(r ref, stack []string) []netip.Prefix {
+		switch r.text {
+		case "any":
+			return []netip.Prefix{anyV4, anyV6}
+		case "inside":
+			if len(opts.Inside) == 0 {
+				p.add(r.pos, "the inside tag needs inside_networks configured")
+			}
+			return append([]netip.Prefix(nil), opts.Inside...)
+		case "internet":
+			return complement(opts.Inside)
+		case "azure-lb":
+			return []netip.Prefix{azureLB}
+		case "metadata":
+			return []netip.Prefix{metadata}
+		}
+		if pfx, err := netip.ParsePrefix(r.text); err == nil {
+			if pfx != pfx.Masked() {
+				p.add(r.pos, "%q has host bits set (did you mean %s?)", r.text, pfx.Masked())
+			}
+			return []netip.Prefix{pfx.Masked()}
+		}
+		if a, err := netip.ParseAddr(r.text); err == nil {
+			return []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
+		}
+		set, ok := p.sets[r.text]
+		if !ok {
+			p.add(r.pos, "%q is not a CIDR, an address, a tag or a defined address set", r.text)
+			return nil
+		}
+		if slices.Contains(stack, r.text) {
+			p.add(r.pos, "address set %q refers to itself through %s", r.text, strings.Join(append(stack, r.text), " -> "))
+			return nil
+		}
+		if got, ok := resolved[r.text]; ok {
+			return got
+		}
+		var out []netip.Prefix
+		for _, m := range set.members {
+			out = append(out, expand(m, append(stack, r.text))...)
+		}
+		resolved[r.text] = out
+		return out
+	}
+	ids := map[string]Pos{}
+	prios := map[Stage]map[int]Pos{Stateless: {}, Stateful: {}}
+	for _, r := range p.rules {
+		if r.ID != "" {
+			if prev, dup := ids[r.ID]; dup {
+				p.add(r.Pos, "rule id %q is already used at %s", r.ID, prev)
+			} else {
+				ids[r.ID] = r.Pos
+			}
+		}
+		if r.Priority >= 0 {
+			if prev, dup := prios[r.stage][r.Priority]; dup {
+				p.add(r.priPos, "%s priority %d is already used at %s", r.stage, r.Priority, prev)
+			} else {
+				prios[r.stage][r.Priority] = r.priPos
+			}
+		}
+		rule := r.Rule
+		errsBefore := len(p.errs)
+		for _, ref := range r.src {
+			rule.Src = append(rule.Src, expand(ref, nil)...)
+		}
+		for _, ref := range r.dst {
+			rule.Dst = append(rule.Dst, expand(ref, nil)...)
+		}
+		reported := len(p.errs) > errsBefore
+		if r.src != nil && len(rule.Src) == 0 && !reported {
+			p.add(r.Pos, "rule %q: src resolves to no address at all", r.ID)
+		}
+		if r.dst != nil && len(rule.Dst) == 0 && !reported {
+			p.add(r.Pos, "rule %q: dst resolves to no address at all", r.ID)
+		}
+		if r.stage == Stateless {
+			rs.Stateless = append(rs.Stateless, rule)
+		} else {
+			rs.Stateful = append(rs.Stateful, rule)
+		}
+	}
+	for _, st := range []*[]Rule{&rs.Stateless, &rs.Stateful} {
+		sort.SliceStable(*st, func(i, j int) bool { return (*st)[i].Priority < (*st)[j].Priority })
+	}
+	return rs
+}
+
+// complement is every address of each family not inside one of ps.
+func complement(ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, root := range []netip.Prefix{anyV4, anyV6} {
+		var inFamily []netip.Prefix
+		for _, p := range ps {
+			if p.Addr().Is4() == root.Addr().Is4() {
+				inFamily = append(inFamily, p.Masked())
+			}
+		}
+		out = append(out, subtract(root, inFamily)...)
+	}
+	return out
+}
+
+// subtract splits p into the largest prefixes that overlap none of holes.
+func subtract(p netip.Prefix, holes []netip.Prefix) []netip.Prefix {
+	for _, h := range holes {
+		if h.Bits() <= p.Bits() && h.Contains(p.Addr()) {
+			return nil // p lies inside a hole
+		}
+	}
+	overlaps := false
+	for _, h := range holes {
+		if p.Contains(h.Addr()) {
+			overlaps = true
+			break
+		}
+	}
+	if !overlaps {
+		return []netip.Prefix{p}
+	}
+	lo, hi := halves(p)
+	return append(subtract(lo, holes), subtract(hi, holes)...)
+}
+
+func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
+	bits := p.Bits() + 1
+	lo := netip.PrefixFrom(p.Addr(), bits)
+	b := p.Addr().AsSlice()
+	idx := (bits - 1) / 8
+	b[idx] |= 0x80 >> ((bits - 1) % 8)
+	hiAddr, _ := netip.AddrFromSlice(b)
+	return lo, netip.PrefixFrom(hiAddr, bits)
+}
