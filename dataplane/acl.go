@@ -6,68 +6,36 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
-)
 
-// ACLAction is what a classifier rule does.
-type ACLAction uint8
-
-const (
-	ACLPass   = ACLAction(natwallNwAclActionNW_ACL_PASS)   // stateless: on to the stateful stage
-	ACLDrop   = ACLAction(natwallNwAclActionNW_ACL_DROP)   // stateless
-	ACLAllow  = ACLAction(natwallNwAclActionNW_ACL_ALLOW)  // stateful
-	ACLDeny   = ACLAction(natwallNwAclActionNW_ACL_DENY)   // stateful
-	ACLReject = ACLAction(natwallNwAclActionNW_ACL_REJECT) // stateful: TCP RST to the client
-	ACLAlert  = ACLAction(natwallNwAclActionNW_ACL_ALERT)  // stateful: report, evaluate on
+	"github.com/natwall/natwall/rules"
 )
 
 // MaxRulesPerStage is how many rules one classifier stage holds.
 const MaxRulesPerStage = len(natwallNwAclBitvec{}.Words) * 64
 
-// ACLRule is a rule in a stage's bit order (its priority order).
-type ACLRule struct {
-	// ID is the rule's stable numeric id: counters and flows name it, so it
-	// must stay the same across reloads for the same rule.
-	ID     uint32
-	Action ACLAction
+// aclActions translates rule actions into the dataplane's enum nw_acl_action.
+var aclActions = map[rules.Action]natwallNwAclAction{
+	rules.Pass:   natwallNwAclActionNW_ACL_PASS,
+	rules.Drop:   natwallNwAclActionNW_ACL_DROP,
+	rules.Allow:  natwallNwAclActionNW_ACL_ALLOW,
+	rules.Deny:   natwallNwAclActionNW_ACL_DENY,
+	rules.Reject: natwallNwAclActionNW_ACL_REJECT,
+	rules.Alert:  natwallNwAclActionNW_ACL_ALERT,
 }
 
-// ACLPrefix maps the addresses in Prefix to bit vector BV; an address's
-// vector is that of the longest prefix containing it.
-type ACLPrefix struct {
-	Prefix netip.Prefix
-	BV     uint32
-}
-
-// ACLStage is one stage of a compiled rule set in the layout
-// bpf/lib/acl.h reads. Every field lookup yields the id of a bit vector of
-// the rules that match on that field; bit i of a vector is Rules[i].
-type ACLStage struct {
-	Rules []ACLRule
-	// Default applies when no rule matches; DefaultID names it in counters.
-	Default   ACLAction
-	DefaultID uint32
-	// Bitvectors are indexed by id; each has ceil(len(Rules)/64) words.
-	Bitvectors [][]uint64
-	// Src and Dst must include a /0 of each family, so every address
-	// finds a vector.
-	Src, Dst []ACLPrefix
-	Proto    [256]uint32
-	// SrcPort and DstPort apply to TCP and UDP; NoPort to packets without
-	// ports. ICMP is indexed by type<<8|code; NoICMP applies to the rest.
-	SrcPort, DstPort [65536]uint32
-	NoPort           uint32
-	ICMP             [65536]uint32
-	NoICMP           uint32
-	// Zone is indexed by the dataplane's zone (outbound, inbound,
-	// east-west, transit, local).
-	Zone [8]uint32
-}
-
-func (s *ACLStage) validate() error {
-	if len(s.Rules) > MaxRulesPerStage {
-		return fmt.Errorf("%d rules, at most %d per stage", len(s.Rules), MaxRulesPerStage)
+func validateStage(s *rules.StageTables) error {
+	if len(s.RuleIDs) > MaxRulesPerStage || len(s.RuleIDs) != len(s.Actions) {
+		return fmt.Errorf("%d rules (%d actions), at most %d per stage", len(s.RuleIDs), len(s.Actions), MaxRulesPerStage)
 	}
-	words := (len(s.Rules) + 63) / 64
+	if _, ok := aclActions[s.Default]; !ok {
+		return fmt.Errorf("default action %v", s.Default)
+	}
+	for _, a := range s.Actions {
+		if _, ok := aclActions[a]; !ok {
+			return fmt.Errorf("action %v", a)
+		}
+	}
+	words := (len(s.RuleIDs) + 63) / 64
 	for i, bv := range s.Bitvectors {
 		if len(bv) != words {
 			return fmt.Errorf("bit vector %d has %d words, want %d", i, len(bv), words)
@@ -80,12 +48,10 @@ func (s *ACLStage) validate() error {
 		return nil
 	}
 	var errs []error
-	for _, p := range append(append([]ACLPrefix(nil), s.Src...), s.Dst...) {
+	for _, p := range append(append([]rules.PrefixBV(nil), s.Src...), s.Dst...) {
 		errs = append(errs, check("prefix "+p.Prefix.String(), p.BV))
 	}
-	for _, id := range []uint32{s.NoPort, s.NoICMP} {
-		errs = append(errs, check("no-port/no-ICMP", id))
-	}
+	errs = append(errs, check("no-port", s.NoPort), check("no-ICMP", s.NoICMP))
 	for _, tbl := range [][]uint32{s.Proto[:], s.SrcPort[:], s.DstPort[:], s.ICMP[:], s.Zone[:]} {
 		for _, id := range tbl {
 			if err := check("field table", id); err != nil {
@@ -94,7 +60,7 @@ func (s *ACLStage) validate() error {
 		}
 	}
 	for _, fam := range []struct {
-		list []ACLPrefix
+		list []rules.PrefixBV
 		name string
 	}{{s.Src, "source"}, {s.Dst, "destination"}} {
 		var v4, v6 bool
@@ -102,7 +68,7 @@ func (s *ACLStage) validate() error {
 			v4 = v4 || p.Prefix == netip.MustParsePrefix("0.0.0.0/0")
 			v6 = v6 || p.Prefix == netip.MustParsePrefix("::/0")
 		}
-		if len(s.Rules) > 0 && (!v4 || !v6) {
+		if len(s.RuleIDs) > 0 && (!v4 || !v6) {
 			errs = append(errs, fmt.Errorf("%s prefixes lack a /0 for each family", fam.name))
 		}
 	}
@@ -113,14 +79,14 @@ func (s *ACLStage) validate() error {
 // then flips the active generation with one map update: a packet reads the
 // generation once, so it is classified by the old rule set or the new one,
 // never a mix. A nil stage means "no rule set": the built-in policy.
-func (d *Dataplane) LoadRules(stateless, stateful *ACLStage) error {
+func (d *Dataplane) LoadRules(stateless, stateful *rules.StageTables) error {
 	return loadRules(&d.objs, stateless, stateful)
 }
 
-func loadRules(objs *natwallObjects, stateless, stateful *ACLStage) error {
-	for _, st := range []*ACLStage{stateless, stateful} {
+func loadRules(objs *natwallObjects, stateless, stateful *rules.StageTables) error {
+	for _, st := range []*rules.StageTables{stateless, stateful} {
 		if st != nil {
-			if err := st.validate(); err != nil {
+			if err := validateStage(st); err != nil {
 				return fmt.Errorf("classifier tables: %w", err)
 			}
 		}
@@ -130,7 +96,7 @@ func loadRules(objs *natwallObjects, stateless, stateful *ACLStage) error {
 		return fmt.Errorf("read active generation: %w", err)
 	}
 	idle := (active + 1) & 1
-	for stage, st := range []*ACLStage{stateless, stateful} {
+	for stage, st := range []*rules.StageTables{stateless, stateful} {
 		if err := writeStage(objs, uint8(idle), uint8(stage), st); err != nil {
 			return fmt.Errorf("write %s stage: %w", stageName(stage), err)
 		}
@@ -148,7 +114,7 @@ func stageName(stage int) string {
 	return "stateful"
 }
 
-func writeStage(objs *natwallObjects, gen, stage uint8, st *ACLStage) error {
+func writeStage(objs *natwallObjects, gen, stage uint8, st *rules.StageTables) error {
 	base := uint32(gen)*uint32(natwallNwAclStageNW_ACL_STAGES) + uint32(stage)
 	if err := clearStage(objs, gen, stage); err != nil {
 		return err
@@ -176,7 +142,7 @@ func writeStage(objs *natwallObjects, gen, stage uint8, st *ACLStage) error {
 		return fmt.Errorf("bit vectors: %w", err)
 	}
 
-	for field, list := range [][]ACLPrefix{st.Src, st.Dst} {
+	for field, list := range [][]rules.PrefixBV{st.Src, st.Dst} {
 		f := uint8(natwallNwAclFieldNW_ACL_F_SRC)
 		if field == 1 {
 			f = uint8(natwallNwAclFieldNW_ACL_F_DST)
@@ -207,22 +173,22 @@ func writeStage(objs *natwallObjects, gen, stage uint8, st *ACLStage) error {
 		}
 	}
 
-	ruleKeys := make([]uint32, len(st.Rules))
-	ruleVals := make([]natwallNwAclRule, len(st.Rules))
-	for i, r := range st.Rules {
+	ruleKeys := make([]uint32, len(st.RuleIDs))
+	ruleVals := make([]natwallNwAclRule, len(st.RuleIDs))
+	for i, id := range st.RuleIDs {
 		ruleKeys[i] = base*uint32(MaxRulesPerStage) + uint32(i)
-		ruleVals[i] = natwallNwAclRule{RuleId: r.ID, Action: uint8(r.Action)}
+		ruleVals[i] = natwallNwAclRule{RuleId: id, Action: uint8(aclActions[st.Actions[i]])}
 	}
 	if err := batchPut(objs.NwAclRules, ruleKeys, ruleVals); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
 
-	words := (len(st.Rules) + 63) / 64
+	words := (len(st.RuleIDs) + 63) / 64
 	meta = natwallNwAclMeta{
-		Nrules:        uint32(len(st.Rules)),
+		Nrules:        uint32(len(st.RuleIDs)),
 		Nwords:        uint32(words),
 		Nsummary:      uint32((words + 63) / 64),
-		DefaultAction: uint32(st.Default),
+		DefaultAction: uint32(aclActions[st.Default]),
 		DefaultRuleId: st.DefaultID,
 		NoportBv:      st.NoPort,
 		NoicmpBv:      st.NoICMP,

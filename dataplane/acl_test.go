@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/gopacket/layers"
+
+	"github.com/natwall/natwall/rules"
 )
 
 // testRule is a rule for naiveStage: zero values match anything.
@@ -16,22 +18,22 @@ type testRule struct {
 	dportLo, dportHi uint16
 	icmpType         int // -1: any
 	zone             int // -1: any
-	action           ACLAction
+	action           rules.Action
 }
 
-func anyRule(id uint32, action ACLAction) testRule {
+func anyRule(id uint32, action rules.Action) testRule {
 	return testRule{id: id, icmpType: -1, zone: -1, action: action}
 }
 
 // naiveStage builds classifier tables the slow, obvious way: for every
 // value of every field, the set of rules matching it, deduplicated.
-func naiveStage(rules []testRule, def ACLAction, defID uint32) *ACLStage {
-	st := &ACLStage{Default: def, DefaultID: defID}
-	words := (len(rules) + 63) / 64
+func naiveStage(trs []testRule, def rules.Action, defID uint32) *rules.StageTables {
+	st := &rules.StageTables{Default: def, DefaultID: defID}
+	words := (len(trs) + 63) / 64
 	ids := map[string]uint32{}
 	intern := func(match func(r testRule) bool) uint32 {
 		bv := make([]uint64, words)
-		for i, r := range rules {
+		for i, r := range trs {
 			if match(r) {
 				bv[i/64] |= 1 << (i % 64)
 			}
@@ -45,11 +47,12 @@ func naiveStage(rules []testRule, def ACLAction, defID uint32) *ACLStage {
 		st.Bitvectors = append(st.Bitvectors, bv)
 		return id
 	}
-	for _, r := range rules {
-		st.Rules = append(st.Rules, ACLRule{ID: r.id, Action: r.action})
+	for _, r := range trs {
+		st.RuleIDs = append(st.RuleIDs, r.id)
+		st.Actions = append(st.Actions, r.action)
 	}
 	prefixes := map[netip.Prefix]bool{netip.MustParsePrefix("0.0.0.0/0"): true, netip.MustParsePrefix("::/0"): true}
-	for _, r := range rules {
+	for _, r := range trs {
 		for _, p := range []netip.Prefix{r.src, r.dst} {
 			if p.IsValid() {
 				prefixes[p.Masked()] = true
@@ -63,8 +66,8 @@ func naiveStage(rules []testRule, def ACLAction, defID uint32) *ACLStage {
 		return rule.Addr().Is4() == p.Addr().Is4() && rule.Bits() <= p.Bits() && rule.Contains(p.Addr())
 	}
 	for p := range prefixes {
-		st.Src = append(st.Src, ACLPrefix{p, intern(func(r testRule) bool { return contains(r.src, p) })})
-		st.Dst = append(st.Dst, ACLPrefix{p, intern(func(r testRule) bool { return contains(r.dst, p) })})
+		st.Src = append(st.Src, rules.PrefixBV{Prefix: p, BV: intern(func(r testRule) bool { return contains(r.src, p) })})
+		st.Dst = append(st.Dst, rules.PrefixBV{Prefix: p, BV: intern(func(r testRule) bool { return contains(r.dst, p) })})
 	}
 	for v := 0; v < 256; v++ {
 		st.Proto[v] = intern(func(r testRule) bool { return r.proto == 0 || r.proto == uint8(v) })
@@ -88,26 +91,26 @@ func TestClassifierStages(t *testing.T) {
 	fx := newFibFixture(t)
 	fx.apply(t, natSettings(1024, 65535))
 
-	web := anyRule(10, ACLAllow)
+	web := anyRule(10, rules.Allow)
 	web.proto, web.dportLo, web.dportHi = 6, 443, 443
-	blockedNet := anyRule(11, ACLDeny)
+	blockedNet := anyRule(11, rules.Deny)
 	blockedNet.dst = netip.MustParsePrefix("198.19.1.11/32")
-	rejectSSH := anyRule(12, ACLReject)
+	rejectSSH := anyRule(12, rules.Reject)
 	rejectSSH.proto, rejectSSH.dportLo, rejectSSH.dportHi = 6, 22, 22
-	alertDNS := anyRule(13, ACLAlert)
+	alertDNS := anyRule(13, rules.Alert)
 	alertDNS.proto, alertDNS.dportLo, alertDNS.dportHi = 17, 53, 53
-	allowDNS := anyRule(14, ACLAllow)
+	allowDNS := anyRule(14, rules.Allow)
 	allowDNS.proto, allowDNS.dportLo, allowDNS.dportHi = 17, 50, 60
-	ping := anyRule(15, ACLAllow)
+	ping := anyRule(15, rules.Allow)
 	ping.proto, ping.icmpType, ping.zone = 1, 8, int(natwallNwZoneNW_ZONE_OUTBOUND)
-	v6web := anyRule(16, ACLAllow)
+	v6web := anyRule(16, rules.Allow)
 	v6web.dst, v6web.proto = netip.MustParsePrefix("2001:db8:2::/64"), 17
 
-	dropBogon := anyRule(20, ACLDrop)
+	dropBogon := anyRule(20, rules.Drop)
 	dropBogon.src = netip.MustParsePrefix("198.18.9.0/24")
 
-	stateful := naiveStage([]testRule{blockedNet, web, rejectSSH, alertDNS, allowDNS, ping, v6web}, ACLDeny, 2)
-	stateless := naiveStage([]testRule{dropBogon}, ACLPass, 1)
+	stateful := naiveStage([]testRule{blockedNet, web, rejectSSH, alertDNS, allowDNS, ping, v6web}, rules.Deny, 2)
+	stateless := naiveStage([]testRule{dropBogon}, rules.Pass, 1)
 	must(t, loadRules(&fx.objs, stateless, stateful))
 
 	udp := func(src, dst string, dport uint16) []byte {
@@ -172,9 +175,9 @@ func TestClassifierStages(t *testing.T) {
 // administratively prohibited, quoting the rejected packet.
 func TestClassifierRejectICMP(t *testing.T) {
 	fx := newFibFixture(t)
-	rej := anyRule(30, ACLReject)
+	rej := anyRule(30, rules.Reject)
 	rej.proto = 17
-	must(t, loadRules(&fx.objs, nil, naiveStage([]testRule{rej}, ACLDeny, 2)))
+	must(t, loadRules(&fx.objs, nil, naiveStage([]testRule{rej}, rules.Deny, 2)))
 
 	in := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 40000, dport: 9000})
 	res := fx.expect(t, in, "a0", ReasonReplyICMPUnreach)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/gopacket/layers"
+
+	"github.com/natwall/natwall/rules"
 )
 
 // These benchmarks run the XDP program in the kernel with BPF_PROG_RUN and
@@ -89,9 +91,9 @@ func BenchmarkXDPForwarding(b *testing.B) {
 // syntheticStage builds a stage of n rules, rule i matching TCP port 80 to
 // the /32 at index i, the shape of a large allow list. It builds the
 // tables directly; naiveStage's per-value scan is too slow at this size.
-func syntheticStage(n int, action, def ACLAction) *ACLStage {
+func syntheticStage(n int, action, def rules.Action) *rules.StageTables {
 	words := (n + 63) / 64
-	st := &ACLStage{Default: def, DefaultID: 1}
+	st := &rules.StageTables{Default: def, DefaultID: 1}
 	vec := func(bits ...int) uint32 {
 		bv := make([]uint64, words)
 		for _, i := range bits {
@@ -106,12 +108,13 @@ func syntheticStage(n int, action, def ACLAction) *ACLStage {
 	}
 	every, none := vec(all...), vec()
 	for i := 0; i < n; i++ {
-		st.Rules = append(st.Rules, ACLRule{ID: uint32(100 + i), Action: action})
-		st.Dst = append(st.Dst, ACLPrefix{ruleAddr(i), vec(i)})
+		st.RuleIDs = append(st.RuleIDs, uint32(100+i))
+		st.Actions = append(st.Actions, action)
+		st.Dst = append(st.Dst, rules.PrefixBV{Prefix: ruleAddr(i), BV: vec(i)})
 	}
 	for _, p := range []string{"0.0.0.0/0", "::/0"} {
-		st.Src = append(st.Src, ACLPrefix{netip.MustParsePrefix(p), every})
-		st.Dst = append(st.Dst, ACLPrefix{netip.MustParsePrefix(p), none})
+		st.Src = append(st.Src, rules.PrefixBV{Prefix: netip.MustParsePrefix(p), BV: every})
+		st.Dst = append(st.Dst, rules.PrefixBV{Prefix: netip.MustParsePrefix(p), BV: none})
 	}
 	for i := range st.Proto {
 		st.Proto[i] = none
@@ -152,7 +155,7 @@ func BenchmarkClassifier(b *testing.B) {
 		fx.benchRun(b, miss, "a0", xdpDrop)
 	})
 	for _, n := range []int{10, 1000, 30000} {
-		st := syntheticStage(n, ACLPass, ACLPass)
+		st := syntheticStage(n, rules.Pass, rules.Pass)
 		start := time.Now()
 		if err := loadRules(&fx.objs, st, nil); err != nil {
 			b.Fatal(err)
