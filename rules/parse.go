@@ -287,6 +287,7 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 		return
 	}
 	var protoPos, portsPos, icmpPos Pos
+	actionWritten := false
 	p.mapping(file, n, map[string]func(k, v *yaml.Node){
 		"id": func(k, v *yaml.Node) {
 			if s, ok := p.scalar(file, v, "id"); ok {
@@ -303,6 +304,7 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 			}
 		},
 		"action": func(k, v *yaml.Node) {
+			actionWritten = true
 			s, ok := p.scalar(file, v, "action")
 			if !ok {
 				return
@@ -371,7 +373,7 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 	if r.Priority < 0 {
 		p.add(r.Pos, "rule %q has no priority", r.ID)
 	}
-	if r.Action == 0 {
+	if r.Action == 0 && !actionWritten {
 		p.add(r.Pos, "rule %q has no action", r.ID)
 	}
 	if (r.SrcPorts != nil || r.DstPorts != nil) && r.Protocol != 6 && r.Protocol != 17 {
