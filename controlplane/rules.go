@@ -1,0 +1,193 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/natwall/natwall/dataplane"
+	"github.com/natwall/natwall/rules"
+)
+
+// RuleIDs gives every rule id a stable number for the dataplane, which
+// counters and flows use. It is kept in a file so that a rule keeps its
+// counters across reloads and restarts; a removed rule's number is never
+// given to another rule.
+type RuleIDs struct {
+	path string
+	IDs  map[string]uint32 `json:"ids"`
+	Next uint32            `json:"next"`
+}
+
+// LoadRuleIDs reads the id file at path, or starts afresh if there is none.
+func LoadRuleIDs(path string) (*RuleIDs, error) {
+	r := &RuleIDs{path: path, IDs: map[string]uint32{}, Next: rules.StatefulDefaultID + 1}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read rule ids: %w", err)
+	}
+	if err := json.Unmarshal(data, r); err != nil {
+		return nil, fmt.Errorf("rule id file %s: %w", path, err)
+	}
+	if r.IDs == nil {
+		r.IDs = map[string]uint32{}
+	}
+	return r, nil
+}
+
+// ID is the number of the rule named id, allocating one if it is new.
+func (r *RuleIDs) ID(id string) uint32 {
+	if n, ok := r.IDs[id]; ok {
+		return n
+	}
+	n := r.Next
+	r.IDs[id] = n
+	r.Next++
+	return n
+}
+
+// Save writes the ids atomically: a crash leaves the old file or the new.
+func (r *RuleIDs) Save() error {
+	if r.Next > uint32(dataplane.MaxRuleID) {
+		return fmt.Errorf("rule ids exhausted (%d): remove %s to renumber", r.Next, r.path)
+	}
+	return writeJSONAtomic(r.path, r)
+}
+
+// LiveRule is one rule of the live rule set, for `natwall rules`.
+type LiveRule struct {
+	ID       string `json:"id"`
+	Number   uint32 `json:"number"`
+	Stage    string `json:"stage"`
+	Priority int    `json:"priority"`
+	Action   string `json:"action"`
+	At       string `json:"at"`
+}
+
+// LiveRules is the rule set the dataplane enforces, as the daemon last
+// applied it.
+type LiveRules struct {
+	Files           []string   `json:"files"`
+	Rules           []LiveRule `json:"rules"`
+	StatefulDefault string     `json:"stateful_default"`
+}
+
+// Rule file names in the state directory.
+const (
+	ruleIDsFile   = "rule-ids.json"
+	liveRulesFile = "rules.json"
+)
+
+// ruleLoader compiles rule files and applies them to the dataplane; a set
+// that does not load changes nothing.
+type ruleLoader struct {
+	paths    []string
+	inside   []netip.Prefix
+	stateDir string
+	apply    func(stateless, stateful *rules.StageTables) error
+}
+
+// load reads, validates, compiles and applies the rule files. On any
+// error the last good rule set stays live; the error names file:line:col.
+func (l *ruleLoader) load() (*rules.RuleSet, error) {
+	rs, err := rules.Load(l.paths, rules.Options{Inside: l.inside})
+	if err != nil {
+		return nil, err
+	}
+	ids, err := LoadRuleIDs(filepath.Join(l.stateDir, ruleIDsFile))
+	if err != nil {
+		return nil, err
+	}
+	tbl, err := rules.Compile(rs, ids.ID)
+	if err != nil {
+		return nil, err
+	}
+	// Numbers are saved before they reach the dataplane, so counters never
+	// name a rule a later daemon would not know.
+	if err := ids.Save(); err != nil {
+		return nil, err
+	}
+	if err := l.apply(tbl.Stateless, tbl.Stateful); err != nil {
+		return nil, fmt.Errorf("apply rule set: %w", err)
+	}
+	live := LiveRules{Files: l.paths, StatefulDefault: rs.StatefulDefault.String()}
+	for _, stage := range []rules.Stage{rules.Stateless, rules.Stateful} {
+		for _, r := range rs.Rules(stage) {
+			live.Rules = append(live.Rules, LiveRule{ID: r.ID, Number: ids.ID(r.ID), Stage: stage.String(),
+				Priority: r.Priority, Action: r.Action.String(), At: r.Pos.String()})
+		}
+	}
+	if err := writeJSONAtomic(filepath.Join(l.stateDir, liveRulesFile), live); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// ReadLiveRules reads what the daemon last applied, from its state directory.
+func ReadLiveRules(stateDir string) (LiveRules, error) {
+	var live LiveRules
+	data, err := os.ReadFile(filepath.Join(stateDir, liveRulesFile))
+	if err != nil {
+		return live, fmt.Errorf("read live rules (is natwall running with rules?): %w", err)
+	}
+	return live, json.Unmarshal(data, &live)
+}
+
+// RuleHits pairs each live rule with its hit counters, most hit first;
+// rules never hit stay in the list.
+type RuleHits struct {
+	LiveRule
+	Hits  uint64 `json:"hits"` // packets (stateless) or flows (stateful)
+	Bytes uint64 `json:"bytes,omitempty"`
+}
+
+// SortRuleHits sorts by hits, then by stage and priority.
+func SortRuleHits(h []RuleHits) {
+	sort.SliceStable(h, func(i, j int) bool {
+		if h[i].Hits != h[j].Hits {
+			return h[i].Hits > h[j].Hits
+		}
+		if h[i].Stage != h[j].Stage {
+			return h[i].Stage > h[j].Stage // stateless first
+		}
+		return h[i].Priority < h[j].Priority
+	})
+}
+
+func writeJSONAtomic(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// DefaultStateDir holds what the daemon keeps besides the pinned maps: the
+// rule ids and the live rule set.
+const DefaultStateDir = "/var/lib/natwall"
