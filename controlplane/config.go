@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -64,6 +65,23 @@ type Config struct {
 	Health  HealthConfig
 	Log     LogConfig
 	Sysctl  SysctlConfig
+
+	// StateDir keeps rule numbers and the live rule set.
+	StateDir string
+	// RulePaths are rule files or directories; none means the built-in
+	// policy (flows may start from inside only).
+	RulePaths []string
+	// SNAT is nil when outbound flows are not translated.
+	SNAT      *dataplane.SNAT
+	Conntrack ConntrackConfig
+}
+
+// ConntrackConfig sizes and times the flow tables.
+type ConntrackConfig struct {
+	TableSize       uint32
+	InvalidTCPReset bool
+	GCInterval      time.Duration
+	Timeouts        dataplane.Timeouts
 }
 
 // MetricsConfig is the HTTP listener for /metrics and /healthz.
@@ -127,6 +145,23 @@ var configKeys = []configKey{
 	{key: "log.level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error"},
 	{key: "log.format", kind: kindString, def: string(LogAuto), usage: "log format: json or text (default: text on a terminal, json otherwise)"},
 	{key: "sysctl.manage", kind: kindBool, def: true, usage: "set the kernel's forwarding sysctls at startup"},
+	{key: "state_dir", kind: kindString, def: DefaultStateDir, usage: "directory for rule numbers and the live rule set"},
+	{key: "rules.paths", kind: kindList, usage: "rule files or directories of *.yaml (default: none, the built-in policy)"},
+	{key: "snat.enabled", kind: kindBool, def: false, usage: "translate outbound IPv4 flows to snat.addresses"},
+	{key: "snat.addresses", kind: kindList, usage: "the appliance's external IPv4 addresses (required with snat.enabled)"},
+	{key: "snat.port_range", kind: kindString, def: "1024-65535", usage: "external ports (and ICMP identifiers) to allocate"},
+	{key: "snat.mapping", kind: kindString, def: dataplane.MappingEndpointIndependent.String(), usage: "endpoint-independent or address-port-dependent"},
+	{key: "snat.exclude", kind: kindList, usage: "IPv4 destinations never translated"},
+	{key: "conntrack.table_size", kind: kindString, def: "262144", usage: "flows each flow table holds"},
+	{key: "conntrack.invalid_tcp_reset", kind: kindBool, def: false, usage: "answer inside TCP of no known flow with a RST"},
+	{key: "conntrack.gc_interval", kind: kindString, def: "10s", usage: "how often expired flows are collected"},
+	{key: "conntrack.timeouts.tcp_syn", kind: kindString, def: dataplane.DefaultTimeouts().TCPSyn.String(), usage: "idle timeout of TCP handshakes"},
+	{key: "conntrack.timeouts.tcp_established", kind: kindString, def: dataplane.DefaultTimeouts().TCPEstablished.String(), usage: "idle timeout of established TCP"},
+	{key: "conntrack.timeouts.tcp_transitory", kind: kindString, def: dataplane.DefaultTimeouts().TCPTransitory.String(), usage: "idle timeout of closing TCP"},
+	{key: "conntrack.timeouts.tcp_close", kind: kindString, def: dataplane.DefaultTimeouts().TCPClose.String(), usage: "idle timeout after a TCP RST"},
+	{key: "conntrack.timeouts.udp", kind: kindString, def: dataplane.DefaultTimeouts().UDP.String(), usage: "idle timeout of UDP flows"},
+	{key: "conntrack.timeouts.icmp", kind: kindString, def: dataplane.DefaultTimeouts().ICMP.String(), usage: "idle timeout of ICMP flows"},
+	{key: "conntrack.timeouts.other", kind: kindString, def: dataplane.DefaultTimeouts().Other.String(), usage: "idle timeout of other protocols"},
 }
 
 func envName(key string) string {
@@ -364,7 +399,7 @@ func (l *configLoader) walk(m *yaml.Node, prefix string) {
 					l.nodes[fmt.Sprintf("%s[%d]", key, j)] = el
 				}
 			}
-		case prefix == "" && isSection(key):
+		case isSection(key):
 			switch {
 			case val.Kind == yaml.MappingNode:
 				l.walk(val, key+".")
@@ -398,7 +433,7 @@ func isSection(name string) bool {
 func sectionKeys(section string) []string {
 	var keys []string
 	for _, k := range configKeys {
-		if s, leaf, ok := strings.Cut(k.key, "."); ok && s == section {
+		if leaf, ok := strings.CutPrefix(k.key, section+"."); ok {
 			keys = append(keys, leaf)
 		}
 	}
@@ -678,7 +713,101 @@ func (l *configLoader) build() Config {
 	}
 
 	cfg.Sysctl.Manage = l.boolean("sysctl.manage")
+
+	if dir, ok := l.str("state_dir"); ok {
+		if !filepath.IsAbs(dir) {
+			l.fail("state_dir", "%q must be an absolute path", dir)
+		}
+		cfg.StateDir = filepath.Clean(dir)
+	}
+	cfg.RulePaths, _ = l.list("rules.paths")
+	l.buildSNAT(&cfg)
+	l.buildConntrack(&cfg)
 	return cfg
+}
+
+func (l *configLoader) buildSNAT(cfg *Config) {
+	enabled := l.boolean("snat.enabled")
+	addrs, _ := l.list("snat.addresses")
+	n := &dataplane.SNAT{}
+	for i, s := range addrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			l.fail(fmt.Sprintf("snat.addresses[%d]", i), "%q is not an IPv4 address", s)
+			continue
+		}
+		n.Addresses = append(n.Addresses, a)
+	}
+	if enabled && len(addrs) == 0 {
+		l.fail("snat.addresses", "required with snat.enabled: the appliance's external IPv4 addresses")
+	}
+	if len(addrs) > dataplane.MaxSNATAddresses {
+		l.fail("snat.addresses", "%d addresses, at most %d", len(addrs), dataplane.MaxSNATAddresses)
+	}
+	if r, ok := l.str("snat.port_range"); ok {
+		lo, hi, found := strings.Cut(r, "-")
+		a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+		b, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+		if !found || err1 != nil || err2 != nil || a == 0 || a > b {
+			l.fail("snat.port_range", "%q is not a range lo-hi of ports from 1 to 65535", r)
+		}
+		n.PortMin, n.PortMax = uint16(a), uint16(b)
+	}
+	if m, ok := l.oneOf("snat.mapping", dataplane.MappingEndpointIndependent.String(), dataplane.MappingAddressPortDependent.String()); ok &&
+		m == dataplane.MappingAddressPortDependent.String() {
+		n.Mode = dataplane.MappingAddressPortDependent
+	}
+	excl, _ := l.list("snat.exclude")
+	for i, s := range excl {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() || p != p.Masked() {
+			l.fail(fmt.Sprintf("snat.exclude[%d]", i), "%q is not an IPv4 CIDR without host bits", s)
+			continue
+		}
+		n.Exclude = append(n.Exclude, p)
+	}
+	if enabled {
+		cfg.SNAT = n
+	}
+}
+
+func (l *configLoader) duration(key string, min time.Duration) time.Duration {
+	s, ok := l.str(key)
+	if !ok {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < min {
+		l.fail(key, "%q is not a duration of at least %v, such as 2h4m or 30s", s, min)
+	}
+	return d
+}
+
+func (l *configLoader) buildConntrack(cfg *Config) {
+	c := &cfg.Conntrack
+	switch v := l.raw("conntrack.table_size").(type) {
+	case int:
+		c.TableSize = uint32(max(v, 0))
+	default:
+		s, _ := l.str("conntrack.table_size")
+		n, _ := strconv.ParseUint(s, 10, 32)
+		c.TableSize = uint32(n)
+	}
+	if c.TableSize < 1024 || c.TableSize > 16<<20 {
+		l.fail("conntrack.table_size", "%d is not from 1024 to %d flows", c.TableSize, 16<<20)
+	}
+	c.InvalidTCPReset = l.boolean("conntrack.invalid_tcp_reset")
+	c.GCInterval = l.duration("conntrack.gc_interval", 100*time.Millisecond)
+	t := &c.Timeouts
+	for _, f := range []struct {
+		key string
+		d   *time.Duration
+	}{
+		{"tcp_syn", &t.TCPSyn}, {"tcp_established", &t.TCPEstablished}, {"tcp_transitory", &t.TCPTransitory},
+		{"tcp_close", &t.TCPClose}, {"udp", &t.UDP}, {"icmp", &t.ICMP}, {"other", &t.Other},
+	} {
+		*f.d = l.duration("conntrack.timeouts."+f.key, time.Second)
+	}
 }
 
 // validInterfaceName mirrors the kernel's dev_valid_name.

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -39,6 +40,10 @@ func writeConfig(t *testing.T, name, text string) string {
 	return path
 }
 
+func defaultConntrack() ConntrackConfig {
+	return ConntrackConfig{TableSize: 262144, GCInterval: 10 * time.Second, Timeouts: dataplane.DefaultTimeouts()}
+}
+
 func TestLoadConfigExample(t *testing.T) {
 	clearNatwallEnv(t)
 	cfg, err := LoadConfig(LoadOptions{File: "testdata/natwall.yaml"})
@@ -58,6 +63,8 @@ func TestLoadConfigExample(t *testing.T) {
 		Health:             HealthConfig{Listen: "0.0.0.0:9618"},
 		Log:                LogConfig{Level: slog.LevelInfo, Format: LogJSON},
 		Sysctl:             SysctlConfig{Manage: true},
+		StateDir:           DefaultStateDir,
+		Conntrack:          defaultConntrack(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("LoadConfig(example) =\n%+v\nwant\n%+v", cfg, want)
@@ -76,6 +83,8 @@ func TestLoadConfigValues(t *testing.T) {
 		Metrics:         MetricsConfig{Listen: DefaultMetricsListen},
 		Log:             LogConfig{Level: slog.LevelInfo, Format: LogAuto},
 		Sysctl:          SysctlConfig{Manage: true},
+		StateDir:        DefaultStateDir,
+		Conntrack:       defaultConntrack(),
 	}
 	tests := []struct {
 		name string
@@ -83,6 +92,12 @@ func TestLoadConfigValues(t *testing.T) {
 		want func(*Config)
 	}{
 		{"defaults", minimalConfig, func(*Config) {}},
+		{"snat and conntrack", minimalConfig + "snat:\n  enabled: true\n  addresses: [198.19.1.1]\n  port_range: 20000-20015\n  mapping: address-port-dependent\n  exclude: [198.19.9.0/24]\nconntrack:\n  table_size: 4096\n  invalid_tcp_reset: true\n  gc_interval: 1s\n  timeouts:\n    udp: 2m\nrules:\n  paths: [/etc/natwall/rules]\n", func(c *Config) {
+			c.SNAT = &dataplane.SNAT{Addresses: []netip.Addr{netip.MustParseAddr("198.19.1.1")}, PortMin: 20000, PortMax: 20015,
+				Mode: dataplane.MappingAddressPortDependent, Exclude: []netip.Prefix{netip.MustParsePrefix("198.19.9.0/24")}}
+			c.Conntrack.TableSize, c.Conntrack.InvalidTCPReset, c.Conntrack.GCInterval, c.Conntrack.Timeouts.UDP = 4096, true, time.Second, 2*time.Minute
+			c.RulePaths = []string{"/etc/natwall/rules"}
+		}},
 		{"generic mode with fallback", minimalConfig + "xdp_mode: generic\nxdp_generic_fallback: true\n", func(c *Config) {
 			c.XDPMode = dataplane.ModeGeneric
 			c.XDPGenericFallback = true

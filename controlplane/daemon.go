@@ -8,13 +8,17 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
 	"github.com/natwall/natwall/dataplane"
+	"github.com/natwall/natwall/rules"
 )
 
 // DataplaneState is what metrics and health read from the dataplane.
@@ -98,12 +102,18 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	settings := dataplane.DefaultSettings()
 	settings.MalformedAction = cfg.MalformedAction
 	settings.Inside = cfg.InsideNetworks
+	settings.SNAT = cfg.SNAT
+	settings.InvalidTCPReset = cfg.Conntrack.InvalidTCPReset
+	if cfg.Conntrack.Timeouts != (dataplane.Timeouts{}) {
+		settings.Timeouts = cfg.Conntrack.Timeouts
+	}
 	dp, err := d.openDataplane(dataplane.Options{
 		Interfaces:           cfg.Interfaces,
 		Mode:                 cfg.XDPMode,
 		AllowGenericFallback: cfg.XDPGenericFallback,
 		PinDir:               cfg.PinDir,
 		Settings:             settings,
+		FlowTableSize:        cfg.Conntrack.TableSize,
 		Logger:               log,
 	})
 	if err != nil {
@@ -124,9 +134,26 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
+	rl, err := d.loadRules(dp, registry)
+	if err != nil {
+		return err
+	}
+
 	serveCtx, stopServing := context.WithCancelCause(ctx)
 	defer stopServing(nil)
 	var wg sync.WaitGroup
+	if fs, ok := dp.(flowSource); ok {
+		interval := cfg.Conntrack.GCInterval
+		if interval <= 0 {
+			interval = 10 * time.Second
+		}
+		tracker := &flowTracker{src: fs, log: log, interval: interval}
+		registry.MustRegister(tracker)
+		wg.Go(func() { tracker.run(serveCtx) })
+	}
+	if rl != nil {
+		wg.Go(func() { rl.reloadOnHangup(serveCtx) })
+	}
 	var serveErrs [2]error
 	start := func(i int, s *httpServer, h http.Handler) {
 		wg.Go(func() {
@@ -159,10 +186,83 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	return errors.Join(serveErrs[:]...)
 }
 
+// ruleApplier is the dataplane's rule loading.
+type ruleApplier interface {
+	LoadRules(stateless, stateful *rules.StageTables) error
+}
+
+// loadRules applies the configured rule files, if any. At start a rule set
+// that does not load stops the daemon (a pinned dataplane left by an
+// earlier daemon keeps enforcing its last good set meanwhile).
+func (d *daemon) loadRules(dp Dataplane, reg *prometheus.Registry) (*hangupReloader, error) {
+	if len(d.cfg.RulePaths) == 0 {
+		return nil, nil
+	}
+	ra, ok := dp.(ruleApplier)
+	if !ok {
+		return nil, errors.New("this dataplane cannot load rules")
+	}
+	rl := &hangupReloader{
+		loader: &ruleLoader{paths: d.cfg.RulePaths, inside: d.cfg.InsideNetworks, stateDir: d.cfg.StateDir, apply: ra.LoadRules},
+		log:    d.log,
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natwall_config_reloads_total",
+			Help: "Rule set loads, by result: a failed one leaves the last good set live.",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(rl.reloads)
+	if err := rl.reload(); err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	return rl, nil
+}
+
+// hangupReloader reloads the rule files on SIGHUP.
+type hangupReloader struct {
+	loader  *ruleLoader
+	log     *slog.Logger
+	reloads *prometheus.CounterVec
+}
+
+func (h *hangupReloader) reload() error {
+	rs, err := h.loader.load()
+	if err != nil {
+		h.reloads.WithLabelValues("error").Inc()
+		var list rules.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				h.log.Error("rule file rejected; the last good rule set stays live", "at", e.Pos.String(), "error", e.Msg)
+			}
+		}
+		return err
+	}
+	h.reloads.WithLabelValues("ok").Inc()
+	h.log.Info("rule set applied", "files", h.loader.paths, "stateless", len(rs.Stateless), "stateful", len(rs.Stateful),
+		"stateful_default", rs.StatefulDefault.String())
+	return nil
+}
+
+func (h *hangupReloader) reloadOnHangup(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			h.reload()
+		}
+	}
+}
+
 // sysctls sets the forwarding sysctls, or with sysctl.manage off only
 // warns about those that would stop natwall from working as intended.
 func (d *daemon) sysctls() error {
 	settings := ForwardingSysctls(d.cfg.Interfaces)
+	if d.cfg.SNAT != nil {
+		settings = append(settings, NATSysctls(d.cfg.Interfaces)...)
+	}
 	if d.cfg.Sysctl.Manage {
 		if _, err := ApplySysctls(d.sysctlRoot, settings, d.log); err != nil {
 			return fmt.Errorf("apply sysctls (set sysctl.manage to false to manage them yourself): %w", err)

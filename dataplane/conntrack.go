@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -490,6 +491,12 @@ func (s *State) SNATUsage() ([]PortUsage, error) {
 	for k, n := range counts {
 		out = append(out, PortUsage{Addr: k.addr, Proto: k.proto, Mappings: n, Capacity: capacity})
 	}
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].Addr.Compare(out[j].Addr); c != 0 {
+			return c < 0
+		}
+		return out[i].Proto < out[j].Proto
+	})
 	return out, nil
 }
 
