@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +23,10 @@ import (
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/test/lab"
 )
+
+// metricsListen is where the demo's natwall serves /healthz and /metrics,
+// inside the appliance's namespace.
+const metricsListen = "127.0.0.1:9617"
 
 // Options configure Run.
 type Options struct {
@@ -72,13 +77,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 inside_networks: [%s, %s]
 pin_dir: %s
 metrics:
-  listen: 127.0.0.1:9617
+  listen: %s
 log:
   format: text
 snat:
   enabled: true
   addresses: [%s]
-`, lab.InsideNIC, lab.OutsideNIC, lab.InsideNetworkV4, lab.InsideNetworkV6, pinDir, lab.ApplianceOutsideV4)
+`, lab.InsideNIC, lab.OutsideNIC, lab.InsideNetworkV4, lab.InsideNetworkV6, pinDir, metricsListen, lab.ApplianceOutsideV4)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -93,7 +98,7 @@ snat:
 		return err
 	}
 	defer proc.Stop()
-	st, err := waitDataplane(ctx, pinDir, proc)
+	st, err := waitDataplane(ctx, l, pinDir, proc)
 	if err != nil {
 		return err
 	}
@@ -206,13 +211,20 @@ snat:
 	return nil
 }
 
-// waitDataplane waits until natwall has pinned its state.
-func waitDataplane(ctx context.Context, pinDir string, proc *lab.Process) (*dataplane.State, error) {
+// waitDataplane waits until natwall reports itself healthy, which it does
+// only once its program is attached, then opens its pinned state.
+func waitDataplane(ctx context.Context, l *lab.Lab, pinDir string, proc *lab.Process) (*dataplane.State, error) {
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return l.Appliance.Dial(ctx, network, addr)
+		}}}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(pinDir, "links")); err == nil {
-			if st, err := dataplane.OpenState(pinDir); err == nil {
-				return st, nil
+		resp, err := client.Get("http://" + metricsListen + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return dataplane.OpenState(pinDir)
 			}
 		}
 		select {
@@ -223,7 +235,7 @@ func waitDataplane(ctx context.Context, pinDir string, proc *lab.Process) (*data
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("natwall did not start within 20s:\n%s", proc.Output())
+			return nil, fmt.Errorf("natwall not healthy within 20s:\n%s", proc.Output())
 		}
 	}
 }
