@@ -2,9 +2,15 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/google/gopacket/layers"
 
 	"github.com/natwall/natwall/rules"
 	"github.com/natwall/natwall/rules/rulestest"
@@ -104,4 +110,43 @@ func TestClassifierMatchesReference(t *testing.T) {
 		}
 	}
 	t.Logf("%d packets agreed", cases)
+}
+
+// A 30,000-rule stateful set, compiled from rule files by package rules,
+// loads into the dataplane and enforces the rule a packet matches.
+func TestClassifier30000Rules(t *testing.T) {
+	fx := newFibFixture(t)
+	var b strings.Builder
+	b.WriteString("stateful:\n  default_action: deny\n  rules:\n")
+	for i := 0; i < 30000; i++ {
+		action := "allow"
+		if i%2 == 1 {
+			action = "reject"
+		}
+		fmt.Fprintf(&b, "    - {id: r%d, priority: %d, action: %s, dst: [198.19.%d.%d/32], protocol: udp, dst_ports: [%d]}\n",
+			i, i, action, 100+i/250, 1+i%250, 9000+i%7)
+	}
+	rs, err := rules.Parse([]rules.Source{{Name: "big.yaml", Data: []byte(b.String())}}, rules.Options{Inside: fixtureSettings().Inside})
+	must(t, err)
+	next := uint32(10)
+	tbl, err := rules.Compile(rs, func(string) uint32 { next++; return next })
+	must(t, err)
+	must(t, loadRules(&fx.objs, nil, tbl.Stateful))
+	// The rules' destinations are routed (their neighbours unresolved).
+	if out, err := exec.Command("ip", "-n", fmt.Sprintf("nwtest-xdp-%d", os.Getpid()), "route", "add", "198.19.0.0/16", "dev", "b0").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for _, tc := range []struct {
+		rule int
+		port uint16
+		want Reason
+	}{
+		{0, 9000, ReasonPassNoNeigh}, // allowed, then routed to an unresolved neighbour
+		{29998, 9000 + 29998%7, ReasonPassNoNeigh},
+		{29999, 9000 + 29999%7, ReasonReplyICMPUnreach}, // reject
+		{15000, 9999, ReasonDropACLDeny},                // right address, wrong port: the default
+	} {
+		dst := fmt.Sprintf("198.19.%d.%d", 100+tc.rule/250, 1+tc.rule%250)
+		fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: dst, sport: 40000 + uint16(tc.rule%1000), dport: tc.port}), "a0", tc.want)
+	}
 }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -222,4 +223,29 @@ func pseudoChecksum6(src, dst []byte, proto byte, seg []byte) uint16 {
 		b = append(b, 0)
 	}
 	return ipChecksum(b)
+}
+
+// A RST answering a SYN acknowledges the SYN's sequence number plus one
+// (RFC 9293 3.10.7.1): a client ignores any other.
+func TestRejectSYNAcknowledgesIt(t *testing.T) {
+	fx := newFibFixture(t)
+	rej := anyRule(40, rules.Reject)
+	rej.proto = 6
+	must(t, loadRules(&fx.objs, nil, naiveStage([]testRule{rej}, rules.Deny, 2)))
+	in := frame4(t, l4spec{proto: layers.IPProtocolTCP, src: "198.18.1.20", dst: "198.19.1.10", sport: 40000, dport: 22, tcpFlags: "S"})
+	res := fx.expect(t, in, "a0", ReasonReplyTCPRST)
+	decode4(t, res.out) // checksums
+	tcp := res.out[14+20:]
+	seq := binary.BigEndian.Uint32(in[14+20+4:])
+	if flags := tcp[13]; flags != 0x14 {
+		t.Fatalf("flags %#02x, want RST|ACK", flags)
+	}
+	// The test SYN carries 20 bytes of data (as with TCP Fast Open),
+	// which the RST acknowledges too.
+	if ack := binary.BigEndian.Uint32(tcp[8:]); ack != seq+1+20 {
+		t.Fatalf("RST acknowledges %d, want the SYN's %d + 1 + 20 bytes of data", ack, seq)
+	}
+	if s := binary.BigEndian.Uint32(tcp[4:]); s != 0 {
+		t.Fatalf("RST sequence %d, want 0 (the SYN carried no ACK)", s)
+	}
 }

@@ -516,3 +516,19 @@ func TestConntrackLastSeenInTheFuture(t *testing.T) {
 		t.Fatalf("a flow seen in the future was expired")
 	}
 }
+
+// Destinations on the exclusion list are never translated.
+func TestSNATExclusions(t *testing.T) {
+	fx := newFibFixture(t)
+	s := natSettings(1024, 65535)
+	s.SNAT.Exclude = []netip.Prefix{netip.MustParsePrefix("198.19.1.11/32")}
+	fx.apply(t, s)
+	excluded := decode4(t, fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.11", sport: 5000, dport: 9000}), "a0", ReasonFwdRedirect).out)
+	if excluded.src != "198.18.1.20" {
+		t.Fatalf("a flow to an excluded destination was translated to %s", excluded.src)
+	}
+	other := decode4(t, fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 5000, dport: 9000}), "a0", ReasonFwdRedirect).out)
+	if other.src != natAddr {
+		t.Fatalf("a flow to another destination was not translated (%s)", other.src)
+	}
+}

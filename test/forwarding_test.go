@@ -24,15 +24,31 @@ var families = []family{
 // forEachTopology runs fn for both NIC shapes and both address families,
 // with natwall attached to the appliance.
 func forEachTopology(t *testing.T, fn func(t *testing.T, l *lab.Lab, a *appliance, fam family)) {
+	forEachTopologyWith(t, "", fn)
+}
+
+// forEachTopologyWith is forEachTopology with extra natwall config.
+func forEachTopologyWith(t *testing.T, config string, fn func(t *testing.T, l *lab.Lab, a *appliance, fam family)) {
 	for _, shape := range shapes {
 		t.Run(shape.String(), func(t *testing.T) {
 			l := newLab(t, lab.Options{Shape: shape})
-			a := startNatwall(t, l, "")
+			if config != "" {
+				watchForLeaks(t, l)
+			}
+			a := startNatwall(t, l, config)
 			for _, fam := range families {
 				t.Run(fam.name, func(t *testing.T) { fn(t, l, a, fam) })
 			}
 		})
 	}
+}
+
+// modes are the two ways natwall forwards: routing only, and with SNAT of
+// outbound IPv4 (RFC 5508: traceroute and path MTU discovery must work
+// through the NAT, their ICMP errors translated with the headers they embed).
+var modes = []struct{ name, config string }{
+	{"routing", ""},
+	{"snat", natConfig("")},
 }
 
 // Ping, TCP and UDP pass through the appliance, forwarded in XDP, and the
@@ -84,7 +100,13 @@ func TestForwardingFastPath(t *testing.T) {
 // traceroute through the appliance: the appliance's kernel answers the
 // expiring probes with time exceeded, and the server answers the rest.
 func TestTracerouteThroughAppliance(t *testing.T) {
-	forEachTopology(t, func(t *testing.T, l *lab.Lab, a *appliance, fam family) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testTraceroute(t, m.config) })
+	}
+}
+
+func testTraceroute(t *testing.T, config string) {
+	forEachTopologyWith(t, config, func(t *testing.T, l *lab.Lab, a *appliance, fam family) {
 		ctx := testContext(t)
 		client, server := l.Clients[0], l.Servers[0]
 		dst := fam.client(server)
@@ -127,7 +149,13 @@ func tracerouteHops(out string) []string {
 // which sends fragmentation needed / packet too big, so path MTU discovery
 // works: a bulk TCP transfer completes over the smaller MTU.
 func TestPathMTUDiscovery(t *testing.T) {
-	forEachTopology(t, func(t *testing.T, l *lab.Lab, a *appliance, fam family) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testPathMTU(t, m.config) })
+	}
+}
+
+func testPathMTU(t *testing.T, config string) {
+	forEachTopologyWith(t, config, func(t *testing.T, l *lab.Lab, a *appliance, fam family) {
 		ctx := testContext(t)
 		client, server := l.Clients[0], l.Servers[0]
 		dst := fam.client(server)

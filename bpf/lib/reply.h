@@ -49,7 +49,10 @@ static __always_inline void tcp_make_rst(struct tcphdr *tcp, __u32 payload)
 {
 	__u32 seq = bpf_ntohl(tcp->seq);
 	__be32 ack = tcp->ack_seq;
+	/* Read before the flags word is cleared below: SYN and FIN each
+	 * occupy a sequence number the RST must acknowledge. */
 	int had_ack = tcp->ack;
+	__u32 occupied = payload + tcp->syn + tcp->fin;
 	__be16 port = tcp->source;
 
 	tcp->source = tcp->dest;
@@ -63,7 +66,7 @@ static __always_inline void tcp_make_rst(struct tcphdr *tcp, __u32 payload)
 		tcp->ack_seq = 0;
 	} else {
 		tcp->seq = 0;
-		tcp->ack_seq = bpf_htonl(seq + payload + tcp->syn + tcp->fin);
+		tcp->ack_seq = bpf_htonl(seq + occupied);
 		tcp->ack = 1;
 	}
 	tcp->window = 0;

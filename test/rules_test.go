@@ -1,0 +1,136 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/natwall/natwall/test/lab"
+)
+
+func dialWithin(ctx context.Context, ns *lab.NetNS, dst netip.AddrPort, d time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	c, err := ns.Dial(ctx, "tcp", dst.String())
+	if err == nil {
+		c.Close()
+	}
+	return time.Since(start), err
+}
+
+// Rules from a file through natwall run: allow, reject (refused at once, as
+// a client sees it), the default deny (a timeout); hits per rule; a reload
+// on SIGHUP; a broken file on reload leaves the last good set live.
+func TestRulesEnforcedAndReloaded(t *testing.T) {
+	l := newLab(t, lab.Options{Shape: lab.TwoNIC})
+	dir := t.TempDir()
+	ruleFile := filepath.Join(dir, "rules.yaml")
+	write := func(body string) {
+		if err := os.WriteFile(ruleFile, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`stateful:
+  default_action: deny
+  rules:
+    - {id: web, priority: 10, action: allow, protocol: tcp, dst_ports: [7000]}
+    - {id: no-admin, priority: 20, action: reject, protocol: tcp, dst_ports: [7001]}
+    - {id: ping, priority: 30, action: allow, protocol: icmp}
+    - {id: ping6, priority: 31, action: allow, protocol: icmpv6}
+`)
+	a := startNatwall(t, l, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n", filepath.Join(dir, "state"), ruleFile))
+	server, client := l.Servers[0], l.Clients[0]
+	warmUp(t, client.NS, server.IPv4)
+	ctx := testContext(t)
+	for _, port := range []int{7000, 7001, 7002} {
+		ln, err := server.NS.Listen("tcp", netip.AddrPortFrom(server.IPv4, uint16(port)).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go echoServer(ln)
+	}
+	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(server.IPv4, port) }
+
+	if _, err := dialWithin(ctx, client.NS, at(7000), 5*time.Second); err != nil {
+		t.Fatalf("allowed port: %v", err)
+	}
+	took, err := dialWithin(ctx, client.NS, at(7001), 5*time.Second)
+	if !errors.Is(err, syscall.ECONNREFUSED) || took > time.Second {
+		t.Fatalf("rejected port: %v after %v, want connection refused at once", err, took)
+	}
+	if _, err := dialWithin(ctx, client.NS, at(7002), time.Second); err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("denied port: %v, want a timeout (a silent drop)", err)
+	}
+
+	out, err := l.Appliance.Run(ctx, natwallBin, "rules", "-o", "json", "--pin-dir", a.pinDir, "--state-dir", filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits []struct {
+		ID   string `json:"id"`
+		Hits uint64 `json:"hits"`
+	}
+	if err := json.Unmarshal(out, &hits); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got := map[string]uint64{}
+	for _, h := range hits {
+		got[h.ID] = h.Hits
+	}
+	if got["web"] != 1 || got["no-admin"] != 1 || len(hits) != 4 {
+		t.Fatalf("rule hits %v (from %s)", got, out)
+	}
+
+	// Allow 7001 instead, and reload.
+	write(`stateful:
+  rules:
+    - {id: web, priority: 10, action: allow, protocol: tcp, dst_ports: [7000, 7001]}
+`)
+	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reloaded rule set", func() bool {
+		_, err := dialWithin(ctx, client.NS, at(7001), 500*time.Millisecond)
+		return err == nil
+	})
+
+	// A broken file: the last good set stays.
+	write("stateful:\n  rules:\n    - {id: web, priority: 10, action: alow}\n")
+	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failed reload to be counted", func() bool {
+		fam := a.metrics(t)["natwall_config_reloads_total"]
+		for _, m := range fam.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetValue() == "error" && m.GetCounter().GetValue() == 1 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if _, err := dialWithin(ctx, client.NS, at(7001), 2*time.Second); err != nil {
+		t.Fatalf("after a broken reload the last good rules should still allow 7001: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
