@@ -72,8 +72,10 @@ type Config struct {
 	// policy (flows may start from inside only).
 	RulePaths []string
 	// SNAT is nil when outbound flows are not translated.
-	SNAT      *dataplane.SNAT
-	Conntrack ConntrackConfig
+	// Revalidate applies to established flows on a rule reload.
+	Revalidate Revalidate
+	SNAT       *dataplane.SNAT
+	Conntrack  ConntrackConfig
 }
 
 // ConntrackConfig sizes and times the flow tables.
@@ -147,6 +149,7 @@ var configKeys = []configKey{
 	{key: "sysctl.manage", kind: kindBool, def: true, usage: "set the kernel's forwarding sysctls at startup"},
 	{key: "state_dir", kind: kindString, def: DefaultStateDir, usage: "directory for rule numbers and the live rule set"},
 	{key: "rules.paths", kind: kindList, usage: "rule files or directories of *.yaml (default: none, the built-in policy)"},
+	{key: "rules.revalidate", kind: kindString, def: string(RevalidateKeep), usage: "on reload, keep or close established flows the new rules deny"},
 	{key: "snat.enabled", kind: kindBool, def: false, usage: "translate outbound IPv4 flows to snat.addresses"},
 	{key: "snat.addresses", kind: kindList, usage: "the appliance's external IPv4 addresses (required with snat.enabled)"},
 	{key: "snat.port_range", kind: kindString, def: "1024-65535", usage: "external ports (and ICMP identifiers) to allocate"},
@@ -721,6 +724,9 @@ func (l *configLoader) build() Config {
 		cfg.StateDir = filepath.Clean(dir)
 	}
 	cfg.RulePaths, _ = l.list("rules.paths")
+	if r, ok := l.oneOf("rules.revalidate", string(RevalidateKeep), string(RevalidateClose)); ok {
+		cfg.Revalidate = Revalidate(r)
+	}
 	l.buildSNAT(&cfg)
 	l.buildConntrack(&cfg)
 	return cfg

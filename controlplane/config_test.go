@@ -64,6 +64,7 @@ func TestLoadConfigExample(t *testing.T) {
 		Log:                LogConfig{Level: slog.LevelInfo, Format: LogJSON},
 		Sysctl:             SysctlConfig{Manage: true},
 		StateDir:           DefaultStateDir,
+		Revalidate:         RevalidateKeep,
 		Conntrack:          defaultConntrack(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -84,6 +85,7 @@ func TestLoadConfigValues(t *testing.T) {
 		Log:             LogConfig{Level: slog.LevelInfo, Format: LogAuto},
 		Sysctl:          SysctlConfig{Manage: true},
 		StateDir:        DefaultStateDir,
+		Revalidate:      RevalidateKeep,
 		Conntrack:       defaultConntrack(),
 	}
 	tests := []struct {

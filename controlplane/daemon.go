@@ -203,14 +203,22 @@ func (d *daemon) loadRules(dp Dataplane, reg *prometheus.Registry) (*hangupReloa
 		return nil, errors.New("this dataplane cannot load rules")
 	}
 	rl := &hangupReloader{
-		loader: &ruleLoader{paths: d.cfg.RulePaths, inside: d.cfg.InsideNetworks, stateDir: d.cfg.StateDir, apply: ra.LoadRules},
-		log:    d.log,
+		loader:     &ruleLoader{paths: d.cfg.RulePaths, inside: d.cfg.InsideNetworks, stateDir: d.cfg.StateDir, apply: ra.LoadRules},
+		log:        d.log,
+		revalidate: d.cfg.Revalidate,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natwall_config_reloads_total",
 			Help: "Rule set loads, by result: a failed one leaves the last good set live.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(rl.reloads)
+	if fs, ok := dp.(flowSource); ok {
+		rl.state = fs.State
+	}
+	rl.closed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "natwall_flows_revalidated_closed_total",
+		Help: "Established flows closed on a reload because the new rules would not admit them (rules.revalidate: close).",
+	})
+	reg.MustRegister(rl.reloads, rl.closed)
 	if err := rl.reload(); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
@@ -219,13 +227,16 @@ func (d *daemon) loadRules(dp Dataplane, reg *prometheus.Registry) (*hangupReloa
 
 // hangupReloader reloads the rule files on SIGHUP.
 type hangupReloader struct {
-	loader  *ruleLoader
-	log     *slog.Logger
-	reloads *prometheus.CounterVec
+	loader     *ruleLoader
+	log        *slog.Logger
+	reloads    *prometheus.CounterVec
+	revalidate Revalidate
+	state      func() *dataplane.State
+	closed     prometheus.Counter
 }
 
 func (h *hangupReloader) reload() error {
-	rs, err := h.loader.load()
+	rs, tbl, err := h.loader.load()
 	if err != nil {
 		h.reloads.WithLabelValues("error").Inc()
 		var list rules.ErrorList
@@ -237,6 +248,15 @@ func (h *hangupReloader) reload() error {
 		return err
 	}
 	h.reloads.WithLabelValues("ok").Inc()
+	if h.revalidate == RevalidateClose && h.state != nil {
+		n, err := closeDenied(h.state(), tbl)
+		h.closed.Add(float64(n))
+		if err != nil {
+			h.log.Error("close flows the new rules deny", "error", err)
+		} else if n > 0 {
+			h.log.Info("closed established flows the new rules deny", "flows", n)
+		}
+	}
 	h.log.Info("rule set applied", "files", h.loader.paths, "stateless", len(rs.Stateless), "stateful", len(rs.Stateful),
 		"stateful_default", rs.StatefulDefault.String())
 	return nil

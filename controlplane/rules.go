@@ -96,26 +96,26 @@ type ruleLoader struct {
 
 // load reads, validates, compiles and applies the rule files. On any
 // error the last good rule set stays live; the error names file:line:col.
-func (l *ruleLoader) load() (*rules.RuleSet, error) {
+func (l *ruleLoader) load() (*rules.RuleSet, *rules.Tables, error) {
 	rs, err := rules.Load(l.paths, rules.Options{Inside: l.inside})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ids, err := LoadRuleIDs(filepath.Join(l.stateDir, ruleIDsFile))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tbl, err := rules.Compile(rs, ids.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Numbers are saved before they reach the dataplane, so counters never
 	// name a rule a later daemon would not know.
 	if err := ids.Save(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := l.apply(tbl.Stateless, tbl.Stateful); err != nil {
-		return nil, fmt.Errorf("apply rule set: %w", err)
+		return nil, nil, fmt.Errorf("apply rule set: %w", err)
 	}
 	live := LiveRules{Files: l.paths, StatefulDefault: rs.StatefulDefault.String()}
 	for _, stage := range []rules.Stage{rules.Stateless, rules.Stateful} {
@@ -125,9 +125,67 @@ func (l *ruleLoader) load() (*rules.RuleSet, error) {
 		}
 	}
 	if err := writeJSONAtomic(filepath.Join(l.stateDir, liveRulesFile), live); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return rs, nil
+	return rs, tbl, nil
+}
+
+// Revalidate says what a reload does to established flows that the new
+// rule set would not admit.
+type Revalidate string
+
+const (
+	// RevalidateKeep leaves them be until they end, as AWS security groups
+	// and Azure NSGs do: the default.
+	RevalidateKeep Revalidate = "keep"
+	// RevalidateClose removes them: their next packet finds no flow and is
+	// dropped, and TCP from inside is answered with a RST when
+	// conntrack.invalid_tcp_reset is on.
+	RevalidateClose Revalidate = "close"
+)
+
+var zoneDirection = map[string]rules.Direction{
+	"outbound": rules.Outbound, "inbound": rules.Inbound, "east-west": rules.EastWest, "transit": rules.Transit,
+}
+
+// flowPacket is the first packet of f as the stateful stage saw it.
+func flowPacket(f dataplane.Flow) rules.Packet {
+	p := rules.Packet{Src: f.Src.Addr(), Dst: f.Dst.Addr(), Protocol: f.Proto, Direction: zoneDirection[dataplane.ZoneName(f.Zone)]}
+	switch f.Proto {
+	case 6, 17:
+		p.HasPorts, p.SrcPort, p.DstPort = true, f.Src.Port(), f.Dst.Port()
+	case 1:
+		p.IsICMP, p.ICMPType = true, 8 // flows start with an echo request
+	case 58:
+		p.IsICMP, p.ICMPType = true, 128
+	}
+	return p
+}
+
+// closeDenied removes the flows the stateful stage of tbl would not admit
+// now, and returns how many.
+func closeDenied(st *dataplane.State, tbl *rules.Tables) (int, error) {
+	var victims []dataplane.Flow
+	err := st.Flows(func(f dataplane.Flow) bool {
+		i, _ := tbl.Stateful.Lookup(flowPacket(f))
+		act := tbl.Stateful.Default
+		if i >= 0 {
+			act = tbl.Stateful.Actions[i]
+		}
+		if act != rules.Allow {
+			victims = append(victims, f)
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	for n, f := range victims {
+		if err := st.Delete(f); err != nil {
+			return n, err
+		}
+	}
+	return len(victims), nil
 }
 
 // ReadLiveRules reads what the daemon last applied, from its state directory.

@@ -45,11 +45,11 @@ func TestRuleLoaderKeepsLastGood(t *testing.T) {
 		apply: func(sl, sf *rules.StageTables) error { applied++; return nil }}
 
 	os.WriteFile(file, []byte("stateful:\n  rules:\n    - {id: web, priority: 1, action: allow, protocol: tcp, dst_ports: [443]}\n"), 0o600)
-	if _, err := l.load(); err != nil {
+	if _, _, err := l.load(); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(file, []byte("stateful:\n  rules:\n    - {id: web, priority: 1, action: allow, protocol: tcp, dst_ports: [443]}\n    - {id: oops, priority: 2, action: allw}\n"), 0o600)
-	_, err := l.load()
+	_, _, err := l.load()
 	var list rules.ErrorList
 	if !errors.As(err, &list) || !strings.Contains(err.Error(), "rules.yaml:4:39") {
 		t.Fatalf("bad rule file error %v, want a positioned ErrorList", err)

@@ -134,3 +134,66 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// rules.revalidate: a reload that denies an established connection's port
+// keeps it (keep, the default) or closes it (close; with invalid_tcp_reset
+// the client's next segment is answered with a RST).
+func TestRevalidateOnReload(t *testing.T) {
+	for _, mode := range []string{"keep", "close"} {
+		t.Run(mode, func(t *testing.T) {
+			l := newLab(t, lab.Options{Shape: lab.TwoNIC})
+			dir := t.TempDir()
+			ruleFile := filepath.Join(dir, "rules.yaml")
+			write := func(port int) {
+				body := fmt.Sprintf("stateful:\n  rules:\n    - {id: web, priority: 10, action: allow, protocol: tcp, dst_ports: [%d]}\n    - {id: ping, priority: 20, action: allow, protocol: icmp}\n", port)
+				if err := os.WriteFile(ruleFile, []byte(body), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write(7000)
+			a := startNatwall(t, l, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n  revalidate: %s\nconntrack:\n  invalid_tcp_reset: true\n",
+				filepath.Join(dir, "state"), ruleFile, mode))
+			server, client := l.Servers[0], l.Clients[0]
+			warmUp(t, client.NS, server.IPv4)
+			ctx := testContext(t)
+			ln, err := server.NS.Listen("tcp", netip.AddrPortFrom(server.IPv4, 7000).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go echoServer(ln)
+			conn, err := client.NS.Dial(ctx, "tcp", netip.AddrPortFrom(server.IPv4, 7000).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if err := roundTrip(conn, "before"); err != nil {
+				t.Fatal(err)
+			}
+
+			write(7999) // 7000 is no longer allowed
+			if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the reload", func() bool {
+				for _, m := range a.metrics(t)["natwall_config_reloads_total"].GetMetric() {
+					if m.GetLabel()[0].GetValue() == "ok" && m.GetCounter().GetValue() == 2 {
+						return true
+					}
+				}
+				return false
+			})
+			err = roundTrip(conn, "after")
+			switch mode {
+			case "keep":
+				if err != nil {
+					t.Fatalf("revalidate keep: the established connection broke: %v", err)
+				}
+			case "close":
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("revalidate close: the connection's next segment got %v, want a reset", err)
+				}
+			}
+		})
+	}
+}
