@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natwall/natwall/rules"
 	"github.com/natwall/natwall/test/lab"
 )
 
@@ -196,4 +197,105 @@ func TestRevalidateOnReload(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Reloading under traffic never lets through a packet that neither the old
+// nor the new rule set allows: rule sets A (UDP 7000) and B (UDP 7001)
+// alternate twenty times while new flows to 7000, 7001 and 7002 arrive;
+// nothing to 7002 may ever reach the server.
+func TestReloadUnderTraffic(t *testing.T) {
+	l := newLab(t, lab.Options{Shape: lab.TwoNIC})
+	dir := t.TempDir()
+	ruleFile := filepath.Join(dir, "rules.yaml")
+	write := func(port int) {
+		body := fmt.Sprintf("stateful:\n  rules:\n    - {id: only, priority: 10, action: allow, protocol: udp, dst_ports: [%d]}\n    - {id: ping, priority: 20, action: allow, protocol: icmp}\n", port)
+		if err := os.WriteFile(ruleFile, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(7000)
+	a := startNatwall(t, l, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n", filepath.Join(dir, "state"), ruleFile))
+	server, client := l.Servers[0], l.Clients[0]
+	warmUp(t, client.NS, server.IPv4)
+	in0, err := l.Appliance.Interface(lab.InsideNIC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nic, err := client.NS.Interface(client.Interface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capture, err := lab.StartCapture(server.Port.NS, server.Port.Name, "udp and dst port 7002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, err := lab.StartCapture(server.Port.NS, server.Port.Name, "udp and (dst port 7000 or dst port 7001)")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		reloads := func() float64 {
+			for _, m := range a.metrics(t)["natwall_config_reloads_total"].GetMetric() {
+				if m.GetLabel()[0].GetValue() == "ok" {
+					return m.GetCounter().GetValue()
+				}
+			}
+			return 0
+		}
+		for i := 0; i < 20; i++ {
+			write(7000 + (i+1)%2)
+			before := reloads()
+			if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+				done <- err
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for reloads() == before {
+				if time.Now().After(deadline) {
+					done <- errors.New("a reload did not happen")
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		done <- nil
+	}()
+
+	sport := 10000
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			running = false
+		default:
+		}
+		var frames [][]byte
+		for _, port := range []uint16{7000, 7001, 7002} {
+			sport++
+			p := rules.Packet{Src: client.IPv4, Dst: server.IPv4, Protocol: 17, HasPorts: true, SrcPort: uint16(sport), DstPort: port}
+			frames = append(frames, frameFor(t, p, sport, nic.HardwareAddr, in0.HardwareAddr))
+		}
+		if err := injectFrames(client.NS, client.Interface, frames); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaked, lines, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	passed, _, err := allowed.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaked != 0 {
+		t.Fatalf("%d packets to a port neither rule set allows got through during reloads:\n%v", leaked, lines)
+	}
+	if passed == 0 {
+		t.Fatalf("no allowed probe got through: the test sent nothing")
+	}
+	t.Logf("%d probes sent, %d allowed ones delivered, none of the others", sport-10000, passed)
 }

@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -20,7 +22,10 @@ func TestDemo(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/natwall").CombinedOutput(); err != nil {
 		t.Fatalf("build natwall: %v\n%s", err, out)
 	}
-	before, _ := exec.Command("ip", "netns", "list").Output()
+	// Other test packages build labs concurrently, so only namespaces named
+	// after this process are the demo's.
+	ours := fmt.Sprintf("nwlab-%d-", os.Getpid())
+	before := namespacesWithPrefix(t, ours)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -39,11 +44,26 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
-	after, _ := exec.Command("ip", "netns", "list").Output()
-	if string(after) != string(before) {
+	after := namespacesWithPrefix(t, ours)
+	if after != before {
 		t.Errorf("the demo left namespaces behind:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	if leftovers, _ := filepath.Glob("/sys/fs/bpf/natwall-demo-*"); len(leftovers) > 0 {
 		t.Errorf("the demo left pins behind: %v", leftovers)
 	}
+}
+
+func namespacesWithPrefix(t *testing.T, prefix string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+	}
+	return strings.Join(names, "\n")
 }
