@@ -77,6 +77,19 @@ type LiveRules struct {
 	Files           []string   `json:"files"`
 	Rules           []LiveRule `json:"rules"`
 	StatefulDefault string     `json:"stateful_default"`
+	// Inside and Sources are what the set was compiled from, byte for
+	// byte, so that `natwall explain --live` explains this set even after
+	// the files on disk are edited or broken.
+	Inside  []netip.Prefix `json:"inside_networks"`
+	Sources []rules.Source `json:"sources"`
+}
+
+// RuleSet parses the recorded sources again, giving the live rule set.
+func (l LiveRules) RuleSet() (*rules.RuleSet, error) {
+	if len(l.Sources) == 0 {
+		return nil, errors.New("the live rule set has no recorded sources (written by an older natwall run?): reload it with SIGHUP")
+	}
+	return rules.Parse(l.Sources, rules.Options{Inside: l.Inside})
 }
 
 // Rule file names in the state directory.
@@ -97,7 +110,11 @@ type ruleLoader struct {
 // load reads, validates, compiles and applies the rule files. On any
 // error the last good rule set stays live; the error names file:line:col.
 func (l *ruleLoader) load() (*rules.RuleSet, *rules.Tables, error) {
-	rs, err := rules.Load(l.paths, rules.Options{Inside: l.inside})
+	srcs, err := rules.ReadSources(l.paths)
+	if err != nil {
+		return nil, nil, err
+	}
+	rs, err := rules.Parse(srcs, rules.Options{Inside: l.inside})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -117,7 +134,7 @@ func (l *ruleLoader) load() (*rules.RuleSet, *rules.Tables, error) {
 	if err := l.apply(tbl.Stateless, tbl.Stateful); err != nil {
 		return nil, nil, fmt.Errorf("apply rule set: %w", err)
 	}
-	live := LiveRules{Files: l.paths, StatefulDefault: rs.StatefulDefault.String()}
+	live := LiveRules{Files: l.paths, StatefulDefault: rs.StatefulDefault.String(), Inside: l.inside, Sources: srcs}
 	for _, stage := range []rules.Stage{rules.Stateless, rules.Stateful} {
 		for _, r := range rs.Rules(stage) {
 			live.Rules = append(live.Rules, LiveRule{ID: r.ID, Number: ids.ID(r.ID), Stage: stage.String(),

@@ -33,6 +33,17 @@ type Options struct {
 // returns an ErrorList naming every problem with file:line:col, and no
 // RuleSet at all when there is one.
 func Load(paths []string, opts Options) (*RuleSet, error) {
+	srcs, err := ReadSources(paths)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(srcs, opts)
+}
+
+// ReadSources reads the rule files at paths as Load does, for a caller
+// that keeps what it parsed: the daemon records the sources of the set it
+// applied, so the live set can be explained after the files change.
+func ReadSources(paths []string) ([]Source, error) {
 	var files []string
 	for _, p := range paths {
 		st, err := os.Stat(p)
@@ -69,13 +80,13 @@ func Load(paths []string, opts Options) (*RuleSet, error) {
 		}
 		srcs = append(srcs, Source{Name: f, Data: data})
 	}
-	return Parse(srcs, opts)
+	return srcs, nil
 }
 
 // Source is one rule file's name and content.
 type Source struct {
-	Name string
-	Data []byte
+	Name string `json:"name"`
+	Data []byte `json:"data"`
 }
 
 // rawRule is a rule as written, before sets are resolved.

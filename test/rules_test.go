@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -122,6 +124,27 @@ func TestRulesEnforcedAndReloaded(t *testing.T) {
 	})
 	if _, err := dialWithin(ctx, client.NS, at(7001), 2*time.Second); err != nil {
 		t.Fatalf("after a broken reload the last good rules should still allow 7001: %v", err)
+	}
+
+	// explain --live answers for the set being enforced, by state_dir or
+	// by the daemon's config; offline, the broken files are the answer.
+	flow := []string{"explain", "-o", "json", "--src", client.IPv4.String(), "--dst", server.IPv4.String(), "--dport", "7001"}
+	for _, where := range [][]string{{"--state-dir", filepath.Join(dir, "state")}, {"--config", a.config}} {
+		out, err := exec.CommandContext(ctx, natwallBin, append(append(flow, "--live"), where...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("explain --live %s: %v\n%s", where[0], err, out)
+		}
+		var ex rules.Explanation
+		if err := json.Unmarshal(out, &ex); err != nil {
+			t.Fatalf("explain --live %s: %v: %s", where[0], err, out)
+		}
+		if d := ex.Decisions[len(ex.Decisions)-1]; d.Stage != "stateful" || d.Rule != "web" || d.Action != "allow" || d.At != ruleFile+":3:7" {
+			t.Errorf("explain --live %s: %+v, want the live rule web at %s:3:7 allowing", where[0], d, ruleFile)
+		}
+	}
+	out, err = exec.CommandContext(ctx, natwallBin, append(flow, "--rules", ruleFile)...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), ruleFile+":3:39") {
+		t.Errorf("explain of the broken file: %v\n%s, want its error at %s:3:39", err, out, ruleFile)
 	}
 }
 

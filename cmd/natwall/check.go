@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/natwall/natwall/controlplane"
 	"github.com/natwall/natwall/rules"
 )
 
@@ -37,7 +38,31 @@ func loadRules(cmd *cobra.Command, paths []string) (*rules.RuleSet, *rules.Table
 	if err != nil {
 		return nil, nil, err
 	}
-	rs, err := rules.Load(paths, rules.Options{Inside: inside})
+	return compileRules(rules.Load(paths, rules.Options{Inside: inside}))
+}
+
+// loadLiveRules is the rule set natwall run last applied, from the copy of
+// its sources it keeps in the state directory: the files on disk may have
+// changed, or be broken, since.
+func loadLiveRules(cmd *cobra.Command) (*rules.RuleSet, *rules.Tables, error) {
+	stateDir, _ := cmd.Flags().GetString("state-dir")
+	if file, _ := cmd.Flags().GetString("config"); file != "" {
+		cfg, err := controlplane.LoadConfig(controlplane.LoadOptions{File: file})
+		if err != nil {
+			return nil, nil, err
+		}
+		stateDir = cfg.StateDir
+	}
+	live, err := controlplane.ReadLiveRules(stateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return compileRules(live.RuleSet())
+}
+
+// compileRules compiles a rule set just loaded; explain's rule numbers need
+// not be the daemon's, as it names rules by id.
+func compileRules(rs *rules.RuleSet, err error) (*rules.RuleSet, *rules.Tables, error) {
 	if err != nil {
 		return nil, nil, err
 	}
@@ -89,15 +114,31 @@ to any) do not fail the check unless --strict is given.`,
 
 func newExplainCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "explain --rules PATH --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound]",
+		Use:   "explain (--rules PATH | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound]",
 		Short: "Say which stage and rule decide a packet or flow, and why",
-		Args:  cobra.NoArgs,
+		Long: `explain says how a rule set decides a packet or a flow's first packet.
+With --rules it reads rule files offline, as check does. With --live it
+explains the rule set natwall run last applied, from the copy natwall run
+keeps in its state directory (--state-dir, or state_dir of --config): after
+a broken edit of the files, that is still the set being enforced.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			paths, _ := cmd.Flags().GetStringSlice("rules")
-			if len(paths) == 0 {
-				return errors.New("--rules is required")
+			f := cmd.Flags()
+			live, _ := f.GetBool("live")
+			paths, _ := f.GetStringSlice("rules")
+			var rs *rules.RuleSet
+			var tbl *rules.Tables
+			var err error
+			switch {
+			case live:
+				rs, tbl, err = loadLiveRules(cmd)
+			case f.Changed("state-dir") || f.Changed("config"):
+				return errors.New("--state-dir and --config go with --live")
+			case len(paths) == 0:
+				return errors.New("--rules or --live is required")
+			default:
+				rs, tbl, err = loadRules(cmd, paths)
 			}
-			rs, tbl, err := loadRules(cmd, paths)
 			if err != nil {
 				return err
 			}
@@ -130,6 +171,12 @@ func newExplainCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringSlice("rules", nil, "rule files or directories")
 	f.StringSlice("inside", nil, "inside networks, for the inside and internet tags")
+	f.Bool("live", false, "explain the rule set natwall run applied, with its inside networks")
+	f.String("state-dir", controlplane.DefaultStateDir, "with --live: natwall's state directory")
+	f.String("config", "", "with --live: natwall's config file, for its state_dir")
+	cmd.MarkFlagsMutuallyExclusive("live", "rules")
+	cmd.MarkFlagsMutuallyExclusive("live", "inside")
+	cmd.MarkFlagsMutuallyExclusive("state-dir", "config")
 	f.String("src", "", "source address")
 	f.String("dst", "", "destination address")
 	f.String("proto", "tcp", "tcp, udp, icmp, icmpv6 or a number")
