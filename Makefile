@@ -16,7 +16,7 @@ build:
 # Regenerates the bpf2go bindings and objects (committed, so that a plain
 # `go build` needs no clang).
 generate:
-	BPF_CFLAGS='$(BPF_CFLAGS)' $(GO) generate ./dataplane/
+	BPF_CFLAGS='$(BPF_CFLAGS)' $(GO) generate ./dataplane/ ./test/bench/
 
 # Fails when the committed objects differ from a fresh generation.
 check-generated:
@@ -45,6 +45,15 @@ fuzz:
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Benchmarks against Linux forwarding, iptables and nftables; root, and
+# a quiet machine. They write docs/benchmarks.md and its JSON.
+bench: deps
+	$(GO) run ./test/bench/cmd/natwall-bench -json docs/benchmarks.json -markdown docs/benchmarks.md
+
+# A few minutes, for development: prints the table only.
+bench-quick: deps
+	$(GO) run ./test/bench/cmd/natwall-bench -quick
 
 clean:
 	rm -rf bin

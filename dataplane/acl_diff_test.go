@@ -3,11 +3,11 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
-	"math/rand/v2"
-	"net/netip"
 	"testing"
 
 	"github.com/google/gopacket/layers"

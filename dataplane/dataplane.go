@@ -1,6 +1,7 @@
 // Package dataplane loads natwall's XDP program, attaches it to the
 // appliance's NICs, pins its state in bpffs and reads its counters. It is the
-// only package that imports cilium/ebpf.
+// only product package that imports cilium/ebpf (the benchmark, test/bench,
+// drives its own programs).
 package dataplane
 
 import (
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -342,6 +344,17 @@ func (d *Dataplane) AttachedTo(iface string) bool {
 		return xdp != nil && xdp.Attached && xdp.ProgId == uint32(id)
 	}
 	return false
+}
+
+// RunStats is the kernel's total run time and run count of the XDP program,
+// kept only while BPF statistics are enabled (kernel.bpf_stats_enabled or
+// ebpf.EnableStats): its cost per packet in place, under real traffic.
+func (d *Dataplane) RunStats() (runtime time.Duration, runs uint64, err error) {
+	st, err := d.objs.XdpNatwall.Stats()
+	if err != nil {
+		return 0, 0, err
+	}
+	return st.Runtime, st.RunCount, nil
 }
 
 // Counters returns every reason's counters, zeros included.

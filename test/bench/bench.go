@@ -1,0 +1,341 @@
+// Package bench measures natwall against the Linux alternatives its users
+// would otherwise run (forwarding, iptables, nftables), side by side in one
+// run on one machine, following ../shared/research/performance.md §4. It
+// backs `make bench`; cmd/natwall-bench is its command line.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/natwall/natwall/dataplane"
+)
+
+// Options select what a run measures.
+type Options struct {
+	RuleCounts []int
+	// Reps is how many times every trial runs; configurations interleave
+	// within each repetition.
+	Reps int
+	// Duration is one forwarding trial's measuring time.
+	Duration time.Duration
+	// ConnDuration is one connection-rate trial's time.
+	ConnDuration time.Duration
+	// Configs restricts the run to these configuration IDs; all if empty.
+	Configs []string
+	// Progress receives a line per trial.
+	Progress io.Writer
+}
+
+// QuickOptions finish in a few minutes, for development.
+func QuickOptions() Options {
+	return Options{RuleCounts: []int{10, 1000}, Reps: 1, Duration: 500 * time.Millisecond, ConnDuration: time.Second}
+}
+
+// FullOptions are `make bench`'s.
+func FullOptions() Options {
+	return Options{RuleCounts: []int{10, 100, 1000, 10000}, Reps: 3, Duration: 2 * time.Second, ConnDuration: 3 * time.Second}
+}
+
+// A case is how traffic meets the rules.
+type trafficCase struct {
+	Name string // first, spread, default
+	// NewFlows makes every packet a new flow; otherwise a fixed set of
+	// flows is pre-warmed in both directions.
+	NewFlows bool
+}
+
+var (
+	caseFirst   = trafficCase{Name: "first"}
+	caseSpread  = trafficCase{Name: "spread"}
+	caseDefault = trafficCase{Name: "default"}
+	caseNew     = trafficCase{Name: "spread", NewFlows: true}
+	// Configurations without rules see one established and one new-flow
+	// case.
+	ruleFreeCases = []trafficCase{caseFirst, {Name: "first", NewFlows: true}}
+	ruleCases     = []trafficCase{caseFirst, caseSpread, caseDefault, caseNew}
+)
+
+func (c trafficCase) traffic(rules int) traffic {
+	tr := traffic{flows: establishedFlows, dportBase: ruleBasePort, dportCount: 1, dsts: 1}
+	switch c.Name {
+	case "spread":
+		tr.dportCount = uint16(max(rules, 1))
+		tr.flows = uint32(max(rules, establishedFlows))
+	case "default":
+		tr.dportBase = unmatchedPort
+	}
+	if c.NewFlows {
+		tr.flows, tr.dsts = 0, newFlowDsts
+	}
+	return tr
+}
+
+func (c trafficCase) trafficName() string {
+	if c.NewFlows {
+		return "new"
+	}
+	return "established"
+}
+
+const (
+	// natwallFlowTable and the Linux conntrack limit hold every flow a
+	// new-flow trial opens: a full table measures the full-table path.
+	natwallFlowTable  = 1 << 21
+	linuxConntrackMax = 1 << 21
+	newFlowLimit      = 1_500_000
+)
+
+var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// bench is one run's state.
+type bench struct {
+	ctx     context.Context
+	opts    Options
+	topo    *topology
+	sink    *counterProgram
+	scratch string
+	pinDir  string
+	// What the current configuration attached, for teardown.
+	ceiling *counterProgram
+	natwall *dataplane.Dataplane
+}
+
+// sample is one trial's measurement.
+type sample struct {
+	Mpps, SentMpps float64
+	// NsPerPacket is natwall's in-place kernel run time per packet.
+	NsPerPacket float64
+}
+
+// Run builds the topology, runs every trial and returns the report. It
+// leaves nothing behind: namespaces, pins and sysctls are restored.
+func Run(ctx context.Context, opts Options) (_ *Report, err error) {
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	b := &bench{ctx: ctx, opts: opts, pinDir: fmt.Sprintf("/sys/fs/bpf/natwall-bench-%d", os.Getpid())}
+	if b.scratch, err = os.MkdirTemp("", "natwall-bench-"); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(b.scratch)
+	restoreSysctls, err := raiseConntrackLimits()
+	if err != nil {
+		return nil, err
+	}
+	defer restoreSysctls()
+	if b.topo, err = newTopology(ctx); err != nil {
+		return nil, err
+	}
+	defer b.topo.Close()
+	if b.sink, err = attachCounter(b.topo.sink, sinkIf, "nwb_sink", nil, 0); err != nil {
+		return nil, err
+	}
+	defer b.sink.Close()
+	defer b.teardown()
+
+	report := newReport(opts, b.topo.pinned)
+	for rep := range opts.Reps {
+		for _, cfg := range b.selected() {
+			counts, cases := []int{0}, ruleFreeCases
+			if cfg.PerRuleCount {
+				counts, cases = opts.RuleCounts, ruleCases
+			}
+			for _, n := range counts {
+				if err := b.configuration(report, rep, cfg, n, cases); err != nil {
+					return nil, fmt.Errorf("%s with %d rules: %w", cfg.ID, n, err)
+				}
+			}
+		}
+		if err := b.connectionRates(report, rep); err != nil {
+			return nil, err
+		}
+	}
+	if sel := b.selected(); containsID(sel, "O3") && containsID(sel, "B3") {
+		if err := b.statePerFlow(report); err != nil {
+			return nil, err
+		}
+	}
+	report.finish()
+	return report, ctx.Err()
+}
+
+func (b *bench) selected() []config {
+	if len(b.opts.Configs) == 0 {
+		return configs
+	}
+	var out []config
+	for _, c := range configs {
+		if slices.Contains(b.opts.Configs, c.ID) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func configByID(id string) config {
+	for _, c := range configs {
+		if c.ID == id {
+			return c
+		}
+	}
+	panic("no configuration " + id)
+}
+
+// configuration sets cfg up for n rules, runs its cases and tears it down.
+func (b *bench) configuration(report *Report, rep int, cfg config, n int, cases []trafficCase) error {
+	if err := b.ctx.Err(); err != nil {
+		return err
+	}
+	load, err := cfg.setup(b, n)
+	if err == nil {
+		err = b.topo.pinNAPI()
+	}
+	if err != nil {
+		return errors.Join(err, b.teardown())
+	}
+	if load > 0 {
+		report.addLoad(cfg, n, load)
+	}
+	for _, c := range cases {
+		s, err := b.trial(cfg, n, c)
+		if err != nil {
+			return errors.Join(fmt.Errorf("%s traffic, %s: %w", c.trafficName(), c.Name, err), b.teardown())
+		}
+		report.addSample(cfg, n, c, s)
+		fmt.Fprintf(b.opts.Progress, "rep %d  %-3s N=%-6d %-11s %-8s %7.3f Mpps (generator %.3f)%s\n",
+			rep+1, cfg.ID, n, c.trafficName(), c.Name, s.Mpps, s.SentMpps, nsNote(s))
+	}
+	return b.teardown()
+}
+
+func nsNote(s sample) string {
+	if s.NsPerPacket == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %.0f ns/packet in XDP", s.NsPerPacket)
+}
+
+// trial sends one case's traffic through the configured DUT and measures
+// what reaches the far side.
+func (b *bench) trial(cfg config, n int, c trafficCase) (sample, error) {
+	tr := c.traffic(n)
+	gen, err := newGenerator(b.topo, tr)
+	if err != nil {
+		return sample{}, err
+	}
+	defer gen.Close()
+	if !c.NewFlows && cfg.ID != "B0" {
+		if err := b.warm(gen, tr); err != nil {
+			return sample{}, err
+		}
+	}
+	counter := b.sink
+	if cfg.ID == "B0" {
+		counter = b.ceiling
+	}
+	limit := uint64(0)
+	if c.NewFlows {
+		limit = newFlowLimit
+	}
+	before, err := counter.count()
+	if err != nil {
+		return sample{}, err
+	}
+	sent, elapsed, err := gen.send(b.opts.Duration, limit)
+	if err != nil {
+		return sample{}, err
+	}
+	// Frames still queued on the veths arrive within microseconds.
+	time.Sleep(20 * time.Millisecond)
+	after, err := counter.count()
+	if err != nil {
+		return sample{}, err
+	}
+	s := sample{Mpps: float64(after-before) / elapsed.Seconds() / 1e6, SentMpps: float64(sent) / elapsed.Seconds() / 1e6}
+	if cfg.Natwall && !c.NewFlows {
+		if s.NsPerPacket, err = b.natwallNsPerPacket(gen); err != nil {
+			return sample{}, err
+		}
+	}
+	return s, nil
+}
+
+// warm runs every flow of tr through the DUT in both directions: the sink
+// answers while warming, so that stateful firewalls consider the flows
+// established, as they would be in a real exchange.
+func (b *bench) warm(gen *generator, tr traffic) error {
+	if err := b.sink.setEcho(true); err != nil {
+		return err
+	}
+	_, _, err := gen.send(time.Minute, 2*uint64(tr.flows))
+	time.Sleep(50 * time.Millisecond)
+	return errors.Join(err, b.sink.setEcho(false))
+}
+
+// natwallNsPerPacket measures the program's own run time per packet in a
+// separate pass: BPF statistics cost time of their own, so they stay off
+// while the rate is measured (§4.3.2b).
+func (b *bench) natwallNsPerPacket(gen *generator) (float64, error) {
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return 0, fmt.Errorf("enable BPF statistics: %w", err)
+	}
+	defer stats.Close()
+	rt0, n0, err := b.natwall.RunStats()
+	if err != nil {
+		return 0, err
+	}
+	if _, _, err := gen.send(b.opts.Duration/4, 0); err != nil {
+		return 0, err
+	}
+	rt1, n1, err := b.natwall.RunStats()
+	if err != nil || n1 == n0 {
+		return 0, errors.Join(err, errors.New("the program did not run"))
+	}
+	return float64((rt1 - rt0).Nanoseconds()) / float64(n1-n0), nil
+}
+
+// raiseConntrackLimits sizes Linux's connection table like natwall's for
+// the new-flow trials, and returns how to put the old values back.
+func raiseConntrackLimits() (restore func(), err error) {
+	if _, err := os.Stat("/proc/sys/net/netfilter/nf_conntrack_max"); err != nil {
+		// Loading the module is the one thing left to do by hand.
+		if out, err := runHost("modprobe", "nf_conntrack"); err != nil {
+			return nil, fmt.Errorf("no connection tracking in this kernel (modprobe nf_conntrack: %w: %s)", err, out)
+		}
+	}
+	files := map[string]string{
+		"/proc/sys/net/netfilter/nf_conntrack_max":      fmt.Sprint(linuxConntrackMax),
+		"/sys/module/nf_conntrack/parameters/hashsize": fmt.Sprint(linuxConntrackMax / 2),
+	}
+	old := map[string][]byte{}
+	restore = func() {
+		for f, v := range old {
+			_ = os.WriteFile(f, v, 0o644)
+		}
+	}
+	for f, v := range files {
+		prev, err := os.ReadFile(f)
+		if err != nil {
+			restore()
+			return nil, err
+		}
+		old[f] = prev
+		if err := os.WriteFile(f, []byte(v), 0o644); err != nil {
+			restore()
+			return nil, fmt.Errorf("write %s: %w", filepath.Base(f), err)
+		}
+	}
+	return restore, nil
+}

@@ -1,0 +1,236 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/natwall/natwall/dataplane"
+	"github.com/natwall/natwall/rules"
+)
+
+// config is one configuration of the device under test
+// (../shared/research/performance.md §4.2).
+type config struct {
+	ID, Name string
+	// PerRuleCount is true for configurations measured at every N.
+	PerRuleCount bool
+	// Natwall is true for natwall's own configurations.
+	Natwall bool
+	// setup configures the device under test for n rules and returns how
+	// long loading the rules took (zero where there are none).
+	setup func(b *bench, n int) (time.Duration, error)
+}
+
+var configs = []config{
+	{ID: "B0", Name: "XDP drop at the DUT (ingest ceiling)", setup: func(b *bench, _ int) (time.Duration, error) {
+		return 0, b.attachCeiling("nwb_drop")
+	}},
+	{ID: "B1", Name: "XDP no-op forwarder, devmap redirect", setup: func(b *bench, _ int) (time.Duration, error) {
+		return 0, b.attachCeiling("nwb_redirect")
+	}},
+	{ID: "B2", Name: "Linux forwarding, no netfilter", setup: func(*bench, int) (time.Duration, error) { return 0, nil }},
+	{ID: "B3", Name: "Linux + iptables, ESTABLISHED first, MASQUERADE", PerRuleCount: true, setup: func(b *bench, n int) (time.Duration, error) {
+		return b.restore("iptables-restore", iptablesRules(n))
+	}},
+	{ID: "B4", Name: "Linux + nftables linear chain, masquerade", PerRuleCount: true, setup: func(b *bench, n int) (time.Duration, error) {
+		return b.restore("nft", nftRules(n, false))
+	}},
+	{ID: "B5", Name: "Linux + nftables concatenated set, masquerade", PerRuleCount: true, setup: func(b *bench, n int) (time.Duration, error) {
+		return b.restore("nft", nftRules(n, true))
+	}},
+	{ID: "O1", Name: "natwall stateless rules", PerRuleCount: true, Natwall: true, setup: func(b *bench, n int) (time.Duration, error) {
+		return b.openNatwall(natwallRules(n, "stateless"), false)
+	}},
+	{ID: "O2", Name: "natwall stateful rules", PerRuleCount: true, Natwall: true, setup: func(b *bench, n int) (time.Duration, error) {
+		return b.openNatwall(natwallRules(n, "stateful"), false)
+	}},
+	{ID: "O3", Name: "natwall stateful rules + SNAT", PerRuleCount: true, Natwall: true, setup: func(b *bench, n int) (time.Duration, error) {
+		return b.openNatwall(natwallRules(n, "stateful"), true)
+	}},
+}
+
+// Every rule set has the same n rules, in the bpf-iptables shape: rule i
+// allows UDP from the inside network to the sink's network on port
+// ruleBasePort+i. The default action lets traffic through, so that packets
+// that match no rule reach the sink and their cost can be measured: the
+// work per packet is the same as for a default deny.
+
+func iptablesRules(n int) string {
+	var b strings.Builder
+	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
+	b.WriteString("-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n")
+	for i := range n {
+		fmt.Fprintf(&b, "-A FORWARD -s %s -d %s -p udp -m udp --dport %d -j ACCEPT\n", insideNetwork, sinkDestinations, ruleBasePort+i)
+	}
+	b.WriteString("COMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n")
+	fmt.Fprintf(&b, "-A POSTROUTING -o %s -j MASQUERADE\nCOMMIT\n", dutOutIf)
+	return b.String()
+}
+
+func nftRules(n int, set bool) string {
+	var b strings.Builder
+	b.WriteString("table ip nwbench {\n")
+	if set {
+		b.WriteString("  set allowed {\n    type ipv4_addr . ipv4_addr . inet_service\n    flags interval\n    elements = {\n")
+		for i := range n {
+			fmt.Fprintf(&b, "      %s . %s . %d,\n", insideNetwork, sinkDestinations, ruleBasePort+i)
+		}
+		b.WriteString("    }\n  }\n")
+	}
+	b.WriteString("  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ct state established,related accept\n")
+	if set {
+		b.WriteString("    ip saddr . ip daddr . udp dport @allowed accept\n")
+	} else {
+		for i := range n {
+			fmt.Fprintf(&b, "    ip saddr %s ip daddr %s udp dport %d accept\n", insideNetwork, sinkDestinations, ruleBasePort+i)
+		}
+	}
+	fmt.Fprintf(&b, "  }\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname %q masquerade\n  }\n}\n", dutOutIf)
+	return b.String()
+}
+
+// natwallRules is the rule file for n rules in stage ("stateless" or
+// "stateful"). The stateful default is allow; the stateless one is pass.
+func natwallRules(n int, stage string) string {
+	var b strings.Builder
+	action := "pass"
+	if stage == "stateful" {
+		action = "allow"
+		b.WriteString("stateful:\n  default_action: allow\n  rules:\n")
+	} else {
+		b.WriteString("stateless:\n")
+	}
+	for i := range n {
+		fmt.Fprintf(&b, "  - {id: r%d, priority: %d, action: %s, protocol: udp, src: [%s], dst: [%s], dst_ports: [%d]}\n",
+			i, i+1, action, insideNetwork, sinkDestinations, ruleBasePort+i)
+	}
+	if stage == "stateless" {
+		b.WriteString("stateful:\n  default_action: allow\n")
+	}
+	return b.String()
+}
+
+// attachCeiling puts one of the bench's own programs on dut0.
+func (b *bench) attachCeiling(program string) error {
+	constants := map[string]any{"nwb_fwd_src": [6]byte(b.topo.dutOutMAC), "nwb_fwd_dst": [6]byte(b.topo.sinkMAC)}
+	egress := 0
+	if program == "nwb_redirect" {
+		ifc, err := b.topo.dut.Interface(dutOutIf)
+		if err != nil {
+			return err
+		}
+		egress = ifc.Index
+	}
+	c, err := attachCounter(b.topo.dut, dutInIf, program, constants, egress)
+	if err != nil {
+		return err
+	}
+	b.ceiling = c
+	return nil
+}
+
+// restore loads a netfilter rule set with iptables-restore or nft -f, the
+// way an operator would, and times it.
+func (b *bench) restore(tool, ruleset string) (time.Duration, error) {
+	file := filepath.Join(b.scratch, "ruleset")
+	if err := os.WriteFile(file, []byte(ruleset), 0o600); err != nil {
+		return 0, err
+	}
+	args := []string{file}
+	if tool == "nft" {
+		args = []string{"-f", file}
+	}
+	start := time.Now()
+	if _, err := b.topo.dut.Run(b.ctx, tool, args...); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// openNatwall loads natwall's dataplane on both of the DUT's NICs with the
+// given rule file, as `natwall run` does, and times the rule load: parse,
+// compile and the swap into the kernel's tables.
+func (b *bench) openNatwall(ruleFile string, snat bool) (time.Duration, error) {
+	settings := dataplane.DefaultSettings()
+	settings.Inside = []netip.Prefix{insideNetwork}
+	if snat {
+		// Address-and-port-dependent mapping allocates ports per
+		// destination, as Linux MASQUERADE does, so both translators have
+		// the same port space when every packet is a new flow.
+		settings.SNAT = &dataplane.SNAT{Addresses: []netip.Addr{dutOutsideAddr.Addr()}, PortMin: 1024, PortMax: 65535,
+			Mode: dataplane.MappingAddressPortDependent}
+	}
+	var dp *dataplane.Dataplane
+	err := b.topo.dut.Do(func() error {
+		var err error
+		dp, err = dataplane.Open(dataplane.Options{
+			Interfaces:    []string{dutInIf, dutOutIf},
+			Mode:          dataplane.ModeNative,
+			PinDir:        b.pinDir,
+			Settings:      settings,
+			FlowTableSize: natwallFlowTable,
+			Logger:        discardLogger,
+		})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("open natwall: %w", err)
+	}
+	b.natwall = dp
+	for _, a := range dp.Attachments() {
+		if a.Mode != dataplane.ModeNative {
+			return 0, fmt.Errorf("natwall runs on %s in %s mode, not native", a.Interface, a.Mode)
+		}
+	}
+	start := time.Now()
+	rs, err := rules.Parse([]rules.Source{{Name: "bench.yaml", Data: []byte(ruleFile)}}, rules.Options{Inside: settings.Inside})
+	if err != nil {
+		return 0, err
+	}
+	ids := map[string]uint32{}
+	tables, err := rules.Compile(rs, func(id string) uint32 {
+		if _, ok := ids[id]; !ok {
+			ids[id] = uint32(len(ids) + 1)
+		}
+		return ids[id]
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := dp.LoadRules(tables.Stateless, tables.Stateful); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// teardown returns the device under test to plain Linux forwarding with
+// no state: no XDP program, no netfilter rules, no connections tracked.
+func (b *bench) teardown() error {
+	var errs []error
+	if b.ceiling != nil {
+		errs = append(errs, b.ceiling.Close())
+		b.ceiling = nil
+	}
+	if b.natwall != nil {
+		errs = append(errs, b.natwall.Detach())
+		b.natwall = nil
+	}
+	if _, err := b.topo.dut.Run(b.ctx, "nft", "flush", "ruleset"); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, b.topo.dut.Do(func() error {
+		err := netlink.ConntrackTableFlush(netlink.ConntrackTable)
+		if err != nil && strings.Contains(err.Error(), "no such file") {
+			return nil // conntrack was never loaded in this namespace
+		}
+		return err
+	}))
+	return errors.Join(errs...)
+}
