@@ -316,7 +316,7 @@ func raiseConntrackLimits() (restore func(), err error) {
 		}
 	}
 	files := map[string]string{
-		"/proc/sys/net/netfilter/nf_conntrack_max":      fmt.Sprint(linuxConntrackMax),
+		"/proc/sys/net/netfilter/nf_conntrack_max":     fmt.Sprint(linuxConntrackMax),
 		"/sys/module/nf_conntrack/parameters/hashsize": fmt.Sprint(linuxConntrackMax / 2),
 	}
 	old := map[string][]byte{}
