@@ -288,6 +288,16 @@ func TestSNATICMPErrorTranslated(t *testing.T) {
 			t.Fatalf("embedded header %+v, want 198.18.1.20:6000 -> 198.19.1.10:9000 (was sent as %s:%d)", got.inner, sent.src, sent.sport)
 		}
 	}
+	// RFC 5508 REQ-5: an error from an inside router about a reply it
+	// could not deliver leaves from the external address, like the flow.
+	delivered := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.19.1.10", dst: "198.18.1.20", sport: 9000, dport: 6000})
+	got := decode4(t, fx.expect(t, icmpError4(t, "198.18.1.99", "198.19.1.10", delivered), "a0", ReasonFwdRedirect).out)
+	if got.src != natAddr || got.dst != "198.19.1.10" {
+		t.Fatalf("inside router's error left as %s -> %s, want %s -> 198.19.1.10", got.src, got.dst, natAddr)
+	}
+	if got.inner == nil || got.inner.dst != natAddr || got.inner.dport != sent.sport {
+		t.Fatalf("embedded header %+v, want it addressed to %s:%d", got.inner, natAddr, sent.sport)
+	}
 	// An error about nothing we track is not forwarded.
 	stray := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 1, dport: 2})
 	fx.expect(t, icmpError4(t, "198.19.1.10", "198.18.1.20", stray), "b0", ReasonDropICMPErrorNoFlow)

@@ -25,7 +25,7 @@ type Timeouts struct {
 // DefaultTimeouts meet the NAT behaviour RFCs: UDP at least 2 minutes
 // (RFC 4787 REQ-5), TCP established at least 2 hours 4 minutes and
 // transitory 4 minutes (RFC 5382 REQ-5), ICMP at least 60 seconds
-// (RFC 5508 REQ-1).
+// (RFC 5508 REQ-2).
 func DefaultTimeouts() Timeouts {
 	return Timeouts{
 		TCPSyn:         4 * time.Minute,

@@ -356,13 +356,15 @@ static __always_inline int nat_rewrite_icmp_error4(struct xdp_md *ctx, struct nw
 		return -NW_MALFORMED_L4;
 
 	/* Outer header: the error is delivered where the flow's packets in
-	 * this direction go. Its source is the reporting router, translated
-	 * only when it is the flow's own peer. */
+	 * this direction go. Where this direction's source is translated, the
+	 * error leaves from the translated address too, whoever reported it:
+	 * an inside router's address must not leak (RFC 5508 REQ-5). Routers
+	 * on the untranslated side keep theirs, so traceroute still names them. */
 	if (ip->daddr != to->daddr) {
 		csum_replace4(&ip->check, ip->daddr, to->daddr);
 		ip->daddr = to->daddr;
 	}
-	if (ip->saddr == from->saddr && from->saddr != to->saddr) {
+	if (from->saddr != to->saddr && ip->saddr != to->saddr) {
 		csum_replace4(&ip->check, ip->saddr, to->saddr);
 		ip->saddr = to->saddr;
 	}

@@ -44,7 +44,7 @@ func QuickOptions() Options {
 
 // FullOptions are `make bench`'s.
 func FullOptions() Options {
-	return Options{RuleCounts: []int{10, 100, 1000, 10000}, Reps: 3, Duration: 2 * time.Second, ConnDuration: 3 * time.Second}
+	return Options{RuleCounts: []int{10, 100, 1000, 10000}, Reps: 3, Duration: time.Second, ConnDuration: 2 * time.Second}
 }
 
 // A case is how traffic meets the rules.
@@ -102,13 +102,15 @@ var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 type bench struct {
 	ctx     context.Context
 	opts    Options
+	started time.Time
 	topo    *topology
 	sink    *counterProgram
 	scratch string
 	pinDir  string
 	// What the current configuration attached, for teardown.
-	ceiling *counterProgram
-	natwall *dataplane.Dataplane
+	ceiling   *counterProgram
+	replyPath *counterProgram
+	natwall   *dataplane.Dataplane
 }
 
 // sample is one trial's measurement.
@@ -124,7 +126,7 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}
-	b := &bench{ctx: ctx, opts: opts, pinDir: fmt.Sprintf("/sys/fs/bpf/natwall-bench-%d", os.Getpid())}
+	b := &bench{ctx: ctx, opts: opts, started: time.Now(), pinDir: fmt.Sprintf("/sys/fs/bpf/natwall-bench-%d", os.Getpid())}
 	if b.scratch, err = os.MkdirTemp("", "natwall-bench-"); err != nil {
 		return nil, err
 	}
@@ -198,6 +200,9 @@ func (b *bench) configuration(report *Report, rep int, cfg config, n int, cases 
 		return err
 	}
 	load, err := cfg.setup(b, n)
+	if err == nil && !cfg.Natwall {
+		b.replyPath, err = attachCounter(b.topo.dut, dutOutIf, "nwb_pass", nil, 0)
+	}
 	if err == nil {
 		err = b.topo.pinNAPI()
 	}
@@ -213,8 +218,8 @@ func (b *bench) configuration(report *Report, rep int, cfg config, n int, cases 
 			return errors.Join(fmt.Errorf("%s traffic, %s: %w", c.trafficName(), c.Name, err), b.teardown())
 		}
 		report.addSample(cfg, n, c, s)
-		fmt.Fprintf(b.opts.Progress, "rep %d  %-3s N=%-6d %-11s %-8s %7.3f Mpps (generator %.3f)%s\n",
-			rep+1, cfg.ID, n, c.trafficName(), c.Name, s.Mpps, s.SentMpps, nsNote(s))
+		fmt.Fprintf(b.opts.Progress, "%5.0fs rep %d  %-3s N=%-6d %-11s %-8s %7.3f Mpps (generator %.3f)%s\n",
+			time.Since(b.started).Seconds(), rep+1, cfg.ID, n, c.trafficName(), c.Name, s.Mpps, s.SentMpps, nsNote(s))
 	}
 	return b.teardown()
 }
@@ -273,14 +278,33 @@ func (b *bench) trial(cfg config, n int, c trafficCase) (sample, error) {
 
 // warm runs every flow of tr through the DUT in both directions: the sink
 // answers while warming, so that stateful firewalls consider the flows
-// established, as they would be in a real exchange.
+// established, as they would be in a real exchange. A DUT that opens flows
+// slowly loses warm-up packets to full veth rings, so passes over all the
+// flows repeat, trickled, until one arrives whole.
 func (b *bench) warm(gen *generator, tr traffic) error {
 	if err := b.sink.setEcho(true); err != nil {
 		return err
 	}
-	_, _, err := gen.send(time.Minute, 2*uint64(tr.flows))
-	time.Sleep(50 * time.Millisecond)
-	return errors.Join(err, b.sink.setEcho(false))
+	defer b.sink.setEcho(false)
+	const maxPasses = 40
+	for range maxPasses {
+		before, err := b.sink.count()
+		if err != nil {
+			return err
+		}
+		if err := gen.trickle(uint64(tr.flows)); err != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+		after, err := b.sink.count()
+		if err != nil {
+			return err
+		}
+		if after-before >= uint64(tr.flows) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%d flows still not established after %d warm-up passes", tr.flows, maxPasses)
 }
 
 // natwallNsPerPacket measures the program's own run time per packet in a

@@ -34,6 +34,7 @@ const (
 	benchbpfMapNwbEgress    = "nwb_egress"
 	benchbpfProgNwbDrop     = "nwb_drop"
 	benchbpfProgNwbGen      = "nwb_gen"
+	benchbpfProgNwbPass     = "nwb_pass"
 	benchbpfProgNwbRedirect = "nwb_redirect"
 	benchbpfProgNwbSink     = "nwb_sink"
 	benchbpfVarNwbFwdDst    = "nwb_fwd_dst"
@@ -87,6 +88,7 @@ type benchbpfSpecs struct {
 type benchbpfProgramSpecs struct {
 	NwbDrop     *ebpf.ProgramSpec `ebpf:"nwb_drop"`
 	NwbGen      *ebpf.ProgramSpec `ebpf:"nwb_gen"`
+	NwbPass     *ebpf.ProgramSpec `ebpf:"nwb_pass"`
 	NwbRedirect *ebpf.ProgramSpec `ebpf:"nwb_redirect"`
 	NwbSink     *ebpf.ProgramSpec `ebpf:"nwb_sink"`
 }
@@ -158,6 +160,7 @@ type benchbpfVariables struct {
 type benchbpfPrograms struct {
 	NwbDrop     *ebpf.Program `ebpf:"nwb_drop"`
 	NwbGen      *ebpf.Program `ebpf:"nwb_gen"`
+	NwbPass     *ebpf.Program `ebpf:"nwb_pass"`
 	NwbRedirect *ebpf.Program `ebpf:"nwb_redirect"`
 	NwbSink     *ebpf.Program `ebpf:"nwb_sink"`
 }
@@ -166,6 +169,7 @@ func (p *benchbpfPrograms) Close() error {
 	return _BenchbpfClose(
 		p.NwbDrop,
 		p.NwbGen,
+		p.NwbPass,
 		p.NwbRedirect,
 		p.NwbSink,
 	)

@@ -214,9 +214,11 @@ func (b *bench) openNatwall(ruleFile string, snat bool) (time.Duration, error) {
 // no state: no XDP program, no netfilter rules, no connections tracked.
 func (b *bench) teardown() error {
 	var errs []error
-	if b.ceiling != nil {
-		errs = append(errs, b.ceiling.Close())
-		b.ceiling = nil
+	for _, c := range []**counterProgram{&b.ceiling, &b.replyPath} {
+		if *c != nil {
+			errs = append(errs, (*c).Close())
+			*c = nil
+		}
 	}
 	if b.natwall != nil {
 		errs = append(errs, b.natwall.Detach())

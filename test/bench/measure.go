@@ -109,7 +109,7 @@ func (b *bench) connectionRate(clients int) (float64, error) {
 			// Sockets belong to the namespace of the thread that opens
 			// them: the loop runs on a thread inside the generator's.
 			errs[i] = b.topo.gen.Do(func() error {
-				d := net.Dialer{Timeout: time.Second}
+				d := net.Dialer{Timeout: 3 * time.Second}
 				addr := netJoin(sinkAddr.Addr().String(), connRatePort)
 				for ctx.Err() == nil {
 					if err := requestOnce(&d, addr); err != nil {
@@ -137,7 +137,7 @@ func requestOnce(d *net.Dialer, addr string) error {
 		return err
 	}
 	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(time.Second)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(3 * time.Second)); err != nil {
 		return err
 	}
 	if _, err := c.Write([]byte{'x'}); err != nil {
@@ -197,19 +197,9 @@ func (b *bench) openFlows() error {
 		return err
 	}
 	defer gen.Close()
-	// Bursts no larger than a veth ring, slower than either DUT opens
-	// flows: every packet should become a flow, none lost to overflow.
-	const burst, pause = 256, 3 * time.Millisecond
-	for sent := uint64(0); sent < stateFlows; {
-		n, _, err := gen.send(0, min(burst, stateFlows-sent))
-		if err != nil {
-			return err
-		}
-		sent += n
-		time.Sleep(pause)
-	}
+	err = gen.trickle(stateFlows)
 	time.Sleep(50 * time.Millisecond)
-	return nil
+	return err
 }
 
 // natwallStateBytes is what natwall's flows occupy: in every per-flow map,

@@ -165,6 +165,22 @@ func (g *generator) send(d time.Duration, limit uint64) (sent uint64, elapsed ti
 	return sent, elapsed, err
 }
 
+// trickle sends n packets in bursts no larger than a veth ring, at about
+// 30,000 packets per second, below any DUT's rate of opening flows, so
+// that every packet arrives.
+func (g *generator) trickle(n uint64) error {
+	const burst, pause = 64, 2 * time.Millisecond
+	for sent := uint64(0); sent < n; {
+		k, _, err := g.send(0, min(burst, n-sent))
+		if err != nil {
+			return err
+		}
+		sent += k
+		time.Sleep(pause)
+	}
+	return nil
+}
+
 // pinThread binds the calling (locked) thread to cpu and returns how to
 // undo it.
 func pinThread(cpu int, pin bool) (restore func(), err error) {
@@ -216,7 +232,7 @@ func attachCounter(ns *lab.NetNS, dev, program string, constants map[string]any,
 			c.objs.Close()
 		}
 	}()
-	prog := map[string]*ebpf.Program{"nwb_sink": c.objs.NwbSink, "nwb_drop": c.objs.NwbDrop, "nwb_redirect": c.objs.NwbRedirect}[program]
+	prog := map[string]*ebpf.Program{"nwb_sink": c.objs.NwbSink, "nwb_drop": c.objs.NwbDrop, "nwb_redirect": c.objs.NwbRedirect, "nwb_pass": c.objs.NwbPass}[program]
 	if prog == nil {
 		return nil, fmt.Errorf("no program %s", program)
 	}
