@@ -305,6 +305,9 @@ func TestReloadUnderTraffic(t *testing.T) {
 		if err := injectFrames(client.NS, client.Interface, frames); err != nil {
 			t.Fatal(err)
 		}
+		// Paced so that the captures keep up on a busy machine: a packet
+		// the capture lost could be the leak.
+		time.Sleep(2 * time.Millisecond)
 	}
 	leaked, lines, err := capture.Stop()
 	if err != nil {
