@@ -299,8 +299,12 @@ func TestReloadUnderTraffic(t *testing.T) {
 		var frames [][]byte
 		for _, port := range []uint16{7000, 7001, 7002} {
 			sport++
-			p := rules.Packet{Src: client.IPv4, Dst: server.IPv4, Protocol: 17, HasPorts: true, SrcPort: uint16(sport), DstPort: port}
-			frames = append(frames, frameFor(t, p, sport, nic.HardwareAddr, in0.HardwareAddr))
+			p := probe{Src: client.IPv4, Dst: server.IPv4, Protocol: 17, SrcPort: uint16(sport), DstPort: port}
+			f, err := frameFor(p, sport, nic.HardwareAddr, in0.HardwareAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frames = append(frames, f)
 		}
 		if err := injectFrames(client.NS, client.Interface, frames); err != nil {
 			t.Fatal(err)

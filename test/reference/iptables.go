@@ -13,46 +13,99 @@ import (
 	"github.com/natwall/natwall/rules"
 )
 
-// Chain is the chain the stateless rules are compiled into, jumped to
-// from FORWARD.
-const Chain = "NATWALL_STATELESS"
+// The chains the two stages are compiled into, jumped to from FORWARD in
+// this order.
+const (
+	StatelessChain = "NATWALL_STATELESS"
+	StatefulChain  = "NATWALL_STATEFUL"
+)
 
-// Stateless installs rs's stateless stage in the current network
-// namespace's FORWARD chain: every packet, first match wins, drop or
-// accept (pass), default accept. Rules with a direction are refused: a
-// direction needs the inside networks, which this backend does not model.
-func Stateless(rs []rules.Rule) error {
+// Install replaces the rule set in the current network namespace's FORWARD
+// chain with rs. The stateless stage sees every packet, first match wins,
+// drop or pass on (RETURN). The stateful stage lets conntrack's
+// established and related packets through, as natwall lets a known flow's
+// packets and replies through; it drops a TCP packet that is not a SYN, as
+// only a SYN opens a flow in natwall; the rest is a new flow, decided by the
+// first matching rule or the default: allow, deny, or reject (a TCP RST or
+// ICMP administratively prohibited, what natwall answers). Rules with a
+// direction or alert are refused: a direction needs the inside networks,
+// which this backend does not model.
+func Install(rs *rules.RuleSet) error {
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
 		ipt, err := iptables.NewWithProtocol(proto)
 		if err != nil {
 			return err
 		}
-		if err := ipt.ClearChain("filter", Chain); err != nil {
-			return err
+		v6 := proto == iptables.ProtocolIPv6
+		stateful := [][]string{
+			{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{"-p", "tcp", "!", "--syn", "-j", "DROP"},
 		}
-		for _, r := range rs {
-			if r.Direction != rules.AnyDirection {
-				return fmt.Errorf("rule %s: directions are not compiled to iptables", r.ID)
+		for _, st := range []struct {
+			chain string
+			head  [][]string
+			rules []rules.Rule
+			def   rules.Action
+		}{
+			{StatelessChain, nil, rs.Stateless, rules.Pass},
+			{StatefulChain, stateful, rs.Stateful, rs.StatefulDefault},
+		} {
+			if err := ipt.ClearChain("filter", st.chain); err != nil {
+				return err
 			}
-			for _, spec := range ruleSpecs(r, proto == iptables.ProtocolIPv6) {
-				if err := ipt.Append("filter", Chain, spec...); err != nil {
-					return fmt.Errorf("rule %s: %w", r.ID, err)
+			specs := st.head
+			for _, r := range st.rules {
+				if r.Direction != rules.AnyDirection || r.Action == rules.Alert {
+					return fmt.Errorf("rule %s: directions and alerts are not compiled to iptables", r.ID)
+				}
+				for _, match := range matches(r, v6) {
+					for _, target := range targets(r.Action, r.Protocol, v6) {
+						specs = append(specs, append(append([]string(nil), match...), target...))
+					}
 				}
 			}
-		}
-		if err := ipt.Append("filter", Chain, "-j", "ACCEPT"); err != nil {
-			return err
-		}
-		if err := ipt.InsertUnique("filter", "FORWARD", 1, "-j", Chain); err != nil {
-			return err
+			specs = append(specs, targets(st.def, -1, v6)...)
+			for _, spec := range specs {
+				if err := ipt.Append("filter", st.chain, spec...); err != nil {
+					return fmt.Errorf("%s %v: %w", st.chain, spec, err)
+				}
+			}
+			if err := ipt.AppendUnique("filter", "FORWARD", "-j", st.chain); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// ruleSpecs is one iptables rule per source and destination prefix pair of
+// targets are the iptables targets for an action on packets of protocol
+// proto (-1 for any).
+func targets(a rules.Action, proto int, v6 bool) [][]string {
+	switch a {
+	case rules.Pass:
+		return [][]string{{"-j", "RETURN"}} // on to the stateful chain
+	case rules.Allow:
+		return [][]string{{"-j", "ACCEPT"}}
+	case rules.Reject:
+		rst := []string{"-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"}
+		icmp := []string{"-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}
+		if v6 {
+			icmp[3] = "icmp6-adm-prohibited"
+		}
+		switch proto {
+		case 6:
+			return [][]string{rst[2:]}
+		case -1:
+			return [][]string{rst, icmp} // the RST for TCP first, the rest fall through
+		}
+		return [][]string{icmp}
+	}
+	return [][]string{{"-j", "DROP"}} // drop and deny
+}
+
+// matches is one iptables match per source and destination prefix pair of
 // r's family; none if r cannot match that family at all.
-func ruleSpecs(r rules.Rule, v6 bool) [][]string {
+func matches(r rules.Rule, v6 bool) [][]string {
 	family := func(ps []netip.Prefix) []string {
 		if len(ps) == 0 {
 			return []string{""}
@@ -68,15 +121,19 @@ func ruleSpecs(r rules.Rule, v6 bool) [][]string {
 	var match []string
 	switch {
 	case r.Protocol < 0:
-	case r.Protocol == 1 && r.ICMPType >= 0:
-		if v6 {
-			return nil // an IPv6 packet never carries protocol 1
+	case (r.Protocol == 1 || r.Protocol == 58) && r.ICMPType >= 0:
+		if v6 != (r.Protocol == 58) {
+			return nil // ICMP never travels in IPv6, nor ICMPv6 in IPv4
 		}
 		icmp := fmt.Sprint(r.ICMPType)
 		if r.ICMPCode >= 0 {
 			icmp += fmt.Sprint("/", r.ICMPCode)
 		}
-		match = append(match, "-p", "icmp", "--icmp-type", icmp)
+		if v6 {
+			match = append(match, "-p", "icmpv6", "--icmpv6-type", icmp)
+		} else {
+			match = append(match, "-p", "icmp", "--icmp-type", icmp)
+		}
 	default:
 		match = append(match, "-p", fmt.Sprint(r.Protocol))
 	}
@@ -91,10 +148,6 @@ func ruleSpecs(r rules.Rule, v6 bool) [][]string {
 			match = append(match, "-m", "multiport", "--dports", portList(r.DstPorts))
 		}
 	}
-	target := "ACCEPT"
-	if r.Action == rules.Drop {
-		target = "DROP"
-	}
 	var specs [][]string
 	for _, s := range family(r.Src) {
 		for _, d := range family(r.Dst) {
@@ -105,7 +158,7 @@ func ruleSpecs(r rules.Rule, v6 bool) [][]string {
 			if d != "" {
 				spec = append(spec, "-d", d)
 			}
-			specs = append(specs, append(spec, "-j", target))
+			specs = append(specs, spec)
 		}
 	}
 	return specs
