@@ -225,36 +225,16 @@ func aimAt(r *rand.Rand, p *rules.Packet, ru rules.Rule) {
 // front end. Directions are left out: iptables knows no inside networks.
 func ruleFile(rs *rules.RuleSet) string {
 	var b strings.Builder
-	list := func(key string, v []string) {
-		if v != nil {
-			fmt.Fprintf(&b, ", %s: [%s]", key, strings.Join(v, ", "))
-		}
-	}
+	portRange := func(p rules.PortRange) string { return fmt.Sprintf("%d-%d", p.Lo, p.Hi) }
 	write := func(indent string, r rules.Rule) {
 		fmt.Fprintf(&b, "%s- {id: %s, priority: %d, action: %s", indent, r.ID, r.Priority, r.Action)
-		for _, f := range []struct {
-			key string
-			ps  []netip.Prefix
-		}{{"src", r.Src}, {"dst", r.Dst}} {
-			var v []string
-			for _, p := range f.ps {
-				v = append(v, p.String())
-			}
-			list(f.key, v)
-		}
+		yamlList(&b, "src", r.Src, netip.Prefix.String)
+		yamlList(&b, "dst", r.Dst, netip.Prefix.String)
 		if r.Protocol >= 0 {
 			fmt.Fprintf(&b, ", protocol: %d", r.Protocol)
 		}
-		for _, f := range []struct {
-			key string
-			prs []rules.PortRange
-		}{{"src_ports", r.SrcPorts}, {"dst_ports", r.DstPorts}} {
-			var v []string
-			for _, pr := range f.prs {
-				v = append(v, fmt.Sprintf("%d-%d", pr.Lo, pr.Hi))
-			}
-			list(f.key, v)
-		}
+		yamlList(&b, "src_ports", r.SrcPorts, portRange)
+		yamlList(&b, "dst_ports", r.DstPorts, portRange)
 		if r.ICMPType >= 0 {
 			fmt.Fprintf(&b, ", icmp_type: %d", r.ICMPType)
 		}
@@ -277,6 +257,18 @@ func ruleFile(rs *rules.RuleSet) string {
 		}
 	}
 	return b.String()
+}
+
+// yamlList writes a rule's list, if it has one.
+func yamlList[T any](b *strings.Builder, key string, v []T, str func(T) string) {
+	if v == nil {
+		return
+	}
+	items := make([]string, len(v))
+	for i, x := range v {
+		items[i] = str(x)
+	}
+	fmt.Fprintf(b, ", %s: [%s]", key, strings.Join(items, ", "))
 }
 
 // The differential suite. Rule sets of both stages go through natwall (the
