@@ -183,7 +183,11 @@ func (t *topology) pinNAPI() error {
 	for _, want := range []struct {
 		dev string
 		cpu int
-	}{{dutInIf, dutCPU}, {sinkIf, genCPU}} {
+		// realtime lets the thread preempt the generator, which never
+		// sleeps: the sink then counts everything the DUT delivers instead
+		// of sharing its CPU with the generator.
+		realtime bool
+	}{{dutInIf, dutCPU, false}, {sinkIf, genCPU, true}} {
 		found := false
 		for pid, comm := range threads {
 			if strings.HasPrefix(comm, "napi/"+want.dev+"-") {
@@ -191,6 +195,12 @@ func (t *topology) pinNAPI() error {
 				set.Set(want.cpu)
 				if err := unix.SchedSetaffinity(pid, &set); err != nil {
 					return fmt.Errorf("pin %s (pid %d) to CPU %d: %w", comm, pid, want.cpu, err)
+				}
+				if want.realtime {
+					attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 50}
+					if err := unix.SchedSetAttr(pid, &attr, 0); err != nil {
+						return fmt.Errorf("real-time priority for %s (pid %d): %w", comm, pid, err)
+					}
 				}
 				found = true
 			}

@@ -66,7 +66,8 @@ func StartCapture(ns *NetNS, iface, bpfFilter string) (*Capture, error) {
 		"-l",               // line-buffered summaries
 		"-U",               // flush the file after every packet
 		"--immediate-mode", // hand over each packet as it comes instead of a buffer at a time
-		"-Z", "root",       // keep the privileges to write the file we created
+		"-B", "16384",      // KiB of kernel buffer: a busy machine must not make the capture lose packets
+		"-Z", "root", // keep the privileges to write the file we created
 		"-i", iface,
 		"-w", path,
 		"--print", // summaries on stdout as well as the file
