@@ -11,6 +11,7 @@ declare -A tools=(
 	[ip]=iproute2
 	[iptables]=iptables
 	[nft]=nftables
+	[ipset]=ipset
 	[ethtool]=ethtool
 	[tcpdump]=tcpdump
 	[ping]=iputils-ping

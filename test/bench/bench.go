@@ -13,9 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/natwall/natwall/dataplane"
@@ -111,6 +113,7 @@ type bench struct {
 	ceiling   *counterProgram
 	replyPath *counterProgram
 	natwall   *dataplane.Dataplane
+	ipset     bool
 }
 
 // sample is one trial's measurement.
@@ -118,6 +121,9 @@ type sample struct {
 	Mpps, SentMpps float64
 	// NsPerPacket is natwall's in-place kernel run time per packet.
 	NsPerPacket float64
+	// ProgRunNs is natwall's time for one established packet of the case
+	// under BPF_PROG_RUN, without the veth around it.
+	ProgRunNs float64
 }
 
 // Run builds the topology, runs every trial and returns the report. It
@@ -147,8 +153,19 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	defer b.teardown()
 
 	report := newReport(opts, b.topo.pinned)
+	var runnable []config
+	for _, cfg := range b.selected() {
+		if cfg.unsupported != nil {
+			if err := cfg.unsupported(b); err != nil {
+				report.Skipped = append(report.Skipped, SkippedConfig{ID: cfg.ID, Name: cfg.Name, Reason: firstLine(err.Error())})
+				fmt.Fprintf(opts.Progress, "%s skipped: this machine cannot run it: %v\n", cfg.ID, err)
+				continue
+			}
+		}
+		runnable = append(runnable, cfg)
+	}
 	for rep := range opts.Reps {
-		for _, cfg := range b.selected() {
+		for _, cfg := range runnable {
 			counts, cases := []int{0}, ruleFreeCases
 			if cfg.PerRuleCount {
 				counts, cases = opts.RuleCounts, ruleCases
@@ -170,6 +187,11 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	}
 	report.finish()
 	return report, ctx.Err()
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 func (b *bench) selected() []config {
@@ -272,6 +294,9 @@ func (b *bench) trial(cfg config, n int, c trafficCase) (sample, error) {
 		if s.NsPerPacket, err = b.natwallNsPerPacket(gen); err != nil {
 			return sample{}, err
 		}
+		if s.ProgRunNs, err = b.natwallProgRun(tr); err != nil {
+			return sample{}, err
+		}
 	}
 	return s, nil
 }
@@ -341,6 +366,59 @@ func (b *bench) natwallNsPerPacket(gen *generator) (float64, error) {
 	}
 	return float64((rt1 - rt0).Nanoseconds()) / float64(n1-n0), nil
 }
+
+// natwallProgRun times natwall's program with BPF_PROG_RUN on one packet
+// of the case, a flow the warm-up established (§4.3.2a). The middle flow
+// stands for the case: with traffic spread over the rules it hits the
+// middle rule's port. BPF_PROG_RUN's repeat mode would replay the packet
+// natwall rewrote (TTL, source translation), so every call runs the
+// original once; the result is the median of the kernel's timings.
+func (b *bench) natwallProgRun(tr traffic) (float64, error) {
+	const calls, repeat = 20_000, 1
+	frame, err := frameOf(b.topo, tr, tr.flows/2)
+	if err != nil {
+		return 0, err
+	}
+	l, err := b.topo.dut.Interface(dutInIf)
+	if err != nil {
+		return 0, err
+	}
+	var timings []float64
+	err = b.topo.dut.Do(func() error {
+		link, err := netlink.LinkByIndex(l.Index)
+		if err != nil {
+			return err
+		}
+		xdp := link.Attrs().Xdp
+		if xdp == nil || !xdp.Attached {
+			return errors.New("no XDP program on " + dutInIf)
+		}
+		prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(xdp.ProgId))
+		if err != nil {
+			return err
+		}
+		defer prog.Close()
+		restore, err := pinThread(dutCPU, b.topo.pinned)
+		if err != nil {
+			return err
+		}
+		defer restore()
+		for range calls {
+			ret, per, err := prog.Benchmark(frame, repeat, nil)
+			if err != nil {
+				return err
+			}
+			if ret != xdpRedirect {
+				return fmt.Errorf("natwall's verdict on an established flow's packet is XDP action %d, not a redirect", ret)
+			}
+			timings = append(timings, float64(per.Nanoseconds()))
+		}
+		return nil
+	})
+	return summarise(timings).Median, err
+}
+
+const xdpRedirect = 4
 
 // raiseConntrackLimits sizes Linux's connection table like natwall's for
 // the new-flow trials, and returns how to put the old values back.

@@ -22,21 +22,28 @@ func TestSmallRun(t *testing.T) {
 	defer cancel()
 	report, err := Run(ctx, Options{
 		RuleCounts: []int{10}, Reps: 1, Duration: 200 * time.Millisecond, ConnDuration: 300 * time.Millisecond,
-		Configs: []string{"B1", "B3", "O1", "O3"},
+		Configs: []string{"B1", "B3", "B6", "B7", "O1", "O3"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{"B1": 2, "B3": 4, "O1": 4, "O3": 4} // results per configuration
+	want := map[string]int{"B1": 2, "B3": 4, "B6": 4, "B7": 4, "O1": 4, "O3": 4} // results per configuration
 	for _, f := range report.Forwarding {
 		want[f.Config]--
 		if f.Mpps.Median <= 0 {
 			t.Errorf("%s %s %s: nothing reached the sink", f.Config, f.Traffic, f.Case)
 		}
 		natwallEstablished := strings.HasPrefix(f.Config, "O") && f.Traffic == "established"
-		if natwallEstablished != (f.NsPerPacket != nil) {
-			t.Errorf("%s %s %s: XDP ns/packet measured: %v, want %v", f.Config, f.Traffic, f.Case, f.NsPerPacket != nil, natwallEstablished)
+		if natwallEstablished != (f.NsPerPacket != nil) || natwallEstablished != (f.ProgRunNs != nil) {
+			t.Errorf("%s %s %s: XDP ns/packet measured in place: %v, with BPF_PROG_RUN: %v, want %v",
+				f.Config, f.Traffic, f.Case, f.NsPerPacket != nil, f.ProgRunNs != nil, natwallEstablished)
 		}
+	}
+	for _, sk := range report.Skipped {
+		if sk.ID != "B6" || sk.Reason == "" {
+			t.Errorf("only B6 may be skipped, for a kernel without flowtables, and with a reason: %+v", sk)
+		}
+		delete(want, sk.ID)
 	}
 	for cfg, missing := range want {
 		if missing != 0 {
@@ -51,8 +58,8 @@ func TestSmallRun(t *testing.T) {
 			t.Errorf("%s: no connections completed", c.Config)
 		}
 	}
-	if len(report.RuleLoad) != 3 {
-		t.Errorf("rule load times of B3, O1 and O3, got %+v", report.RuleLoad)
+	if len(report.RuleLoad) != 5-len(report.Skipped) {
+		t.Errorf("rule load times of B3, B6, B7, O1 and O3 (less those skipped), got %+v", report.RuleLoad)
 	}
 	// Flows are trickled in below both devices' rates, so most become
 	// state; a machine busy with other tests loses some, and the per-flow

@@ -26,6 +26,9 @@ type config struct {
 	// setup configures the device under test for n rules and returns how
 	// long loading the rules took (zero where there are none).
 	setup func(b *bench, n int) (time.Duration, error)
+	// unsupported, if set, says why this kernel cannot run the
+	// configuration, or returns nil.
+	unsupported func(b *bench) error
 }
 
 var configs = []config{
@@ -40,10 +43,26 @@ var configs = []config{
 		return b.restore("iptables-restore", iptablesRules(n))
 	}},
 	{ID: "B4", Name: "Linux + nftables linear chain, masquerade", PerRuleCount: true, setup: func(b *bench, n int) (time.Duration, error) {
-		return b.restore("nft", nftRules(n, false))
+		return b.restore("nft", nftRules(n, false, false))
 	}},
 	{ID: "B5", Name: "Linux + nftables concatenated set, masquerade", PerRuleCount: true, setup: func(b *bench, n int) (time.Duration, error) {
-		return b.restore("nft", nftRules(n, true))
+		return b.restore("nft", nftRules(n, true, false))
+	}},
+	{ID: "B6", Name: "Linux + nftables concatenated set + flowtable, masquerade", PerRuleCount: true, setup: func(b *bench, n int) (time.Duration, error) {
+		return b.restore("nft", nftRules(n, true, true))
+	}, unsupported: func(b *bench) error {
+		// Kernels built without CONFIG_NF_FLOW_TABLE refuse the flowtable.
+		_, err := b.restore("nft", nftRules(1, true, true))
+		return errors.Join(err, b.teardown())
+	}},
+	{ID: "B7", Name: "Linux + iptables with an ipset hash:net,port, MASQUERADE", PerRuleCount: true, setup: func(b *bench, n int) (time.Duration, error) {
+		b.ipset = true
+		set, err := b.restore("ipset", ipsetRules(n))
+		if err != nil {
+			return 0, err
+		}
+		rules, err := b.restore("iptables-restore", iptablesIpsetRules())
+		return set + rules, err
 	}},
 	{ID: "O1", Name: "natwall stateless rules", PerRuleCount: true, Natwall: true, setup: func(b *bench, n int) (time.Duration, error) {
 		return b.openNatwall(natwallRules(n, "stateless"), false)
@@ -63,20 +82,51 @@ var configs = []config{
 // work per packet is the same as for a default deny.
 
 func iptablesRules(n int) string {
+	var rules strings.Builder
+	for i := range n {
+		fmt.Fprintf(&rules, "-A FORWARD -s %s -d %s -p udp -m udp --dport %d -j ACCEPT\n", insideNetwork, sinkDestinations, ruleBasePort+i)
+	}
+	return iptablesWith(rules.String())
+}
+
+// iptablesWith is the NAT instance's iptables-restore input around the
+// given FORWARD rules.
+func iptablesWith(forward string) string {
 	var b strings.Builder
 	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
 	b.WriteString("-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n")
-	for i := range n {
-		fmt.Fprintf(&b, "-A FORWARD -s %s -d %s -p udp -m udp --dport %d -j ACCEPT\n", insideNetwork, sinkDestinations, ruleBasePort+i)
-	}
+	b.WriteString(forward)
 	b.WriteString("COMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n")
 	fmt.Fprintf(&b, "-A POSTROUTING -o %s -j MASQUERADE\nCOMMIT\n", dutOutIf)
 	return b.String()
 }
 
-func nftRules(n int, set bool) string {
+const ipsetName = "nwb-allowed"
+
+// ipsetRules is the ipset restore input for n rules: each (destination
+// network, UDP port) pair is one member.
+func ipsetRules(n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "create %s hash:net,port family inet hashsize 4096 maxelem %d\n", ipsetName, max(n, 65536))
+	for i := range n {
+		fmt.Fprintf(&b, "add %s %s,udp:%d\n", ipsetName, sinkDestinations, ruleBasePort+i)
+	}
+	return b.String()
+}
+
+func iptablesIpsetRules() string {
+	return iptablesWith(fmt.Sprintf("-A FORWARD -s %s -m set --match-set %s dst,dst -j ACCEPT\n", insideNetwork, ipsetName))
+}
+
+// nftRules is the nftables ruleset for n rules: a linear chain, or one
+// concatenated interval set (pipapo), optionally with a flowtable that
+// takes established flows off the forward path.
+func nftRules(n int, set, flowtable bool) string {
 	var b strings.Builder
 	b.WriteString("table ip nwbench {\n")
+	if flowtable {
+		fmt.Fprintf(&b, "  flowtable ft {\n    hook ingress priority filter\n    devices = { %s, %s }\n  }\n", dutInIf, dutOutIf)
+	}
 	if set {
 		b.WriteString("  set allowed {\n    type ipv4_addr . ipv4_addr . inet_service\n    flags interval\n    elements = {\n")
 		for i := range n {
@@ -84,7 +134,11 @@ func nftRules(n int, set bool) string {
 		}
 		b.WriteString("    }\n  }\n")
 	}
-	b.WriteString("  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ct state established,related accept\n")
+	b.WriteString("  chain forward {\n    type filter hook forward priority filter; policy accept;\n")
+	if flowtable {
+		b.WriteString("    ct state established meta l4proto { tcp, udp } flow add @ft\n")
+	}
+	b.WriteString("    ct state established,related accept\n")
 	if set {
 		b.WriteString("    ip saddr . ip daddr . udp dport @allowed accept\n")
 	} else {
@@ -144,8 +198,11 @@ func (b *bench) restore(tool, ruleset string) (time.Duration, error) {
 		return 0, err
 	}
 	args := []string{file}
-	if tool == "nft" {
+	switch tool {
+	case "nft":
 		args = []string{"-f", file}
+	case "ipset":
+		args = []string{"restore", "-file", file}
 	}
 	start := time.Now()
 	if _, err := b.topo.dut.Run(b.ctx, tool, args...); err != nil {
@@ -226,6 +283,13 @@ func (b *bench) teardown() error {
 	}
 	if _, err := b.topo.dut.Run(b.ctx, "nft", "flush", "ruleset"); err != nil {
 		errs = append(errs, err)
+	}
+	// A set outlives the rules that used it; it goes once they are gone.
+	if b.ipset {
+		if _, err := b.topo.dut.Run(b.ctx, "ipset", "destroy", ipsetName); err != nil {
+			errs = append(errs, err)
+		}
+		b.ipset = false
 	}
 	errs = append(errs, b.topo.dut.Do(func() error {
 		err := netlink.ConntrackTableFlush(netlink.ConntrackTable)

@@ -53,28 +53,31 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	p("  %d destinations; up to %d packets per trial. This is the connection-establishment rate.\n\n", newFlowDsts, newFlowLimit)
 	p("Δns is the time per packet over the no-op XDP forwarder's (B1) for the same traffic: 1/rate − 1/rate(B1).\n")
 	p("XDP ns/pkt is natwall's program's own run time per packet (kernel BPF statistics, in a separate pass,\n")
-	p("since the statistics cost time of their own). For `BPF_PROG_RUN` timings of single packets, run\n")
-	p("`go test -run '^$' -bench . ./dataplane/`.\n\n")
+	p("since the statistics cost time of their own). PROG_RUN ns is the same program run with `BPF_PROG_RUN` on\n")
+	p("one established packet of the case (the middle flow): the median of 20,000 single runs, without the veths\n")
+	p("around it (repeat mode would replay the packet natwall already rewrote). Each run follows a system call, so\n")
+	p("caches are colder than under traffic: read it next to the in-place column. More\n")
+	p("single-packet timings: `go test -run '^$' -bench . ./dataplane/`; the compiler: `go test -run '^$' -bench Compile ./rules/`.\n\n")
 
 	p("## Goals\n\n| Goal | Target | Measured | |\n|---|---|---|---|\n")
 	for _, g := range r.Goals {
 		p("| %s | %s | %s | %s |\n", g.Goal, g.Target, g.Measured, metWord(g.Met))
 	}
-	p("\nNot measured yet: natwall with SNI rules (O4), since domain filtering is not built; nftables flowtables (B6)\nand ipset (B7).\n\n")
+	p("\nNot measured: natwall with SNI rules (O4), since domain filtering is not built.\n")
+	for _, sk := range r.Skipped {
+		p("%s (%s) could not run on this machine: %s.\n", sk.ID, sk.Name, strings.TrimSuffix(sk.Reason, "."))
+	}
+	p("\n")
 
 	for _, traffic := range []string{"established", "new"} {
 		p("## Forwarding, %s flows\n\n", traffic)
-		p("| Config | Rules | Case | Mpps (median) | min–max | Δns vs B1 | XDP ns/pkt |\n|---|---:|---|---:|---|---:|---:|\n")
+		p("| Config | Rules | Case | Mpps (median) | min–max | Δns vs B1 | XDP ns/pkt | PROG_RUN ns |\n|---|---:|---|---:|---|---:|---:|---:|\n")
 		for _, f := range r.Forwarding {
 			if f.Traffic != traffic {
 				continue
 			}
-			xdp := "–"
-			if f.NsPerPacket != nil {
-				xdp = fmt.Sprintf("%.0f", f.NsPerPacket.Median)
-			}
-			p("| %s %s | %s | %s | %.3f | %.3f–%.3f | %s | %s |\n", f.Config, f.Name, rulesCell(f.Rules), f.Case,
-				f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), xdp)
+			p("| %s %s | %s | %s | %.3f | %.3f–%.3f | %s | %s | %s |\n", f.Config, f.Name, rulesCell(f.Rules), f.Case,
+				f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), medianCell(f.NsPerPacket), medianCell(f.ProgRunNs))
 		}
 		p("\n")
 	}

@@ -27,6 +27,8 @@ type Report struct {
 	RuleLoad   []LoadResult
 	State      *StateResult `json:",omitempty"`
 	Goals      []Goal
+	// Skipped are the configurations this machine cannot run.
+	Skipped []SkippedConfig `json:",omitempty"`
 
 	samples map[resultKey][]sample
 	conns   map[resultKey][]float64
@@ -39,6 +41,10 @@ type resultKey struct {
 	Rules         int
 	Traffic, Case string
 	Clients       int
+}
+
+type SkippedConfig struct {
+	ID, Name, Reason string
 }
 
 // Stat summarises the repetitions of one measurement.
@@ -68,8 +74,10 @@ type ForwardingResult struct {
 	// DeltaNs is the median's time per packet over the no-op XDP
 	// forwarder's (B1) with the same kind of traffic.
 	DeltaNs float64
-	// NsPerPacket is natwall's XDP program's own run time per packet.
+	// NsPerPacket is natwall's XDP program's own run time per packet,
+	// in place; ProgRunNs the same under BPF_PROG_RUN for one packet.
 	NsPerPacket *Stat `json:",omitempty"`
+	ProgRunNs   *Stat `json:",omitempty"`
 }
 
 type ConnRateResult struct {
@@ -209,17 +217,24 @@ func (r *Report) finish() {
 		return caseOrder[a.Case] < caseOrder[b.Case]
 	})
 	for _, k := range keys {
-		var mpps, ns []float64
+		var mpps, ns, progRun []float64
 		for _, s := range r.samples[k] {
 			mpps = append(mpps, s.Mpps)
 			if s.NsPerPacket > 0 {
 				ns = append(ns, s.NsPerPacket)
+			}
+			if s.ProgRunNs > 0 {
+				progRun = append(progRun, s.ProgRunNs)
 			}
 		}
 		fr := ForwardingResult{Config: k.Config, Name: r.names[k.Config], Rules: k.Rules, Traffic: k.Traffic, Case: k.Case, Mpps: summarise(mpps)}
 		if len(ns) > 0 {
 			st := summarise(ns)
 			fr.NsPerPacket = &st
+		}
+		if len(progRun) > 0 {
+			st := summarise(progRun)
+			fr.ProgRunNs = &st
 		}
 		r.Forwarding = append(r.Forwarding, fr)
 	}
@@ -339,14 +354,10 @@ func (r *Report) evaluateGoals() []Goal {
 // WriteTable prints the results for a terminal.
 func (r *Report) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\trules\ttraffic\tcase\tMpps median\tmin\tmax\tΔns vs B1\tXDP ns/pkt\t")
+	fmt.Fprintln(tw, "config\trules\ttraffic\tcase\tMpps median\tmin\tmax\tΔns vs B1\tXDP ns/pkt\tPROG_RUN ns\t")
 	for _, f := range r.Forwarding {
-		xdp := ""
-		if f.NsPerPacket != nil {
-			xdp = fmt.Sprintf("%.0f", f.NsPerPacket.Median)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t%s\t\n", f.Config, rulesCell(f.Rules), f.Traffic, f.Case,
-			f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), xdp)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t\n", f.Config, rulesCell(f.Rules), f.Traffic, f.Case,
+			f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), medianCell(f.NsPerPacket), medianCell(f.ProgRunNs))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -357,6 +368,13 @@ func (r *Report) WriteTable(w io.Writer) {
 	for _, g := range r.Goals {
 		fmt.Fprintf(w, "%-4s %s: %s (target %s)\n", metWord(g.Met), g.Goal, g.Measured, g.Target)
 	}
+}
+
+func medianCell(s *Stat) string {
+	if s == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", s.Median)
 }
 
 func rulesCell(n int) string {

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"time"
@@ -108,6 +109,35 @@ func templateFrame(topo *topology) ([]byte, error) {
 	buf := gopacket.NewSerializeBuffer()
 	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
 		eth, ip, udp, gopacket.Payload(make([]byte, 18)))
+	return buf.Bytes(), err
+}
+
+// frameOf is the frame the generator sends for flow (as nwb_gen writes
+// it), for timing one packet with BPF_PROG_RUN.
+func frameOf(topo *topology, tr traffic, flow uint32) ([]byte, error) {
+	frame, err := templateFrame(topo)
+	if err != nil {
+		return nil, err
+	}
+	cfg := tr.config()
+	var pkt gopacket.Packet = gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	udp, _ := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if ip == nil || udp == nil {
+		return nil, errors.New("template frame is not IPv4 UDP")
+	}
+	u32 := func(v uint32) net.IP { return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)) }
+	udp.SrcPort = layers.UDPPort(uint32(cfg.SportBase) + flow%uint32(cfg.SportCount))
+	ip.SrcIP = u32(cfg.SrcBase + (flow/uint32(cfg.SportCount))%cfg.SrcCount)
+	ip.DstIP = u32(cfg.DstBase + flow%cfg.DstCount)
+	udp.DstPort = layers.UDPPort(uint32(cfg.DportBase) + flow%uint32(cfg.DportCount))
+	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+		return nil, err
+	}
+	eth, _ := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	buf := gopacket.NewSerializeBuffer()
+	err = gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, udp, gopacket.Payload(udp.Payload))
 	return buf.Bytes(), err
 }
 
