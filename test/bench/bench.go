@@ -68,12 +68,28 @@ var (
 	ruleCases     = []trafficCase{caseFirst, caseSpread, caseDefault, caseNew}
 )
 
+// rotateEstablished starts each repetition's established cases at a
+// different one, so that no case always runs first after a setup; new-flow
+// cases, which fill the tables, stay last.
+func rotateEstablished(cases []trafficCase, rep int) []trafficCase {
+	var established, fresh []trafficCase
+	for _, c := range cases {
+		if c.NewFlows {
+			fresh = append(fresh, c)
+		} else {
+			established = append(established, c)
+		}
+	}
+	k := rep % max(len(established), 1)
+	return append(append(established[k:], established[:k]...), fresh...)
+}
+
 func (c trafficCase) traffic(rules int) traffic {
 	tr := traffic{flows: establishedFlows, dportBase: ruleBasePort, dportCount: 1, dsts: 1}
 	switch c.Name {
 	case "spread":
 		tr.dportCount = uint16(max(rules, 1))
-		tr.flows = uint32(max(rules, establishedFlows))
+		tr.flows = uint32(max(rules, int(establishedFlows)))
 	case "default":
 		tr.dportBase = unmatchedPort
 	}
@@ -234,7 +250,7 @@ func (b *bench) configuration(report *Report, rep int, cfg config, n int, cases 
 	if load > 0 {
 		report.addLoad(cfg, n, load)
 	}
-	for _, c := range cases {
+	for _, c := range rotateEstablished(cases, rep) {
 		s, err := b.trial(cfg, n, c)
 		if err != nil {
 			return errors.Join(fmt.Errorf("%s traffic, %s: %w", c.trafficName(), c.Name, err), b.teardown())

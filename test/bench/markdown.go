@@ -34,7 +34,8 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	} else {
 		p("The machine has one CPU: generator, DUT and sink share it, so the rates are lower bounds.\n\n")
 	}
-	p("Configurations (../shared/research/performance.md §4.2), interleaved within every repetition:\n\n")
+	p("Configurations (../shared/research/performance.md §4.2), interleaved within every repetition; each\n")
+	p("repetition starts the established cases at a different one:\n\n")
 	for _, c := range configs {
 		p("- **%s** %s\n", c.ID, c.Name)
 	}
@@ -46,7 +47,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	p("which allocates ports per destination as Linux does. natwall is loaded with its dataplane package, as\n")
 	p("`natwall run` loads it, in native XDP mode (asserted).\n\n")
 	p("Cases:\n\n")
-	p("- *established*: %d flows (or N, if larger), warmed up in both directions first (the sink answers while\n", establishedFlows)
+	p("- *established*: %d flows (or N, if larger) in every case, warmed up in both directions first (the sink answers while\n", establishedFlows)
 	p("  warming), so stateful firewalls consider them established. *first* sends all of them to rule 0's port,\n")
 	p("  *spread* spreads them evenly over all N rules, *default* sends them to a port no rule matches.\n")
 	p("- *new*: every packet is a new flow (a new source address and port), spread over the rules and over\n")

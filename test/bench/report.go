@@ -277,6 +277,16 @@ func (r *Report) mpps(config string, rules int, traffic, cas string) float64 {
 	return 0
 }
 
+// xdpNs is natwall's in-place time per packet for a measurement, or 0.
+func (r *Report) xdpNs(config string, rules int, traffic, cas string) float64 {
+	for _, f := range r.Forwarding {
+		if f.Config == config && f.Rules == rules && f.Traffic == traffic && f.Case == cas && f.NsPerPacket != nil {
+			return f.NsPerPacket.Median
+		}
+	}
+	return 0
+}
+
 func (r *Report) connRate(config string, clients int) float64 {
 	for _, c := range r.ConnRate {
 		if c.Config == config && c.Clients == clients {
@@ -321,19 +331,22 @@ func (r *Report) evaluateGoals() []Goal {
 			fmt.Sprintf("≥ %.0f×", want), r.mpps("O3", n, est, "spread"), r.mpps("B3", n, est, "spread"), want,
 			fmt.Sprintf("%.3f vs %.3f Mpps", r.mpps("O3", n, est, "spread"), r.mpps("B3", n, est, "spread")))
 	}
-	if lo != hi {
-		a, b := r.mpps("O3", lo, est, "spread"), r.mpps("O3", hi, est, "spread")
-		if a > 0 && b > 0 {
-			cost := a / b // per-packet cost at hi over cost at lo
-			goals = append(goals, Goal{Goal: fmt.Sprintf("natwall (O3) per-packet cost at N = %d over N = %d", hi, lo), Target: "≤ 1.25×",
-				Measured: fmt.Sprintf("%.2f×", cost), Met: cost <= 1.25})
+	// Flatness is judged on natwall's own time per packet (in place),
+	// which the veths and the sink around it do not blur.
+	for _, cfg := range []string{"O1", "O3"} {
+		if lo != hi {
+			a, b := r.xdpNs(cfg, lo, est, "spread"), r.xdpNs(cfg, hi, est, "spread")
+			if a > 0 && b > 0 {
+				goals = append(goals, Goal{Goal: fmt.Sprintf("natwall (%s) per-packet cost in XDP at N = %d over N = %d, traffic spread over the rules", cfg, hi, lo),
+					Target: "≤ 1.25×", Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f ns)", b/a, b, a), Met: b/a <= 1.25})
+			}
 		}
-	}
-	first, def := r.mpps("O3", hi, est, "first"), r.mpps("O3", hi, est, "default")
-	if first > 0 && def > 0 {
-		spread := max(first, def) / min(first, def)
-		goals = append(goals, Goal{Goal: fmt.Sprintf("natwall (O3) flat between first-rule and default traffic at N = %d", hi), Target: "within 10 %",
-			Measured: fmt.Sprintf("%.3f vs %.3f Mpps (%.0f %%)", first, def, (spread-1)*100), Met: spread <= 1.10})
+		first, def := r.xdpNs(cfg, hi, est, "first"), r.xdpNs(cfg, hi, est, "default")
+		if first > 0 && def > 0 {
+			spread := max(first, def) / min(first, def)
+			goals = append(goals, Goal{Goal: fmt.Sprintf("natwall (%s) flat between first-rule and default traffic at N = %d, cost in XDP", cfg, hi), Target: "within 10 %",
+				Measured: fmt.Sprintf("%.0f vs %.0f ns (%.0f %%)", first, def, (spread-1)*100), Met: spread <= 1.10})
+		}
 	}
 	ratioGoal(fmt.Sprintf("natwall stateless (O1) vs the no-op XDP forwarder (B1), N = %d", lo), "≥ 0.8×",
 		r.mpps("O1", lo, est, "spread"), r.mpps("B1", 0, est, "first"), 0.8,

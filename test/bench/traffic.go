@@ -35,8 +35,10 @@ const (
 	// unmatchedPort matches no rule: packets to it take the default action.
 	unmatchedPort = 19000
 	// establishedFlows is the number of pre-warmed flows in established
-	// mode (§4.3: K = 1k), unless the rules need more to be spread over.
-	establishedFlows = 1024
+	// mode, unless the rules need more to be spread over. §4.3 suggests 1k;
+	// with as many flows as the largest rule set, every case and rule count
+	// keeps the same flow-table footprint, and only the rules vary.
+	establishedFlows = 10_000
 	// newFlowDsts keeps new flows from exhausting the SNAT port space of
 	// any one destination: translators allocate ports per destination.
 	newFlowDsts = 4096
