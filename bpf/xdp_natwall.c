@@ -128,6 +128,31 @@ static __always_inline int stateless_verdict(struct nw_pkt *pkt, struct nw_acl_p
 	return sc->acl_res.action == NW_ACL_DROP ? NW_DROP_ACL_STATELESS : 0;
 }
 
+/* Whether a packet of flow st in direction dir may skip the stateless
+ * classifier: its direction passed under the rules and inside networks in
+ * force. The rule that passed it is counted as if it had classified. */
+static __always_inline int stateless_known(struct nw_ct_state *st, int dir, struct nw_pkt *pkt)
+{
+	__u32 d = dir & 1;
+
+	if (!st || st->stateless_tag[d] != acl_tag())
+		return 0;
+	acl_count(st->stateless_rule[d], pkt->frame_len);
+	return 1;
+}
+
+/* Records the pass stateless_verdict just gave a packet of flow st. */
+static __always_inline void stateless_remember(struct nw_ct_state *st, int dir)
+{
+	struct nw_scratch *sc = scratch();
+	__u32 d = dir & 1;
+
+	if (!st || !sc)
+		return;
+	st->stateless_rule[d] = sc->acl_res.rule_id;
+	st->stateless_tag[d] = acl_tag();
+}
+
 /* Routes a packet of a tracked IPv4 flow, rewriting it from tuple from to
  * tuple to when the flow is translated. What the kernel must answer (TTL
  * expiry, fragmentation needed with DF) goes up untranslated, so the
@@ -407,7 +432,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 	struct nw_scratch *scr = scratch();
 	struct nw_acl_pkt *ap;
 	__u64 now = bpf_ktime_get_ns();
-	int dir, ret, reason, is_error = 0;
+	int dir = NW_CT_DIR_ORIGINAL, ret, reason, is_error = 0;
 	if (!scr)
 		return NW_DROP_INTERNAL;
 	ap = &scr->acl_pkt;
@@ -447,21 +472,21 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 	if (ret < 0)
 		return -ret;
 
-	if (acl_loaded(NW_ACL_STATELESS)) {
-		acl_pkt4(ap, pkt, t, zone_of(inside4(t->saddr), inside4(t->daddr)));
-		ret = stateless_verdict(pkt, ap);
-		if (ret)
-			return ret;
-	}
-	if (is_error)
-		return process_icmp_error4(ctx, pkt, cfg, now);
-
-	e = ct_lookup4(t, orig, &dir);
+	e = is_error ? NULL : ct_lookup4(t, orig, &dir);
 	if (e && ct_expired(cfg, &e->st, t->proto, now)) {
 		stat_inc(NW_STAT_CT_EXPIRED_DP);
 		ct_delete4(orig, e, NW_REASON_NONE, now);
 		e = NULL;
 	}
+	if (acl_loaded(NW_ACL_STATELESS) && !stateless_known(e ? &e->st : NULL, dir, pkt)) {
+		acl_pkt4(ap, pkt, t, zone_of(inside4(t->saddr), inside4(t->daddr)));
+		ret = stateless_verdict(pkt, ap);
+		if (ret)
+			return ret;
+		stateless_remember(e ? &e->st : NULL, dir);
+	}
+	if (is_error)
+		return process_icmp_error4(ctx, pkt, cfg, now);
 	if (!e) {
 		ret = ct_admit4(ctx, pkt, cfg, t);
 		if (ret != NW_ADMIT_NEW_FLOW && ret != NW_ADMIT_LOCAL)
@@ -580,7 +605,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	struct nw_acl_pkt *ap;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 rule_id = 0;
-	int dir, ret, reason, zone, src_inside, is_error = 0;
+	int dir = NW_CT_DIR_ORIGINAL, ret, reason, zone, src_inside, is_error = 0;
 	if (!scr)
 		return NW_DROP_INTERNAL;
 	ap = &scr->acl_pkt;
@@ -625,23 +650,24 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	if (ret < 0)
 		return -ret;
 
-	if (acl_loaded(NW_ACL_STATELESS)) {
-		acl_pkt6(ap, pkt, t, zone_of(inside6(t->saddr), inside6(t->daddr)));
-		ret = stateless_verdict(pkt, ap);
-		if (ret)
-			return ret;
-	}
-	if (is_error)
-		return process_icmp_error6(ctx, pkt, now);
-
-	reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
-	e = ct_lookup6(t, orig, &dir);
+	e = is_error ? NULL : ct_lookup6(t, orig, &dir);
 	if (e && ct_expired(cfg, &e->st, t->proto, now)) {
 		stat_inc(NW_STAT_CT_EXPIRED_DP);
 		ct_event6(NW_EVENT_FLOW_END, NW_REASON_NONE, orig, e, now);
 		bpf_map_delete_elem(&nw_ct6, orig);
 		e = NULL;
 	}
+	if (acl_loaded(NW_ACL_STATELESS) && !stateless_known(e ? &e->st : NULL, dir, pkt)) {
+		acl_pkt6(ap, pkt, t, zone_of(inside6(t->saddr), inside6(t->daddr)));
+		ret = stateless_verdict(pkt, ap);
+		if (ret)
+			return ret;
+		stateless_remember(e ? &e->st : NULL, dir);
+	}
+	if (is_error)
+		return process_icmp_error6(ctx, pkt, now);
+
+	reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
 	if (!e) {
 		if (reason == NW_PASS_LOCAL) {
 			if (!local_opens(pkt))

@@ -95,14 +95,30 @@ func loadRules(objs *natwallObjects, stateless, stateful *rules.StageTables) err
 	if err := objs.NwAclGen.Lookup(uint32(0), &active); err != nil {
 		return fmt.Errorf("read active generation: %w", err)
 	}
-	idle := (active + 1) & 1
+	// The generation counts up: its low bit picks the tables in force, and
+	// the whole value tags the stateless verdicts flows keep (acl_tag).
+	next := active + 1
 	for stage, st := range []*rules.StageTables{stateless, stateful} {
-		if err := writeStage(objs, uint8(idle), uint8(stage), st); err != nil {
+		if err := writeStage(objs, uint8(next&1), uint8(stage), st); err != nil {
 			return fmt.Errorf("write %s stage: %w", stageName(stage), err)
 		}
 	}
-	if err := objs.NwAclGen.Put(uint32(0), idle); err != nil {
+	if err := objs.NwAclGen.Put(uint32(0), next); err != nil {
 		return fmt.Errorf("flip generation: %w", err)
+	}
+	return nil
+}
+
+// invalidateStatelessVerdicts makes flows classify their next packets
+// again, keeping the tables in force: the inside networks, which decide
+// the direction the stateless rules see, may have changed.
+func invalidateStatelessVerdicts(objs *natwallObjects) error {
+	var active uint32
+	if err := objs.NwAclGen.Lookup(uint32(0), &active); err != nil {
+		return fmt.Errorf("read active generation: %w", err)
+	}
+	if err := objs.NwAclGen.Put(uint32(0), active+2); err != nil {
+		return fmt.Errorf("bump generation: %w", err)
 	}
 	return nil
 }

@@ -249,3 +249,43 @@ func TestRejectSYNAcknowledgesIt(t *testing.T) {
 		t.Fatalf("RST sequence %d, want 0 (the SYN carried no ACK)", s)
 	}
 }
+
+// A flow's packets skip the stateless classifier once their direction has
+// passed, but nothing else changes: the passing rule counts every packet,
+// and a reload or new inside networks make the next packet classify again.
+func TestStatelessVerdictKeptByFlows(t *testing.T) {
+	fx := newFibFixture(t)
+	fx.apply(t, natSettings(1024, 65535))
+	passDNS := anyRule(30, rules.Pass)
+	passDNS.proto, passDNS.dportLo, passDNS.dportHi = 17, 53, 53
+	dropDNS := passDNS
+	dropDNS.id, dropDNS.action = 31, rules.Drop
+	// Stateless rules see the direction: drop DNS only between inside hosts.
+	dropEastWestDNS := dropDNS
+	dropEastWestDNS.id, dropEastWestDNS.zone = 32, int(natwallNwZoneNW_ZONE_EAST_WEST)
+
+	must(t, loadRules(&fx.objs, naiveStage([]testRule{passDNS}, rules.Pass, 1), nil))
+	query := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 40000, dport: 53})
+	for range 3 {
+		fx.expect(t, query, "a0", ReasonFwdRedirect)
+	}
+	hits, err := fx.state().RuleHits([]uint32{30})
+	must(t, err)
+	if hits[30].Packets != 3 {
+		t.Fatalf("the passing rule counted %d of 3 packets", hits[30].Packets)
+	}
+
+	must(t, loadRules(&fx.objs, naiveStage([]testRule{dropDNS}, rules.Pass, 1), nil))
+	fx.expect(t, query, "a0", ReasonDropACLStateless)
+
+	// The query passes as outbound traffic, and its flow keeps that. Once
+	// 198.19.0.0/16 is inside too, the same query is east-west, and the
+	// kept verdict must not outlive the change.
+	must(t, loadRules(&fx.objs, naiveStage([]testRule{dropEastWestDNS}, rules.Pass, 1), nil))
+	fx.expect(t, query, "a0", ReasonFwdRedirect)
+	fx.expect(t, query, "a0", ReasonFwdRedirect)
+	settings := natSettings(1024, 65535)
+	settings.Inside = append(settings.Inside, netip.MustParsePrefix("198.19.0.0/16"))
+	fx.apply(t, settings)
+	fx.expect(t, query, "a0", ReasonDropACLStateless)
+}

@@ -134,18 +134,20 @@ const (
 )
 
 type natwallNwCtState struct {
-	_            structs.HostLayout
-	CreatedNs    uint64
-	LastSeenNs   uint64
-	PacketsOrig  uint64
-	BytesOrig    uint64
-	PacketsReply uint64
-	BytesReply   uint64
-	RuleId       uint32
-	TcpState     uint8
-	Flags        uint8
-	Zone         uint8
-	L7Verdict    uint8
+	_             structs.HostLayout
+	CreatedNs     uint64
+	LastSeenNs    uint64
+	PacketsOrig   uint64
+	BytesOrig     uint64
+	PacketsReply  uint64
+	BytesReply    uint64
+	RuleId        uint32
+	TcpState      uint8
+	Flags         uint8
+	Zone          uint8
+	L7Verdict     uint8
+	StatelessTag  [2]uint32
+	StatelessRule [2]uint32
 }
 
 type natwallNwEventType uint32
@@ -289,7 +291,7 @@ type natwallNwRuntimeConfig struct {
 
 type natwallNwScratchSpace struct {
 	_     structs.HostLayout
-	Bytes [808]uint8
+	Bytes [840]uint8
 }
 
 type natwallNwSnat4Endpoint struct {

@@ -199,6 +199,9 @@ func applySettings(objs *natwallObjects, s Settings) error {
 	if err := syncMap(objs.NwInside6, lpm6Keys(inside6)); err != nil {
 		return fmt.Errorf("inside networks: %w", err)
 	}
+	if err := invalidateStatelessVerdicts(objs); err != nil {
+		return err
+	}
 	if err := syncMap(objs.NwSnatExcl4, lpm4Keys(exclude)); err != nil {
 		return fmt.Errorf("snat exclusions: %w", err)
 	}

@@ -27,6 +27,17 @@ static __always_inline int acl_loaded(__u32 stage)
 	return meta && (meta->nrules || meta->default_action != NW_ACL_NONE);
 }
 
+/* A tag for what the stateless stage decides by: nw_acl_gen counts rule
+ * set flips (its low bit picks the tables) and changes of the inside
+ * networks, so a verdict recorded under one tag holds while it is current.
+ * Never 0, which marks "not recorded". */
+static __always_inline __u32 acl_tag(void)
+{
+	__u32 zero = 0, *genp = bpf_map_lookup_elem(&nw_acl_gen, &zero);
+
+	return (genp ? *genp : 0) + 1;
+}
+
 /* Count of trailing zeros of a non-zero v, without branches (BPF has no
  * such instruction, and branches here multiply the verifier's work): the
  * population count of the bits below v's lowest set bit. */

@@ -182,6 +182,12 @@ struct nw_ct_state {
 	__u8 flags;           /* enum nw_ct_flags */
 	__u8 zone;            /* enum nw_zone */
 	__u8 l7_verdict;      /* reserved for domain filtering */
+	/* The stateless stage's pass for each direction (by enum
+	 * nw_ct_dir): every packet of a direction carries the same classified
+	 * fields, so later ones reuse the verdict and count its rule, while
+	 * nw_acl_gen still holds stateless_tag - 1 (0: not classified yet). */
+	__u32 stateless_tag[2];
+	__u32 stateless_rule[2];
 };
 
 /* An IPv4 flow, keyed by its original tuple. The reply tuple is what the
