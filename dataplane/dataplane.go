@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -90,7 +91,8 @@ type Options struct {
 	Settings Settings
 	// FlowTableSize is the capacity of each flow table (and SNAT mapping
 	// table); 0 keeps the compiled-in default. Pinned tables of another
-	// size are not reused: changing it means a restart without flows.
+	// size (or layout, from another natwall version) are not reused: they
+	// are replaced with empty ones, with a warning.
 	FlowTableSize uint32
 	// Logger receives attach events; slog.Default() if nil.
 	Logger *slog.Logger
@@ -163,9 +165,21 @@ func Open(opts Options) (_ *Dataplane, err error) {
 			m.MaxEntries = n
 		}
 	}
-	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: opts.PinDir},
-	})
+	load := func() error {
+		return spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}})
+	}
+	err = load()
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Another table size, or a natwall whose tables are laid out
+		// differently: their state cannot be carried over, and keeping
+		// them would keep natwall down.
+		var dropped []string
+		if dropped, err = unpinIncompatible(spec, opts.PinDir); err == nil {
+			d.log.Warn("pinned state does not fit this natwall or its table sizes; starting those tables empty",
+				"maps", dropped)
+			err = load()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
@@ -192,6 +206,37 @@ func Open(opts Options) (_ *Dataplane, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// unpinIncompatible removes the pins in dir of maps whose type, key, value
+// or capacity differ from spec's, and names them.
+func unpinIncompatible(spec *ebpf.CollectionSpec, dir string) ([]string, error) {
+	var dropped []string
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return dropped, fmt.Errorf("pinned map %s: %w", name, err)
+		}
+		fits := m.Type() == ms.Type && m.KeySize() == ms.KeySize && m.ValueSize() == ms.ValueSize &&
+			m.MaxEntries() == ms.MaxEntries && m.Flags() == ms.Flags
+		m.Close()
+		if fits {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
+			return dropped, fmt.Errorf("unpin %s: %w", name, err)
+		}
+		dropped = append(dropped, name)
+	}
+	sort.Strings(dropped)
+	return dropped, nil
 }
 
 func (d *Dataplane) linkPin(iface string) string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -412,6 +413,29 @@ func TestNATRestartKeepsConnections(t *testing.T) {
 	// The flow the daemons shared is still the one translated flow.
 	if p := a.packets(t); p["drop_ct_invalid"] != 0 {
 		t.Errorf("drop_ct_invalid = %.0f: a packet of the connection found no flow", p["drop_ct_invalid"])
+	}
+}
+
+// A restart with another flow table size cannot keep the pinned tables:
+// natwall starts with empty ones, says so, and forwards, instead of
+// refusing to start.
+func TestRestartWithAnotherTableSize(t *testing.T) {
+	l := newLab(t, lab.Options{Shape: lab.TwoNIC})
+	a := startNatwall(t, l, natConfig("conntrack:\n  table_size: 4096\n")+"on_exit: keep\n")
+	server, client := l.Servers[0], l.Clients[0]
+	warmUp(t, client.NS, server.IPv4)
+	a.stop(t)
+
+	if err := os.WriteFile(a.config, []byte(natwallConfig(l, a.pinDir, natConfig("conntrack:\n  table_size: 8192\n"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.start(t)
+	out := a.proc.Output()
+	if !strings.Contains(out, "starting those tables empty") || !strings.Contains(out, "nw_ct4") {
+		t.Errorf("natwall did not report the tables it could not keep:\n%s", out)
+	}
+	if err := client.NS.Ping(testContext(t), server.IPv4); err != nil {
+		t.Fatalf("no forwarding after the restart: %v", err)
 	}
 }
 
