@@ -267,22 +267,28 @@ func (r *Report) finish() {
 	r.Goals = r.evaluateGoals()
 }
 
-// mpps is a measurement's median, or 0 if the run did not make it.
-func (r *Report) mpps(config string, rules int, traffic, cas string) float64 {
-	for _, f := range r.Forwarding {
+// result is a measurement's result, or nil if the run did not make it.
+func (r *Report) result(config string, rules int, traffic, cas string) *ForwardingResult {
+	for i, f := range r.Forwarding {
 		if f.Config == config && f.Rules == rules && f.Traffic == traffic && f.Case == cas {
-			return f.Mpps.Median
+			return &r.Forwarding[i]
 		}
+	}
+	return nil
+}
+
+// mpps is a measurement's median rate, or 0.
+func (r *Report) mpps(config string, rules int, traffic, cas string) float64 {
+	if f := r.result(config, rules, traffic, cas); f != nil {
+		return f.Mpps.Median
 	}
 	return 0
 }
 
 // xdpNs is natwall's in-place time per packet for a measurement, or 0.
 func (r *Report) xdpNs(config string, rules int, traffic, cas string) float64 {
-	for _, f := range r.Forwarding {
-		if f.Config == config && f.Rules == rules && f.Traffic == traffic && f.Case == cas && f.NsPerPacket != nil {
-			return f.NsPerPacket.Median
-		}
+	if f := r.result(config, rules, traffic, cas); f != nil && f.NsPerPacket != nil {
+		return f.NsPerPacket.Median
 	}
 	return 0
 }

@@ -98,48 +98,30 @@ func newGenerator(topo *topology, tr traffic) (*generator, error) {
 	return g, nil
 }
 
-// templateFrame is a 64-byte (with FCS) IPv4 UDP frame from gen0 to dut0;
-// the generator fills in addresses and ports.
+// templateFrame is the generator's frame: 64 bytes (with FCS) of IPv4
+// UDP from gen0 to dut0, with the addresses and ports of its first flow,
+// which nwb_gen rewrites for every packet.
 func templateFrame(topo *topology) ([]byte, error) {
+	return frameOf(topo, traffic{}, 0)
+}
+
+// frameOf is the frame the generator sends for flow (as nwb_gen writes
+// it), for timing one packet with BPF_PROG_RUN.
+func frameOf(topo *topology, tr traffic, flow uint32) ([]byte, error) {
+	cfg := tr.config()
+	addr := func(v uint32) net.IP { return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)) }
 	eth := &layers.Ethernet{SrcMAC: topo.genMAC, DstMAC: topo.dutInMAC, EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP,
-		SrcIP: genSources.Addr().AsSlice(), DstIP: sinkDestinations.Addr().AsSlice()}
-	udp := &layers.UDP{SrcPort: 1024, DstPort: ruleBasePort}
+		SrcIP: addr(cfg.SrcBase + (flow/uint32(cfg.SportCount))%cfg.SrcCount),
+		DstIP: addr(cfg.DstBase + flow%cfg.DstCount)}
+	udp := &layers.UDP{SrcPort: layers.UDPPort(uint32(cfg.SportBase) + flow%uint32(cfg.SportCount)),
+		DstPort: layers.UDPPort(uint32(cfg.DportBase) + flow%uint32(cfg.DportCount))}
 	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
 		return nil, err
 	}
 	buf := gopacket.NewSerializeBuffer()
 	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
 		eth, ip, udp, gopacket.Payload(make([]byte, 18)))
-	return buf.Bytes(), err
-}
-
-// frameOf is the frame the generator sends for flow (as nwb_gen writes
-// it), for timing one packet with BPF_PROG_RUN.
-func frameOf(topo *topology, tr traffic, flow uint32) ([]byte, error) {
-	frame, err := templateFrame(topo)
-	if err != nil {
-		return nil, err
-	}
-	cfg := tr.config()
-	var pkt gopacket.Packet = gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
-	ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-	udp, _ := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP)
-	if ip == nil || udp == nil {
-		return nil, errors.New("template frame is not IPv4 UDP")
-	}
-	u32 := func(v uint32) net.IP { return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)) }
-	udp.SrcPort = layers.UDPPort(uint32(cfg.SportBase) + flow%uint32(cfg.SportCount))
-	ip.SrcIP = u32(cfg.SrcBase + (flow/uint32(cfg.SportCount))%cfg.SrcCount)
-	ip.DstIP = u32(cfg.DstBase + flow%cfg.DstCount)
-	udp.DstPort = layers.UDPPort(uint32(cfg.DportBase) + flow%uint32(cfg.DportCount))
-	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-		return nil, err
-	}
-	eth, _ := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-	buf := gopacket.NewSerializeBuffer()
-	err = gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, udp, gopacket.Payload(udp.Payload))
 	return buf.Bytes(), err
 }
 
