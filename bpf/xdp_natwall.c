@@ -695,6 +695,34 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	return finish6(ctx, pkt, fib, reason);
 }
 
+static __always_inline int vlan_reason(void)
+{
+	struct nw_runtime_config *cfg = runtime_config();
+
+	return cfg && (cfg->flags & NW_CFG_VLAN_PASS) ? NW_PASS_VLAN : NW_DROP_VLAN;
+}
+
+/* Removes depth (1 or 2) VLAN tags from the front of the frame: the MACs
+ * move up over them. Returns 0 or a reason. */
+static __noinline int strip_priority_tags(struct xdp_md *ctx, __u32 depth)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 macs[2 * ETH_ALEN];
+	int shift = depth == 2 ? 8 : 4;
+
+	if (data + 2 * ETH_ALEN + 8 > data_end)
+		return NW_MALFORMED_VLAN;
+	__builtin_memcpy(macs, data, sizeof(macs));
+	if (shift == 8)
+		__builtin_memcpy(data + 8, macs, sizeof(macs));
+	else
+		__builtin_memcpy(data + 4, macs, sizeof(macs));
+	if (bpf_xdp_adjust_head(ctx, shift))
+		return NW_DROP_INTERNAL;
+	return 0;
+}
+
 SEC("xdp")
 int xdp_natwall(struct xdp_md *ctx)
 {
@@ -705,9 +733,26 @@ int xdp_natwall(struct xdp_md *ctx)
 	if (ret < 0)
 		return nw_exit(ctx, &pkt, -ret);
 
-	/* The kernel's VLAN device owns tagged traffic's routing. */
-	if (pkt.vlan_depth)
-		return nw_exit(ctx, &pkt, NW_PASS_VLAN);
+	if (pkt.vlan_depth) {
+		__u32 frame_len = pkt.frame_len;
+
+		/* A frame of a VLAN is not natwall's to route: dropped unless
+		 * the operator hands such frames to the kernel's VLAN device,
+		 * which forwards them with no policy. */
+		if (pkt.flags & NW_PKT_VLAN_ID)
+			return nw_exit(ctx, &pkt, vlan_reason());
+		/* Priority tags only: the frame is untagged traffic, and the
+		 * kernel would strip the tags and forward it. Strip them here
+		 * and enforce the policy on what remains. */
+		ret = strip_priority_tags(ctx, pkt.vlan_depth);
+		if (ret)
+			return nw_exit(ctx, &pkt, ret);
+		__builtin_memset(&pkt, 0, sizeof(pkt));
+		ret = parse_packet(ctx, &pkt);
+		pkt.frame_len = frame_len; /* counted as received */
+		if (ret < 0)
+			return nw_exit(ctx, &pkt, -ret);
+	}
 
 	if (pkt.l3_proto == ETH_P_IP)
 		return nw_exit(ctx, &pkt, process_ipv4(ctx, &pkt));

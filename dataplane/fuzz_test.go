@@ -14,10 +14,14 @@ func wellFormed(frame []byte) bool {
 		return false
 	}
 	off, typ := 14, binary.BigEndian.Uint16(frame[12:])
-	for typ == 0x8100 || typ == 0x88a8 {
-		// Tagged frames are never forwarded in XDP (the kernel's VLAN
-		// device routes them), so they need not be well formed here.
-		return false
+	for tags := 0; typ == 0x8100 || typ == 0x88a8; tags++ {
+		// Frames of a VLAN are never forwarded in XDP; priority tags
+		// (VLAN ID 0), at most two, are stripped and the rest parsed.
+		if tags == 2 || len(frame) < off+4 || binary.BigEndian.Uint16(frame[off:])&0x0fff != 0 {
+			return false
+		}
+		typ = binary.BigEndian.Uint16(frame[off+2:])
+		off += 4
 	}
 	switch typ {
 	case 0x0800:
@@ -114,6 +118,7 @@ func FuzzXDPParser(f *testing.F) {
 		f.Add(tc.pkt.build(f))
 	}
 	f.Add(packet{src: "198.18.1.10", dst: "198.19.1.10", vlans: 3}.build(f))
+	f.Add(packet{src: "198.18.1.10", dst: "198.19.1.10", vlans: 2, prioTags: true}.build(f))
 	f.Add(packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10", extTypes: repeatTypes(dstTyp, 9), extHdrs: make([]byte, 72)}.build(f))
 
 	// One namespace and program for every input: the fixture is the

@@ -104,6 +104,7 @@ const (
 	natwallNwConfigFlagsNW_CFG_SNAT            natwallNwConfigFlags = 1
 	natwallNwConfigFlagsNW_CFG_SNAT_APDM       natwallNwConfigFlags = 2
 	natwallNwConfigFlagsNW_CFG_INVALID_TCP_RST natwallNwConfigFlags = 4
+	natwallNwConfigFlagsNW_CFG_VLAN_PASS       natwallNwConfigFlags = 8
 )
 
 type natwallNwCounter struct {
@@ -269,7 +270,8 @@ const (
 	natwallNwReasonNW_DROP_ACL_REJECT         natwallNwReason = 33
 	natwallNwReasonNW_DROP_INTERNAL           natwallNwReason = 34
 	natwallNwReasonNW_REPLY_ICMP_UNREACH      natwallNwReason = 35
-	natwallNwReasonNW_REASON_MAX              natwallNwReason = 36
+	natwallNwReasonNW_DROP_VLAN               natwallNwReason = 36
+	natwallNwReasonNW_REASON_MAX              natwallNwReason = 37
 )
 
 type natwallNwRuleCounter struct {

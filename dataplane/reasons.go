@@ -61,6 +61,7 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_ACL_REJECT:         {"drop_acl_reject", VerdictDrop},
 	natwallNwReasonNW_DROP_INTERNAL:           {"drop_internal", VerdictDrop},
 	natwallNwReasonNW_REPLY_ICMP_UNREACH:      {"reply_icmp_unreach", VerdictReply},
+	natwallNwReasonNW_DROP_VLAN:               {"drop_vlan", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -102,6 +103,7 @@ const (
 	ReasonDropACLReject       = natwallNwReasonNW_DROP_ACL_REJECT
 	ReasonDropInternal        = natwallNwReasonNW_DROP_INTERNAL
 	ReasonReplyICMPUnreach    = natwallNwReasonNW_REPLY_ICMP_UNREACH
+	ReasonDropVLAN            = natwallNwReasonNW_DROP_VLAN
 )
 
 // Name is the reason's snake_case metric label.

@@ -107,7 +107,24 @@ type Settings struct {
 	// InvalidTCPReset answers inside TCP packets of no known flow with a
 	// RST, as AWS NAT Gateway does, so clients fail fast.
 	InvalidTCPReset bool
+	// VLANAction is what happens to a frame tagged with a VLAN ID other
+	// than 0. Priority tags (ID 0) are stripped and the frame goes
+	// through the policy like an untagged one.
+	VLANAction VLANAction
 }
+
+// VLANAction is what happens to a frame of a VLAN natwall does not route.
+type VLANAction int
+
+const (
+	// VLANDrop drops it, counted as drop_vlan: nothing tagged reaches a
+	// kernel path that would forward it past the policy.
+	VLANDrop VLANAction = iota
+	// VLANPass hands it to the kernel's VLAN device, counted as
+	// pass_vlan. The kernel then routes it with no natwall policy and no
+	// NAT: only for VLANs natwall is not meant to guard.
+	VLANPass
+)
 
 // DefaultSettings drop malformed packets and use DefaultTimeouts.
 func DefaultSettings() Settings {
@@ -124,6 +141,9 @@ func (s Settings) runtimeConfig() (natwallNwRuntimeConfig, error) {
 	timeouts, err := s.Timeouts.seconds()
 	errs = append(errs, err)
 	cfg.Timeouts = timeouts
+	if s.VLANAction == VLANPass {
+		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_VLAN_PASS)
+	}
 	if s.InvalidTCPReset {
 		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_INVALID_TCP_RST)
 	}

@@ -318,6 +318,7 @@ type packet struct {
 	ttl       uint8
 	size      int // pad the payload so the L3 datagram has this length
 	vlans     int
+	prioTags  bool // the tags carry VLAN ID 0 (802.1Q priority tags), PCP 5
 	ipOptions []layers.IPv4Option
 	frag      uint16 // IPv4 frag_off field (flags<<13 | offset)
 	extHdrs   []byte // raw IPv6 extension headers inserted before L4; first byte of each is set by build
@@ -421,7 +422,11 @@ func (p packet) build(t testing.TB) []byte {
 			if i == p.vlans-1 {
 				typ = inner
 			}
-			ls = append(ls, &layers.Dot1Q{VLANIdentifier: uint16(100 + i), Type: typ})
+			tag := &layers.Dot1Q{VLANIdentifier: uint16(100 + i), Type: typ}
+			if p.prioTags {
+				tag.VLANIdentifier, tag.Priority = 0, 5
+			}
+			ls = append(ls, tag)
 		}
 	}
 	ls = append(ls, ipLayer, gopacket.Payload(upper))
@@ -545,8 +550,8 @@ func TestXDPVerdicts(t *testing.T) {
 		{"v6 blackholed", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:9::1"}, "a0", ReasonPassNoRoute, xdpPass},
 		{"v6 link-local destination", packet{v6: true, src: "fe80::10", dst: "fe80::1"}, "a0", ReasonPassLinkLocal, xdpPass},
 		{"v6 multicast (NDP)", packet{v6: true, src: "2001:db8:1::10", dst: "ff02::1:ff00:1", proto: layers.IPProtocolICMPv6}, "a0", ReasonPassLinkLocal, xdpPass},
-		{"vlan tagged", packet{src: "198.18.1.10", dst: "198.19.1.10", vlans: 1}, "a0", ReasonPassVLAN, xdpPass},
-		{"qinq tagged", packet{src: "198.18.1.10", dst: "198.19.1.10", vlans: 2}, "a0", ReasonPassVLAN, xdpPass},
+		{"vlan tagged", packet{src: "198.18.1.10", dst: "198.19.1.10", vlans: 1}, "a0", ReasonDropVLAN, xdpDrop},
+		{"qinq tagged", packet{src: "198.18.1.10", dst: "198.19.1.10", vlans: 2}, "a0", ReasonDropVLAN, xdpDrop},
 
 		{"three vlan tags", packet{src: "198.18.1.10", dst: "198.19.1.10", vlans: 3}, "a0", ReasonMalformedVLAN, xdpDrop},
 		{"v6 9 ext headers", packet{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10",

@@ -32,6 +32,7 @@ enum nw_pkt_flags {
 	NW_PKT_FRAGMENT = 1 << 0,       /* part of a fragmented datagram */
 	NW_PKT_LATER_FRAGMENT = 1 << 1, /* not the first fragment: no L4 header */
 	NW_PKT_L4 = 1 << 2,             /* l4 fields below are valid */
+	NW_PKT_VLAN_ID = 1 << 3,        /* a tag names a VLAN (ID not 0): not a priority tag */
 };
 
 struct vlan_tag {
@@ -92,6 +93,9 @@ static __always_inline int parse_eth(void *data, void *data_end, struct nw_pkt *
 		if ((void *)(tag + 1) > data_end)
 			return -NW_MALFORMED_VLAN;
 		proto = tag->encapsulated_proto;
+		/* VLAN ID 0 only carries a priority (802.1Q 9.6). */
+		if (tag->tci & bpf_htons(0x0fff))
+			pkt->flags |= NW_PKT_VLAN_ID;
 		off += sizeof(*tag);
 		pkt->vlan_depth++;
 	}

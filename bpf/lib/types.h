@@ -17,7 +17,7 @@ enum nw_reason {
 
 	/* Handed to the kernel because the kernel must act. */
 	NW_PASS_NOT_IP,           /* ARP, LLDP, ...: not ours to route */
-	NW_PASS_VLAN,             /* tagged: the kernel's VLAN device routes it */
+	NW_PASS_VLAN,             /* VLAN tagged, vlan_action pass: the kernel's VLAN device routes it, unfiltered */
 	NW_PASS_LOCAL,            /* for this host, or broadcast/multicast */
 	NW_PASS_LINK_LOCAL,       /* IPv6 link-local or multicast: NDP, MLD */
 	NW_PASS_NO_NEIGH,         /* next hop not resolved yet: kernel resolves */
@@ -53,6 +53,7 @@ enum nw_reason {
 	NW_DROP_ACL_REJECT,       /* a stateful reject rule matched; no reply could be built */
 	NW_DROP_INTERNAL,         /* a map natwall needs is missing: fail closed */
 	NW_REPLY_ICMP_UNREACH,    /* answered with ICMP unreachable, prohibited (reject) */
+	NW_DROP_VLAN,             /* tagged with a VLAN ID (not a priority tag), vlan_action drop */
 
 	NW_REASON_MAX,
 };
@@ -135,6 +136,7 @@ enum nw_config_flags {
 	NW_CFG_SNAT = 1 << 0,         /* translate outbound IPv4 flows */
 	NW_CFG_SNAT_APDM = 1 << 1,    /* address-and-port-dependent mapping */
 	NW_CFG_INVALID_TCP_RST = 1 << 2, /* answer invalid inside TCP with RST */
+	NW_CFG_VLAN_PASS = 1 << 3,    /* hand frames tagged with a VLAN ID to the kernel, unfiltered */
 };
 
 /* Runtime settings, written by the control plane. Held in a map rather than
