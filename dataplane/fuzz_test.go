@@ -33,6 +33,9 @@ func wellFormed(frame []byte) bool {
 		if tot < hl || tot > len(ip) {
 			return false
 		}
+		if !ipv4OptionsWellFormed(ip[20:hl]) {
+			return false
+		}
 		frag := binary.BigEndian.Uint16(ip[6:])
 		if frag&0x1fff != 0 {
 			return true // a later fragment carries no L4 header
@@ -83,6 +86,25 @@ func wellFormed(frame []byte) bool {
 		}
 	}
 	return false
+}
+
+// ipv4OptionsWellFormed: every option but EOL and NOP has a length of at
+// least 2 that stays within the options (RFC 791 3.1).
+func ipv4OptionsWellFormed(opts []byte) bool {
+	for len(opts) > 0 {
+		switch opts[0] {
+		case 0:
+			return true
+		case 1:
+			opts = opts[1:]
+			continue
+		}
+		if len(opts) < 2 || opts[1] < 2 || int(opts[1]) > len(opts) {
+			return false
+		}
+		opts = opts[opts[1]:]
+	}
+	return true
 }
 
 func l4WellFormed(proto byte, seg []byte, fragmented bool) bool {

@@ -271,7 +271,8 @@ const (
 	natwallNwReasonNW_DROP_INTERNAL           natwallNwReason = 34
 	natwallNwReasonNW_REPLY_ICMP_UNREACH      natwallNwReason = 35
 	natwallNwReasonNW_DROP_VLAN               natwallNwReason = 36
-	natwallNwReasonNW_REASON_MAX              natwallNwReason = 37
+	natwallNwReasonNW_DROP_IPV4SRC_ROUTE      natwallNwReason = 37
+	natwallNwReasonNW_REASON_MAX              natwallNwReason = 38
 )
 
 type natwallNwRuleCounter struct {

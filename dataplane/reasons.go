@@ -62,6 +62,7 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_INTERNAL:           {"drop_internal", VerdictDrop},
 	natwallNwReasonNW_REPLY_ICMP_UNREACH:      {"reply_icmp_unreach", VerdictReply},
 	natwallNwReasonNW_DROP_VLAN:               {"drop_vlan", VerdictDrop},
+	natwallNwReasonNW_DROP_IPV4SRC_ROUTE:      {"drop_ipv4_src_route", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -104,6 +105,7 @@ const (
 	ReasonDropInternal        = natwallNwReasonNW_DROP_INTERNAL
 	ReasonReplyICMPUnreach    = natwallNwReasonNW_REPLY_ICMP_UNREACH
 	ReasonDropVLAN            = natwallNwReasonNW_DROP_VLAN
+	ReasonDropIPv4SrcRoute    = natwallNwReasonNW_DROP_IPV4SRC_ROUTE
 )
 
 // Name is the reason's snake_case metric label.

@@ -68,3 +68,59 @@ func TestVLANPriorityTagsGetThePolicy(t *testing.T) {
 		t.Fatalf("vlan_action pass, priority tag: got %s, want drop_policy", res.reason.Name())
 	}
 }
+
+// TestIPv4SourceRouteDropped: a loose or strict source route lets the sender
+// choose the path past natwall; Linux with accept_source_route=0 drops it,
+// and so does natwall, counted apart. An option whose length is below 2 or
+// runs past the header is malformed. Other options still pass.
+func TestIPv4SourceRouteDropped(t *testing.T) {
+	fx := newFibFixture(t)
+	route := []byte{4, 198, 19, 1, 10} // pointer, one hop
+	opt := func(typ byte, data []byte) []layers.IPv4Option {
+		return []layers.IPv4Option{{OptionType: typ, OptionLength: uint8(len(data) + 2), OptionData: data}, {OptionType: 0}}
+	}
+	// withOptLen builds p and rewrites its first option's length byte.
+	withOptLen := func(p packet, n byte) []byte {
+		f := p.build(t)
+		f[14+21] = n
+		return f
+	}
+	out := packet{src: "198.18.1.10", dst: "198.19.1.10"}
+	in := packet{src: "198.19.1.10", dst: "198.18.1.10", proto: layers.IPProtocolTCP}
+	with := func(p packet, o []layers.IPv4Option) packet { p.ipOptions = o; return p }
+	tests := []struct {
+		name   string
+		frame  []byte
+		want   Reason
+		action uint32
+	}{
+		{"outbound LSRR", with(out, opt(0x83, route)).build(t), ReasonDropIPv4SrcRoute, xdpDrop},
+		{"outbound SSRR", with(out, opt(0x89, route)).build(t), ReasonDropIPv4SrcRoute, xdpDrop},
+		{"inbound LSRR after NOPs", with(in, append([]layers.IPv4Option{{OptionType: 1}, {OptionType: 1}}, opt(0x83, route)...)).build(t), ReasonDropIPv4SrcRoute, xdpDrop},
+		{"inbound SSRR after record route", with(in, append(opt(0x07, make([]byte, 5))[:1], opt(0x89, route)...)).build(t), ReasonDropIPv4SrcRoute, xdpDrop},
+		{"record route forwarded", with(out, opt(0x07, []byte{4, 0, 0, 0, 0})).build(t), ReasonFwdRedirect, xdpRedirect},
+		{"option length past the header", withOptLen(with(out, opt(0x07, []byte{4, 0, 0, 0, 0})), 0x30), ReasonMalformedIPv4, xdpDrop},
+		{"option length 1", withOptLen(with(out, opt(0x07, []byte{4, 0, 0, 0, 0})), 1), ReasonMalformedIPv4, xdpDrop},
+		{"option length 0 hides an LSRR", withOptLen(with(out, opt(0x83, route)), 0), ReasonMalformedIPv4, xdpDrop},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := fx.run(t, tt.frame, "a0")
+			if res.reason != tt.want || res.action != tt.action {
+				t.Fatalf("got %s/%d, want %s/%d", res.reason.Name(), res.action, tt.want.Name(), tt.action)
+			}
+			if res.action == xdpRedirect {
+				checkForwarded(t, fx, tt.frame, res.out, "a0")
+			}
+		})
+	}
+	// An option whose type byte is the header's last: no room for its length.
+	f := with(out, []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 1}}).build(t)
+	if f[14]&0xf != 6 {
+		t.Fatalf("test frame: IHL %d, want 6", f[14]&0xf)
+	}
+	f[14+23] = 7
+	if res := fx.run(t, f, "a0"); res.reason != ReasonMalformedIPv4 {
+		t.Fatalf("option without a length byte: got %s, want malformed_ipv4", res.reason.Name())
+	}
+}

@@ -170,7 +170,54 @@ static __always_inline int parse_l4(void *data, void *data_end, __u32 off, __u32
 	return 0;
 }
 
-static __always_inline int parse_ipv4(void *data, void *data_end, struct nw_pkt *pkt)
+/* IPv4 options (RFC 791 3.1) between offsets off and end, which the caller
+ * has checked lie in the frame. An option whose length runs past the header
+ * or is below 2 makes the packet malformed, as Linux's ip_options_compile
+ * has it. Loose and strict source routes are dropped, as Linux does with
+ * accept_source_route=0: they let a sender steer a packet past the route
+ * natwall's policy assumes. At most 40 bytes of options, so 40 steps. */
+#define NW_IPOPT_EOL 0
+#define NW_IPOPT_NOP 1
+#define NW_IPOPT_LSRR 0x83
+#define NW_IPOPT_SSRR 0x89
+
+static __noinline int parse_ipv4_options(struct xdp_md *ctx, __u32 base, __u32 optlen)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 pos = 0;
+
+	if (base > 64 || optlen > 40)
+		return -NW_MALFORMED_IPV4;
+	for (int i = 0; i < 40; i++) {
+		__u8 *opt;
+		__u32 len = 1;
+
+		if (pos >= optlen)
+			break;
+		opt = data + base + pos;
+		if ((void *)(opt + 1) > data_end)
+			return -NW_MALFORMED_IPV4;
+		if (opt[0] == NW_IPOPT_EOL)
+			break;
+		if (opt[0] != NW_IPOPT_NOP) {
+			if (pos + 2 > optlen || (void *)(opt + 2) > data_end)
+				return -NW_MALFORMED_IPV4;
+			len = opt[1];
+			if (len < 2 || pos + len > optlen)
+				return -NW_MALFORMED_IPV4;
+			if (opt[0] == NW_IPOPT_LSRR || opt[0] == NW_IPOPT_SSRR)
+				return -NW_DROP_IPV4_SRC_ROUTE;
+		}
+		/* pos + len <= optlen <= 40: the mask changes nothing but
+		 * lets the verifier see one state per step, not one per
+		 * path through the options. */
+		pos = (pos + len) & 63;
+	}
+	return 0;
+}
+
+static __always_inline int parse_ipv4(struct xdp_md *ctx, void *data, void *data_end, struct nw_pkt *pkt)
 {
 	struct iphdr *ip = data + pkt->l3_off;
 	__u16 hdr_len, tot_len, frag;
@@ -184,6 +231,11 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct nw_pkt 
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < hdr_len || (void *)ip + tot_len > data_end)
 		return -NW_MALFORMED_IPV4;
+	if (hdr_len > sizeof(*ip)) {
+		ret = parse_ipv4_options(ctx, pkt->l3_off + sizeof(*ip), hdr_len - sizeof(*ip));
+		if (ret < 0)
+			return ret;
+	}
 
 	frag = bpf_ntohs(ip->frag_off);
 	if (frag & (NW_IP_MF | NW_IP_OFFSET)) {
@@ -333,7 +385,7 @@ static __noinline int parse_packet(struct xdp_md *ctx, struct nw_pkt *pkt)
 
 	switch (pkt->l3_proto) {
 	case ETH_P_IP:
-		return parse_ipv4(data, data_end, pkt);
+		return parse_ipv4(ctx, data, data_end, pkt);
 	case ETH_P_IPV6:
 		return parse_ipv6(data, data_end, pkt);
 	default:

@@ -31,7 +31,7 @@ enum nw_reason {
 	/* Could not be parsed safely: the configured malformed action applies. */
 	NW_MALFORMED_ETH,
 	NW_MALFORMED_VLAN,        /* truncated tag, or more tags than we parse */
-	NW_MALFORMED_IPV4,        /* bad version/IHL/total length, truncated */
+	NW_MALFORMED_IPV4,        /* bad version/IHL/total length/option length, truncated */
 	NW_MALFORMED_IPV6,        /* bad version/payload length, truncated, jumbo */
 	NW_MALFORMED_IPV6_EXTHDR, /* chain too long, misplaced, truncated, RH0 */
 	NW_MALFORMED_L4,          /* L4 header truncated, or missing from a first fragment */
@@ -54,6 +54,7 @@ enum nw_reason {
 	NW_DROP_INTERNAL,         /* a map natwall needs is missing: fail closed */
 	NW_REPLY_ICMP_UNREACH,    /* answered with ICMP unreachable, prohibited (reject) */
 	NW_DROP_VLAN,             /* tagged with a VLAN ID (not a priority tag), vlan_action drop */
+	NW_DROP_IPV4_SRC_ROUTE,   /* IPv4 loose or strict source route option (accept_source_route=0) */
 
 	NW_REASON_MAX,
 };
