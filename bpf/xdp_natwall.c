@@ -288,6 +288,14 @@ static __noinline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt
 		reason = fib_lookup_ipv4(ctx, pkt, from, ip->tos, fib);
 		return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
 	}
+	/* An error goes to the source of the packet it quotes (as Linux's
+	 * nf_conntrack_inet_error checks): else anyone could aim an error at
+	 * any inside host by quoting another host's flow. */
+	ip = ipv4_header(ctx, pkt);
+	if (!ip)
+		return NW_MALFORMED_IPV4;
+	if (ip->daddr != k->daddr)
+		return NW_DROP_ICMP_ERROR_MISMATCH;
 	ct_account(ctx, &e->st, dir, pkt, now);
 
 	*from = *k;
@@ -588,6 +596,16 @@ static __noinline int process_icmp_error6(struct xdp_md *ctx, struct nw_pkt *pkt
 	e = ct_lookup6(k, orig, &dir);
 	if (!e)
 		return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
+	/* As for IPv4: the error must go to the quoted packet's source. */
+	ip6 = ipv6_header(ctx, pkt);
+	if (!ip6)
+		return NW_MALFORMED_IPV6;
+	{
+		const __u32 *a = (const __u32 *)&ip6->daddr, *b = (const __u32 *)k->daddr;
+
+		if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]))
+			return NW_DROP_ICMP_ERROR_MISMATCH;
+	}
 	ct_account(ctx, &e->st, dir, pkt, now);
 	return finish6(ctx, pkt, fib, reason);
 }

@@ -2,8 +2,10 @@ package dataplane
 
 import (
 	"bytes"
+	"net"
 	"testing"
 
+	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 )
 
@@ -123,4 +125,40 @@ func TestIPv4SourceRouteDropped(t *testing.T) {
 	if res := fx.run(t, f, "a0"); res.reason != ReasonMalformedIPv4 {
 		t.Fatalf("option without a length byte: got %s, want malformed_ipv4", res.reason.Name())
 	}
+}
+
+// TestICMPErrorMustGoToTheQuotedSource: an error quoting a tracked flow is
+// admitted only when it is addressed to the source of the quoted packet,
+// so an outsider cannot reach another inside host by quoting a flow.
+func TestICMPErrorMustGoToTheQuotedSource(t *testing.T) {
+	fx := newFibFixture(t)
+	sent := fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 6000, dport: 9000}), "a0", ReasonFwdRedirect)
+	fx.expect(t, icmpError4(t, "198.19.1.10", "198.18.1.21", sent.out), "b0", ReasonDropICMPErrorMismatch)
+	fx.expect(t, icmpError4(t, "198.19.1.11", "198.18.1.20", sent.out), "b0", ReasonFwdRedirect)
+
+	// With SNAT the quoted source is the external address.
+	fx.apply(t, natSettings(1024, 65535))
+	sent = fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 6001, dport: 9000}), "a0", ReasonFwdRedirect)
+	fx.expect(t, icmpError4(t, "198.19.1.10", "198.18.1.21", sent.out), "b0", ReasonDropICMPErrorMismatch)
+	fx.expect(t, icmpError4(t, "198.19.1.10", natAddr, sent.out), "b0", ReasonFwdRedirect)
+
+	// IPv6.
+	out := packet{v6: true, src: "2001:db8:1::20", dst: "2001:db8:2::10"}.build(t)
+	fx.expect(t, out, "a0", ReasonFwdRedirect)
+	fx.expect(t, icmpError6(t, "2001:db8:2::10", "2001:db8:1::21", out), "b0", ReasonDropICMPErrorMismatch)
+	fx.expect(t, icmpError6(t, "2001:db8:2::10", "2001:db8:1::20", out), "b0", ReasonFwdRedirect)
+}
+
+// icmpError6 wraps the IPv6 datagram in frame into a destination
+// unreachable from src to dst.
+func icmpError6(t testing.TB, src, dst string, about []byte) []byte {
+	t.Helper()
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst)}
+	eth := &layers.Ethernet{SrcMAC: serverMAC, DstMAC: net.HardwareAddr{2, 0xaa, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv6}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeDestinationUnreachable, 4)}
+	icmp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, icmp, gopacket.Payload(append(make([]byte, 4), about[14:]...))))
+	return append([]byte(nil), buf.Bytes()...)
 }

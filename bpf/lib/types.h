@@ -55,6 +55,7 @@ enum nw_reason {
 	NW_REPLY_ICMP_UNREACH,    /* answered with ICMP unreachable, prohibited (reject) */
 	NW_DROP_VLAN,             /* tagged with a VLAN ID (not a priority tag), vlan_action drop */
 	NW_DROP_IPV4_SRC_ROUTE,   /* IPv4 loose or strict source route option (accept_source_route=0) */
+	NW_DROP_ICMP_ERROR_MISMATCH, /* ICMP error not addressed to the source of the packet it quotes */
 
 	NW_REASON_MAX,
 };
