@@ -76,11 +76,7 @@ type Config struct {
 	// Revalidate applies to established flows on a rule reload.
 	Revalidate Revalidate
 	SNAT       *dataplane.SNAT
-	// SNATExcludeLocalPorts takes the kernel's ip_local_port_range out of
-	// SNAT's port range at start, so that a translated flow never takes the
-	// external address:port of a connection the appliance itself made.
-	SNATExcludeLocalPorts bool
-	Conntrack             ConntrackConfig
+	Conntrack  ConntrackConfig
 }
 
 // ConntrackConfig sizes and times the flow tables.
@@ -177,7 +173,6 @@ var configKeys = []configKey{
 	{key: "snat.port_range", kind: kindString, def: "1024-65535", usage: "external ports (and ICMP identifiers) to allocate", form: "a range lo-hi such as 1024-65535"},
 	{key: "snat.mapping", kind: kindString, def: dataplane.MappingEndpointIndependent.String(), usage: "endpoint-independent or address-port-dependent", form: "one of endpoint-independent, address-port-dependent"},
 	{key: "snat.exclude", kind: kindList, usage: "IPv4 destinations never translated"},
-	{key: "snat.exclude_local_port_range", kind: kindBool, def: true, usage: "take the kernel's net.ipv4.ip_local_port_range out of snat.port_range"},
 	{key: "conntrack.table_size", kind: kindString, def: "262144", usage: "flows each flow table holds", form: "a whole number of flows from 1024 to 16777216"},
 	{key: "conntrack.invalid_tcp_reset", kind: kindBool, def: false, usage: "answer inside TCP of no known flow with a RST"},
 	{key: "conntrack.gc_interval", kind: kindString, def: "10s", usage: "how often expired flows are collected", form: "a duration with a unit, such as 10s"},
@@ -864,7 +859,6 @@ func (l *configLoader) buildSNAT(cfg *Config) {
 		}
 		n.Exclude = append(n.Exclude, p)
 	}
-	cfg.SNATExcludeLocalPorts = l.boolean("snat.exclude_local_port_range")
 	if enabled {
 		cfg.SNAT = n
 	}

@@ -52,22 +52,21 @@ func TestLoadConfigExample(t *testing.T) {
 		t.Fatalf("LoadConfig: %v", err)
 	}
 	want := Config{
-		File:                  "testdata/natwall.yaml",
-		Interfaces:            []string{"eth0", "eth1"},
-		XDPMode:               dataplane.ModeNative,
-		XDPGenericFallback:    false,
-		InsideNetworks:        []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:1::/64")},
-		MalformedAction:       dataplane.MalformedDrop,
-		PinDir:                "/sys/fs/bpf/natwall",
-		OnExit:                ExitDetach,
-		Metrics:               MetricsConfig{Listen: "127.0.0.1:9617"},
-		Health:                HealthConfig{Listen: "0.0.0.0:9618"},
-		Log:                   LogConfig{Level: slog.LevelInfo, Format: LogJSON},
-		Sysctl:                SysctlConfig{Manage: true},
-		StateDir:              DefaultStateDir,
-		Revalidate:            RevalidateKeep,
-		SNATExcludeLocalPorts: true,
-		Conntrack:             defaultConntrack(),
+		File:               "testdata/natwall.yaml",
+		Interfaces:         []string{"eth0", "eth1"},
+		XDPMode:            dataplane.ModeNative,
+		XDPGenericFallback: false,
+		InsideNetworks:     []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:1::/64")},
+		MalformedAction:    dataplane.MalformedDrop,
+		PinDir:             "/sys/fs/bpf/natwall",
+		OnExit:             ExitDetach,
+		Metrics:            MetricsConfig{Listen: "127.0.0.1:9617"},
+		Health:             HealthConfig{Listen: "0.0.0.0:9618"},
+		Log:                LogConfig{Level: slog.LevelInfo, Format: LogJSON},
+		Sysctl:             SysctlConfig{Manage: true},
+		StateDir:           DefaultStateDir,
+		Revalidate:         RevalidateKeep,
+		Conntrack:          defaultConntrack(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("LoadConfig(example) =\n%+v\nwant\n%+v", cfg, want)
@@ -77,19 +76,18 @@ func TestLoadConfigExample(t *testing.T) {
 func TestLoadConfigValues(t *testing.T) {
 	clearNatwallEnv(t)
 	defaults := Config{
-		File:                  "natwall.yaml",
-		Interfaces:            []string{"eth0"},
-		InsideNetworks:        []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
-		MalformedAction:       dataplane.MalformedDrop,
-		PinDir:                dataplane.DefaultPinDir,
-		OnExit:                ExitDetach,
-		Metrics:               MetricsConfig{Listen: DefaultMetricsListen},
-		Log:                   LogConfig{Level: slog.LevelInfo, Format: LogAuto},
-		Sysctl:                SysctlConfig{Manage: true},
-		StateDir:              DefaultStateDir,
-		Revalidate:            RevalidateKeep,
-		SNATExcludeLocalPorts: true,
-		Conntrack:             defaultConntrack(),
+		File:            "natwall.yaml",
+		Interfaces:      []string{"eth0"},
+		InsideNetworks:  []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
+		MalformedAction: dataplane.MalformedDrop,
+		PinDir:          dataplane.DefaultPinDir,
+		OnExit:          ExitDetach,
+		Metrics:         MetricsConfig{Listen: DefaultMetricsListen},
+		Log:             LogConfig{Level: slog.LevelInfo, Format: LogAuto},
+		Sysctl:          SysctlConfig{Manage: true},
+		StateDir:        DefaultStateDir,
+		Revalidate:      RevalidateKeep,
+		Conntrack:       defaultConntrack(),
 	}
 	tests := []struct {
 		name string
