@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -117,6 +118,20 @@ const (
 	envPrefix            = "NATWALL_"
 )
 
+// MaxConfigSize bounds a config file, as rules.MaxFileSize bounds a rule
+// file: a config is a page of YAML, and a runaway or hostile file must not
+// be read into memory whole.
+const MaxConfigSize = 1 << 20
+
+// Limits checked when the config is loaded, so that a value the dataplane
+// would refuse stops natwall before anything is pinned or attached.
+const (
+	minTableSize  = 1024
+	maxTableSize  = 16 << 20
+	maxTimeout    = 30 * 24 * time.Hour // the dataplane's limit, 720h
+	maxGCInterval = time.Hour
+)
+
 type valueKind int
 
 const (
@@ -132,39 +147,42 @@ type configKey struct {
 	kind  valueKind
 	def   any // nil: no default
 	usage string
+	// form is the expected value, for errors about a value of the wrong
+	// type ("must be <form>, not 300"); empty for lists and booleans.
+	form string
 }
 
 var configKeys = []configKey{
 	{key: "interfaces", kind: kindList, usage: "NICs to attach XDP to (required)"},
-	{key: "xdp_mode", kind: kindString, def: "native", usage: "XDP attach mode: native or generic"},
+	{key: "xdp_mode", kind: kindString, def: "native", usage: "XDP attach mode: native or generic", form: "one of native, generic"},
 	{key: "xdp_generic_fallback", kind: kindBool, def: false, usage: "attach in generic mode where the driver refuses native mode"},
 	{key: "inside_networks", kind: kindList, usage: "CIDRs of the protected networks, $HOME_NET (required)"},
-	{key: "malformed_action", kind: kindString, def: "drop", usage: "what to do with packets that cannot be parsed: drop or pass"},
-	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links"},
-	{key: "on_exit", kind: kindString, def: string(ExitDetach), usage: "on shutdown: detach the dataplane, or keep it attached for the next daemon"},
-	{key: "metrics.listen", kind: kindString, def: DefaultMetricsListen, usage: "host:port serving /metrics and /healthz"},
-	{key: "health.listen", kind: kindString, def: "", usage: "extra host:port serving only /healthz (default: none)"},
-	{key: "log.level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error"},
-	{key: "log.format", kind: kindString, def: string(LogAuto), usage: "log format: json or text (default: text on a terminal, json otherwise)"},
+	{key: "malformed_action", kind: kindString, def: "drop", usage: "what to do with packets that cannot be parsed: drop or pass", form: "one of drop, pass"},
+	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links", form: "an absolute path such as /sys/fs/bpf/natwall"},
+	{key: "on_exit", kind: kindString, def: string(ExitDetach), usage: "on shutdown: detach the dataplane, or keep it attached for the next daemon", form: "one of detach, keep"},
+	{key: "metrics.listen", kind: kindString, def: DefaultMetricsListen, usage: "host:port serving /metrics and /healthz", form: "host:port such as 127.0.0.1:9617"},
+	{key: "health.listen", kind: kindString, def: "", usage: "extra host:port serving only /healthz (default: none)", form: "host:port such as 0.0.0.0:9618"},
+	{key: "log.level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error", form: "one of debug, info, warn, error"},
+	{key: "log.format", kind: kindString, def: string(LogAuto), usage: "log format: json or text (default: text on a terminal, json otherwise)", form: "one of json, text"},
 	{key: "sysctl.manage", kind: kindBool, def: true, usage: "set the kernel's forwarding sysctls at startup"},
-	{key: "state_dir", kind: kindString, def: DefaultStateDir, usage: "directory for rule numbers and the live rule set"},
+	{key: "state_dir", kind: kindString, def: DefaultStateDir, usage: "directory for rule numbers and the live rule set", form: "an absolute path such as /var/lib/natwall"},
 	{key: "rules.paths", kind: kindList, usage: "rule files or directories of *.yaml (default: none, the built-in policy)"},
-	{key: "rules.revalidate", kind: kindString, def: string(RevalidateKeep), usage: "on reload, keep or close established flows the new rules deny"},
+	{key: "rules.revalidate", kind: kindString, def: string(RevalidateKeep), usage: "on reload, keep or close established flows the new rules deny", form: "one of keep, close"},
 	{key: "snat.enabled", kind: kindBool, def: false, usage: "translate outbound IPv4 flows to snat.addresses"},
 	{key: "snat.addresses", kind: kindList, usage: "the appliance's external IPv4 addresses (required with snat.enabled)"},
-	{key: "snat.port_range", kind: kindString, def: "1024-65535", usage: "external ports (and ICMP identifiers) to allocate"},
-	{key: "snat.mapping", kind: kindString, def: dataplane.MappingEndpointIndependent.String(), usage: "endpoint-independent or address-port-dependent"},
+	{key: "snat.port_range", kind: kindString, def: "1024-65535", usage: "external ports (and ICMP identifiers) to allocate", form: "a range lo-hi such as 1024-65535"},
+	{key: "snat.mapping", kind: kindString, def: dataplane.MappingEndpointIndependent.String(), usage: "endpoint-independent or address-port-dependent", form: "one of endpoint-independent, address-port-dependent"},
 	{key: "snat.exclude", kind: kindList, usage: "IPv4 destinations never translated"},
-	{key: "conntrack.table_size", kind: kindString, def: "262144", usage: "flows each flow table holds"},
+	{key: "conntrack.table_size", kind: kindString, def: "262144", usage: "flows each flow table holds", form: "a whole number of flows from 1024 to 16777216"},
 	{key: "conntrack.invalid_tcp_reset", kind: kindBool, def: false, usage: "answer inside TCP of no known flow with a RST"},
-	{key: "conntrack.gc_interval", kind: kindString, def: "10s", usage: "how often expired flows are collected"},
-	{key: "conntrack.timeouts.tcp_syn", kind: kindString, def: dataplane.DefaultTimeouts().TCPSyn.String(), usage: "idle timeout of TCP handshakes"},
-	{key: "conntrack.timeouts.tcp_established", kind: kindString, def: dataplane.DefaultTimeouts().TCPEstablished.String(), usage: "idle timeout of established TCP"},
-	{key: "conntrack.timeouts.tcp_transitory", kind: kindString, def: dataplane.DefaultTimeouts().TCPTransitory.String(), usage: "idle timeout of closing TCP"},
-	{key: "conntrack.timeouts.tcp_close", kind: kindString, def: dataplane.DefaultTimeouts().TCPClose.String(), usage: "idle timeout after a TCP RST"},
-	{key: "conntrack.timeouts.udp", kind: kindString, def: dataplane.DefaultTimeouts().UDP.String(), usage: "idle timeout of UDP flows"},
-	{key: "conntrack.timeouts.icmp", kind: kindString, def: dataplane.DefaultTimeouts().ICMP.String(), usage: "idle timeout of ICMP flows"},
-	{key: "conntrack.timeouts.other", kind: kindString, def: dataplane.DefaultTimeouts().Other.String(), usage: "idle timeout of other protocols"},
+	{key: "conntrack.gc_interval", kind: kindString, def: "10s", usage: "how often expired flows are collected", form: "a duration with a unit, such as 10s"},
+	{key: "conntrack.timeouts.tcp_syn", kind: kindString, def: dataplane.DefaultTimeouts().TCPSyn.String(), usage: "idle timeout of TCP handshakes", form: "a duration with a unit, such as 300s"},
+	{key: "conntrack.timeouts.tcp_established", kind: kindString, def: dataplane.DefaultTimeouts().TCPEstablished.String(), usage: "idle timeout of established TCP", form: "a duration with a unit, such as 300s"},
+	{key: "conntrack.timeouts.tcp_transitory", kind: kindString, def: dataplane.DefaultTimeouts().TCPTransitory.String(), usage: "idle timeout of closing TCP", form: "a duration with a unit, such as 300s"},
+	{key: "conntrack.timeouts.tcp_close", kind: kindString, def: dataplane.DefaultTimeouts().TCPClose.String(), usage: "idle timeout after a TCP RST", form: "a duration with a unit, such as 300s"},
+	{key: "conntrack.timeouts.udp", kind: kindString, def: dataplane.DefaultTimeouts().UDP.String(), usage: "idle timeout of UDP flows", form: "a duration with a unit, such as 300s"},
+	{key: "conntrack.timeouts.icmp", kind: kindString, def: dataplane.DefaultTimeouts().ICMP.String(), usage: "idle timeout of ICMP flows", form: "a duration with a unit, such as 300s"},
+	{key: "conntrack.timeouts.other", kind: kindString, def: dataplane.DefaultTimeouts().Other.String(), usage: "idle timeout of other protocols", form: "a duration with a unit, such as 300s"},
 }
 
 func envName(key string) string {
@@ -244,11 +262,26 @@ func LoadConfig(opts LoadOptions) (Config, error) {
 	var data []byte
 	if opts.File != "" {
 		var err error
-		if data, err = os.ReadFile(opts.File); err != nil {
-			return Config{}, fmt.Errorf("read config: %w", err)
+		if data, err = readConfigFile(opts.File); err != nil {
+			return Config{}, err
 		}
 	}
 	return loadConfig(opts.File, data, opts.Flags)
+}
+
+// readConfigFile reads at most MaxConfigSize+1 bytes, so that loadConfig
+// sees an oversized file as one without reading all of it.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return data, nil
 }
 
 // configLoader gathers one load's sources and the errors found in them.
@@ -266,6 +299,9 @@ type configLoader struct {
 }
 
 func loadConfig(file string, data []byte, flags *pflag.FlagSet) (Config, error) {
+	if len(data) > MaxConfigSize {
+		return Config{}, &ConfigError{Source: file, Msg: fmt.Sprintf("file is larger than %d bytes; a config is a page of YAML (rules go in rules.paths)", MaxConfigSize)}
+	}
 	l := &configLoader{file: file, v: viper.New(), flags: flags, env: map[string]bool{},
 		nodes: map[string]*yaml.Node{}, badSections: map[string]bool{}}
 
@@ -572,9 +608,51 @@ func (l *configLoader) str(key string) (string, bool) {
 	case string:
 		return strings.TrimSpace(v), true
 	default:
-		l.fail(key, "must be a string, not %v", v)
+		l.wrongType(key, v)
 		return "", false
 	}
+}
+
+// wrongType reports a value of the wrong YAML type, naming the form the
+// key expects: YAML reads 300 as a number, and 127.0.0.1 as a string
+// only by luck, so the message says what to write instead.
+func (l *configLoader) wrongType(key string, v any) {
+	form := "a string"
+	if k := lookupKey(key); k != nil && k.form != "" {
+		form = k.form
+	}
+	switch v.(type) {
+	case int, int64, uint64, float64:
+		if strings.HasPrefix(form, "a duration") {
+			l.fail(key, "must be %s, not the bare number %v (did you mean %vs?)", form, v, v)
+			return
+		}
+		if strings.HasPrefix(form, "host:port") {
+			l.fail(key, "must be %s, not the bare number %v (did you mean \":%v\"?)", form, v, v)
+			return
+		}
+	case map[string]any, []any:
+		l.fail(key, "must be %s, not a %s", form, yamlKind(v))
+		return
+	}
+	l.fail(key, "must be %s, not %v", form, v)
+}
+
+func yamlKind(v any) string {
+	if _, ok := v.([]any); ok {
+		return "list"
+	}
+	return "mapping"
+}
+
+func lookupKey(key string) *configKey {
+	base, _, _ := strings.Cut(key, "[")
+	for i := range configKeys {
+		if configKeys[i].key == base {
+			return &configKeys[i]
+		}
+	}
+	return nil
 }
 
 func (l *configLoader) boolean(key string) bool {
@@ -587,6 +665,9 @@ func (l *configLoader) boolean(key string) bool {
 			l.fail(key, "%q is not true or false", v)
 		}
 		return b
+	case map[string]any, []any:
+		l.fail(key, "must be true or false, not a %s", yamlKind(v))
+		return false
 	default:
 		l.fail(key, "must be true or false, not %v", v)
 		return false
@@ -615,8 +696,11 @@ func (l *configLoader) list(key string) (items []string, ok bool) {
 			}
 			items = append(items, strings.TrimSpace(s))
 		}
+	case map[string]any:
+		l.fail(key, "must be a list such as [a, b], not a mapping")
+		ok = false
 	default:
-		l.fail(key, "must be a list")
+		l.fail(key, "must be a list such as [a, b], not %v", v)
 		ok = false
 	}
 	return items, ok
@@ -628,7 +712,10 @@ func (l *configLoader) oneOf(key string, choices ...string) (string, bool) {
 		return "", false
 	}
 	if !slices.Contains(choices, s) {
-		l.fail(key, "%q is not one of %s", s, strings.Join(choices, ", "))
+		// An empty choice (the automatic default) is left out: it reads
+		// as a stray comma.
+		named := slices.DeleteFunc(slices.Clone(choices), func(c string) bool { return c == "" })
+		l.fail(key, "%q is not one of %s", s, strings.Join(named, ", "))
 		return "", false
 	}
 	return s, true
@@ -777,33 +864,79 @@ func (l *configLoader) buildSNAT(cfg *Config) {
 	}
 }
 
-func (l *configLoader) duration(key string, min time.Duration) time.Duration {
+// duration reads a key that must be a duration from lo to hi.
+func (l *configLoader) duration(key string, lo, hi time.Duration) time.Duration {
 	s, ok := l.str(key)
 	if !ok {
 		return 0
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < min {
-		l.fail(key, "%q is not a duration of at least %v, such as 2h4m or 30s", s, min)
+	switch {
+	case err != nil && isUnsignedNumber(s):
+		l.fail(key, "%q has no unit (did you mean %ss?)", s, s)
+	case err != nil:
+		l.fail(key, "%q is not a duration such as 2h4m or 30s", s)
+	case d < lo || d > hi:
+		l.fail(key, "%q is not from %s to %s", s, shortDuration(lo), shortDuration(hi))
 	}
 	return d
 }
 
+// isUnsignedNumber reports whether s is digits only, of any length.
+func isUnsignedNumber(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// shortDuration drops time.Duration's zero minutes and seconds: 720h, not 720h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	s = strings.TrimSuffix(s, "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	if s == "" || strings.HasSuffix(s, "m") || strings.HasSuffix(s, "h") {
+		return s
+	}
+	return d.String()
+}
+
 func (l *configLoader) buildConntrack(cfg *Config) {
 	c := &cfg.Conntrack
-	switch v := l.raw("conntrack.table_size").(type) {
+	// The range is checked before the value is narrowed to uint32, so that
+	// 4294968320 is refused rather than wrapped to 1024.
+	const key = "conntrack.table_size"
+	var n int64
+	checked := true
+	switch v := l.raw(key).(type) {
 	case int:
-		c.TableSize = uint32(max(v, 0))
+		n = int64(v)
+	case int64:
+		n = v
+	case uint64:
+		n = math.MaxInt64
 	default:
-		s, _ := l.str("conntrack.table_size")
-		n, _ := strconv.ParseUint(s, 10, 32)
+		s, ok := l.str(key)
+		if !ok {
+			checked = false // reported
+			break
+		}
+		var err error
+		if n, err = strconv.ParseInt(s, 10, 64); err != nil {
+			if !isUnsignedNumber(s) {
+				l.fail(key, "%q is not a whole number of flows from %d to %d", s, minTableSize, maxTableSize)
+				checked = false
+				break
+			}
+			n = math.MaxInt64 // digits beyond int64: too large
+		}
+	}
+	if checked && (n < minTableSize || n > maxTableSize) {
+		l.fail(key, "%v is not from %d to %d flows", l.raw(key), minTableSize, maxTableSize)
+	} else if checked {
 		c.TableSize = uint32(n)
 	}
-	if c.TableSize < 1024 || c.TableSize > 16<<20 {
-		l.fail("conntrack.table_size", "%d is not from 1024 to %d flows", c.TableSize, 16<<20)
-	}
 	c.InvalidTCPReset = l.boolean("conntrack.invalid_tcp_reset")
-	c.GCInterval = l.duration("conntrack.gc_interval", 100*time.Millisecond)
+	c.GCInterval = l.duration("conntrack.gc_interval", 100*time.Millisecond, maxGCInterval)
 	t := &c.Timeouts
 	for _, f := range []struct {
 		key string
@@ -812,7 +945,7 @@ func (l *configLoader) buildConntrack(cfg *Config) {
 		{"tcp_syn", &t.TCPSyn}, {"tcp_established", &t.TCPEstablished}, {"tcp_transitory", &t.TCPTransitory},
 		{"tcp_close", &t.TCPClose}, {"udp", &t.UDP}, {"icmp", &t.ICMP}, {"other", &t.Other},
 	} {
-		*f.d = l.duration("conntrack.timeouts."+f.key, time.Second)
+		*f.d = l.duration("conntrack.timeouts."+f.key, time.Second, maxTimeout)
 	}
 }
 

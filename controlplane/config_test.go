@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -194,7 +195,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"interface not a string", "interfaces: [{a: b}]\ninside_networks: [198.18.0.0/24]\n",
 			`natwall.yaml:1:14: interfaces[0]: must be a string, not map[a:b]`},
 		{"interfaces a mapping", "interfaces: {a: b}\ninside_networks: [198.18.0.0/24]\n",
-			"natwall.yaml:1:13: interfaces: must be a list"},
+			"natwall.yaml:1:13: interfaces: must be a list such as [a, b], not a mapping"},
 		{"bad cidr", "interfaces: [eth0]\ninside_networks: [198.18.0.0/33]\n",
 			`natwall.yaml:2:19: inside_networks[0]: "198.18.0.0/33" is not a CIDR such as 198.18.0.0/24 or 2001:db8::/64`},
 		{"address without length", "interfaces: [eth0]\ninside_networks: [198.18.0.1]\n",
@@ -216,7 +217,38 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"listen port out of range", minimalConfig + "health: {listen: ':70000'}\n",
 			`natwall.yaml:3:18: health.listen: ":70000" has no valid port number`},
 		{"listen as a number", minimalConfig + "metrics:\n  listen: 9617\n",
-			`natwall.yaml:4:11: metrics.listen: must be a string, not 9617`},
+			`natwall.yaml:4:11: metrics.listen: must be host:port such as 127.0.0.1:9617, not the bare number 9617 (did you mean ":9617"?)`},
+		// Wrong types and limits name the key and the form it expects.
+		{"duration as a number", minimalConfig + "conntrack:\n  timeouts:\n    udp: 300\n",
+			`natwall.yaml:5:10: conntrack.timeouts.udp: must be a duration with a unit, such as 300s, not the bare number 300 (did you mean 300s?)`},
+		{"duration without unit from a string", minimalConfig + "conntrack: {gc_interval: '30'}\n",
+			`natwall.yaml:3:26: conntrack.gc_interval: "30" has no unit (did you mean 30s?)`},
+		{"duration garbage", minimalConfig + "conntrack: {gc_interval: soon}\n",
+			`natwall.yaml:3:26: conntrack.gc_interval: "soon" is not a duration such as 2h4m or 30s`},
+		{"timeout over the dataplane's limit", minimalConfig + "conntrack:\n  timeouts:\n    tcp_established: 721h\n",
+			`natwall.yaml:5:22: conntrack.timeouts.tcp_established: "721h" is not from 1s to 720h`},
+		{"timeout below a second", minimalConfig + "conntrack: {timeouts: {icmp: 500ms}}\n",
+			`natwall.yaml:3:30: conntrack.timeouts.icmp: "500ms" is not from 1s to 720h`},
+		{"gc interval over an hour", minimalConfig + "conntrack: {gc_interval: 2h}\n",
+			`natwall.yaml:3:26: conntrack.gc_interval: "2h" is not from 100ms to 1h`},
+		{"table size that would wrap to 1024", minimalConfig + "conntrack: {table_size: 4294968320}\n",
+			`natwall.yaml:3:25: conntrack.table_size: 4294968320 is not from 1024 to 16777216 flows`},
+		{"table size beyond int64", minimalConfig + "conntrack: {table_size: '99999999999999999999'}\n",
+			`natwall.yaml:3:25: conntrack.table_size: 99999999999999999999 is not from 1024 to 16777216 flows`},
+		{"table size negative", minimalConfig + "conntrack: {table_size: -1}\n",
+			`natwall.yaml:3:25: conntrack.table_size: -1 is not from 1024 to 16777216 flows`},
+		{"table size not a number", minimalConfig + "conntrack: {table_size: lots}\n",
+			`natwall.yaml:3:25: conntrack.table_size: "lots" is not a whole number of flows from 1024 to 16777216`},
+		{"table size a float", minimalConfig + "conntrack: {table_size: 1.5e6}\n",
+			`natwall.yaml:3:25: conntrack.table_size: must be a whole number of flows from 1024 to 16777216, not 1.5e+06`},
+		{"port range as a number", minimalConfig + "snat: {port_range: 1024}\n",
+			`natwall.yaml:3:20: snat.port_range: must be a range lo-hi such as 1024-65535, not 1024`},
+		{"enum as a list", minimalConfig + "xdp_mode: [native]\n",
+			`natwall.yaml:3:11: xdp_mode: must be one of native, generic, not a list`},
+		{"log format names no empty choice", minimalConfig + "log: {format: yaml}\n",
+			`natwall.yaml:3:15: log.format: "yaml" is not one of json, text`},
+		{"bool as a mapping", minimalConfig + "sysctl: {manage: {a: 1}}\n",
+			`natwall.yaml:3:18: sysctl.manage: must be true or false, not a mapping`},
 		{"empty metrics listen", minimalConfig + "metrics: {listen: ''}\n",
 			`natwall.yaml:3:19: metrics.listen: required: host:port for /metrics and /healthz`},
 		{"log level", minimalConfig + "log: {level: verbose}\n",
@@ -240,6 +272,39 @@ func TestLoadConfigErrors(t *testing.T) {
 			var ce *ConfigError
 			if !errors.As(err, &ce) {
 				t.Errorf("error %T is not a *ConfigError", err)
+			}
+		})
+	}
+}
+
+func TestLoadConfigSizeCap(t *testing.T) {
+	clearNatwallEnv(t)
+	tests := []struct {
+		name    string
+		size    int
+		wantErr bool
+	}{
+		{"at the cap", MaxConfigSize, false},
+		{"one byte over", MaxConfigSize + 1, true},
+		{"50 MB", 50 << 20, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A valid config padded with a comment to the size.
+			text := minimalConfig + "#"
+			text += strings.Repeat("x", tt.size-len(text)-1) + "\n"
+			path := writeConfig(t, "natwall.yaml", text)
+			_, err := LoadConfig(LoadOptions{File: path})
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatalf("LoadConfig of %d bytes: %v", tt.size, err)
+				}
+				return
+			}
+			want := fmt.Sprintf("%s: file is larger than %d bytes", path, MaxConfigSize)
+			var ce *ConfigError
+			if err == nil || !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("LoadConfig of %d bytes = %v, want a *ConfigError starting %q", tt.size, err, want)
 			}
 		})
 	}

@@ -76,6 +76,12 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		"interfaces", cfg.Interfaces, "xdp_mode", cfg.XDPMode.String(),
 		"inside_networks", cfg.InsideNetworks, "on_exit", string(cfg.OnExit))
 
+	if cfg.MalformedAction == dataplane.MalformedPass {
+		// The kernel validates what it is handed, but it has no policy:
+		// with forwarding on it routes such a packet on as it is.
+		log.Warn("malformed_action is pass: the kernel forwards the packets natwall could not check, with no policy and no NAT; use drop on an appliance that must enforce")
+	}
+
 	// Bind first: a taken port must fail before the system is changed.
 	metricsSrv, err := listenHTTP(ctx, "metrics", cfg.Metrics.Listen, log)
 	if err != nil {

@@ -220,6 +220,29 @@ func TestRunWarnsAboutGenericFallback(t *testing.T) {
 	}
 }
 
+// TestRunWarnsAboutMalformedPass checks that malformed_action: pass is
+// announced at start, and drop is not.
+func TestRunWarnsAboutMalformedPass(t *testing.T) {
+	const warning = `"level":"WARN","msg":"malformed_action is pass: the kernel forwards the packets natwall could not check`
+	for _, action := range []dataplane.MalformedAction{dataplane.MalformedPass, dataplane.MalformedDrop} {
+		t.Run(action.String(), func(t *testing.T) {
+			cfg := testDaemonConfig()
+			cfg.MalformedAction = action
+			dp := &fakeDataplane{}
+			dp.attached.Store(true)
+			d, logs, _ := testDaemon(t, cfg, dp)
+			r := start(t, d)
+			r.waitReady(t)
+			if err := r.stop(t); err != nil {
+				t.Errorf("run = %v", err)
+			}
+			if got := strings.Contains(logs.String(), warning); got != (action == dataplane.MalformedPass) {
+				t.Errorf("malformed_action %s: warning logged = %v, want %v:\n%s", action, got, action == dataplane.MalformedPass, logs)
+			}
+		})
+	}
+}
+
 func TestRunSysctlsUnmanaged(t *testing.T) {
 	cfg := testDaemonConfig()
 	cfg.Sysctl.Manage = false
