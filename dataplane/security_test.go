@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/natwall/natwall/rules"
 )
 
 // TestVLANPriorityTagsGetThePolicy: a frame whose tags all carry VLAN ID 0
@@ -161,4 +162,22 @@ func icmpError6(t testing.TB, src, dst string, about []byte) []byte {
 	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
 		eth, ip, icmp, gopacket.Payload(append(make([]byte, 4), about[14:]...))))
 	return append([]byte(nil), buf.Bytes()...)
+}
+
+// TestICMPStatelessVerdictNotKept: after an outbound ping and its reply, an
+// inbound echo request with the same identifier matches the flow's reply
+// tuple. The stateless pass the reply got must not cover it: a stateless
+// rule dropping inbound echo requests still applies.
+func TestICMPStatelessVerdictNotKept(t *testing.T) {
+	fx := newFibFixture(t)
+	dropEcho := anyRule(40, rules.Drop)
+	dropEcho.proto, dropEcho.icmpType, dropEcho.zone = 1, 8, int(natwallNwZoneNW_ZONE_INBOUND)
+	must(t, loadRules(&fx.objs, naiveStage([]testRule{dropEcho}, rules.Pass, 1), nil))
+	ping := frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.18.1.20", dst: "198.19.1.10", icmpType: 8, icmpID: 77})
+	pong := frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.19.1.10", dst: "198.18.1.20", icmpType: 0, icmpID: 77})
+	probe := frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.19.1.10", dst: "198.18.1.20", icmpType: 8, icmpID: 77})
+	fx.expect(t, ping, "a0", ReasonFwdRedirect)
+	fx.expect(t, pong, "b0", ReasonFwdRedirect)
+	fx.expect(t, pong, "b0", ReasonFwdRedirect)
+	fx.expect(t, probe, "b0", ReasonDropACLStateless)
 }
