@@ -28,7 +28,10 @@ const struct nw_btf_anchor *nw_btf_anchor __attribute__((unused));
 
 static __always_inline int icmp4_is_error(__u8 type)
 {
-	return type == 3 || type == 11 || type == 12; /* unreachable, time exceeded, parameter problem */
+	/* unreachable, source quench, redirect, time exceeded, parameter
+	 * problem: about another packet, never a flow of their own (as
+	 * Linux's icmp_is_err has it). */
+	return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
 }
 
 static __always_inline int icmp6_is_error(__u8 type)
