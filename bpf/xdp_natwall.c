@@ -28,7 +28,10 @@ const struct nw_btf_anchor *nw_btf_anchor __attribute__((unused));
 
 static __always_inline int icmp4_is_error(__u8 type)
 {
-	return type == 3 || type == 11 || type == 12; /* unreachable, time exceeded, parameter problem */
+	/* unreachable, source quench, redirect, time exceeded, parameter
+	 * problem: about another packet, never a flow of their own (as
+	 * Linux's icmp_is_err has it). */
+	return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
 }
 
 static __always_inline int icmp6_is_error(__u8 type)
@@ -135,6 +138,10 @@ static __always_inline int stateless_known(struct nw_ct_state *st, int dir, stru
 {
 	__u32 d = dir & 1;
 
+	/* ICMP packets of one flow differ in type and code, which the
+	 * stateless rules look at: each is classified. */
+	if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
+		return 0;
 	if (!st || st->stateless_tag[d] != acl_tag())
 		return 0;
 	acl_count(st->stateless_rule[d], pkt->frame_len);
@@ -142,12 +149,12 @@ static __always_inline int stateless_known(struct nw_ct_state *st, int dir, stru
 }
 
 /* Records the pass stateless_verdict just gave a packet of flow st. */
-static __always_inline void stateless_remember(struct nw_ct_state *st, int dir)
+static __always_inline void stateless_remember(struct nw_ct_state *st, int dir, struct nw_pkt *pkt)
 {
 	struct nw_scratch *sc = scratch();
 	__u32 d = dir & 1;
 
-	if (!st || !sc)
+	if (!st || !sc || pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
 		return;
 	st->stateless_rule[d] = sc->acl_res.rule_id;
 	st->stateless_tag[d] = acl_tag();
@@ -491,7 +498,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 		ret = stateless_verdict(pkt, ap);
 		if (ret)
 			return ret;
-		stateless_remember(e ? &e->st : NULL, dir);
+		stateless_remember(e ? &e->st : NULL, dir, pkt);
 	}
 	if (is_error)
 		return process_icmp_error4(ctx, pkt, cfg, now);
@@ -680,7 +687,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 		ret = stateless_verdict(pkt, ap);
 		if (ret)
 			return ret;
-		stateless_remember(e ? &e->st : NULL, dir);
+		stateless_remember(e ? &e->st : NULL, dir, pkt);
 	}
 	if (is_error)
 		return process_icmp_error6(ctx, pkt, now);

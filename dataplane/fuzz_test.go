@@ -111,7 +111,7 @@ func l4WellFormed(proto byte, seg []byte, fragmented bool) bool {
 	switch {
 	// An ICMP error must embed the header it reports on and the 8 bytes
 	// after it: natwall finds the error's flow through them.
-	case proto == 1 && len(seg) >= 8 && (seg[0] == 3 || seg[0] == 11 || seg[0] == 12):
+	case proto == 1 && len(seg) >= 8 && (seg[0] == 3 || seg[0] == 4 || seg[0] == 5 || seg[0] == 11 || seg[0] == 12):
 		in := seg[8:]
 		return len(in) >= 20 && in[0]&0xf >= 5 && len(in) >= int(in[0]&0xf)*4+8
 	case proto == 58 && len(seg) >= 8 && seg[0] >= 1 && seg[0] <= 4:

@@ -2,11 +2,13 @@ package dataplane
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/natwall/natwall/rules"
 )
 
 // TestVLANPriorityTagsGetThePolicy: a frame whose tags all carry VLAN ID 0
@@ -161,4 +163,58 @@ func icmpError6(t testing.TB, src, dst string, about []byte) []byte {
 	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
 		eth, ip, icmp, gopacket.Payload(append(make([]byte, 4), about[14:]...))))
 	return append([]byte(nil), buf.Bytes()...)
+}
+
+// TestICMPStatelessVerdictNotKept: after an outbound ping and its reply, an
+// inbound echo request with the same identifier matches the flow's reply
+// tuple. The stateless pass the reply got must not cover it: a stateless
+// rule dropping inbound echo requests still applies.
+func TestICMPStatelessVerdictNotKept(t *testing.T) {
+	fx := newFibFixture(t)
+	dropEcho := anyRule(40, rules.Drop)
+	dropEcho.proto, dropEcho.icmpType, dropEcho.zone = 1, 8, int(natwallNwZoneNW_ZONE_INBOUND)
+	must(t, loadRules(&fx.objs, naiveStage([]testRule{dropEcho}, rules.Pass, 1), nil))
+	ping := frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.18.1.20", dst: "198.19.1.10", icmpType: 8, icmpID: 77})
+	pong := frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.19.1.10", dst: "198.18.1.20", icmpType: 0, icmpID: 77})
+	probe := frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.19.1.10", dst: "198.18.1.20", icmpType: 8, icmpID: 77})
+	fx.expect(t, ping, "a0", ReasonFwdRedirect)
+	fx.expect(t, pong, "b0", ReasonFwdRedirect)
+	fx.expect(t, pong, "b0", ReasonFwdRedirect)
+	fx.expect(t, probe, "b0", ReasonDropACLStateless)
+}
+
+// TestICMPOnlyRequestsOpenFlows: from inside, only query requests open a
+// flow; a source quench or redirect is an error about another packet and
+// is forwarded only with the flow it quotes (here none).
+func TestICMPOnlyRequestsOpenFlows(t *testing.T) {
+	fx := newFibFixture(t)
+	// Each to its own destination: query flows are not keyed by kind yet,
+	// so a second message to the same peer could match the first's flow.
+	dsts := map[uint16]string{8: "198.19.1.10", 13: "198.19.1.11"}
+	icmp := func(typ uint16) []byte {
+		dst, ok := dsts[typ]
+		if !ok {
+			dst = fmt.Sprintf("198.19.1.%d", 100+typ)
+		}
+		return frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.18.1.20", dst: dst, icmpType: typ, icmpID: 9})
+	}
+	for _, tc := range []struct {
+		typ  uint16
+		want Reason
+	}{
+		{8, ReasonFwdRedirect},   // echo request
+		{13, ReasonFwdRedirect},  // timestamp request
+		{0, ReasonDropCTInvalid}, // echo reply: answers nothing
+		{9, ReasonDropCTInvalid}, // router advertisement
+		{4, ReasonMalformedL4},   // source quench without a quoted header
+		{5, ReasonMalformedL4},   // redirect without a quoted header
+	} {
+		if res := fx.run(t, icmp(tc.typ), "a0"); res.reason != tc.want {
+			t.Errorf("ICMP type %d from inside: got %s, want %s", tc.typ, res.reason.Name(), tc.want.Name())
+		}
+	}
+	stray := frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.19.1.10", dst: "198.18.1.20", sport: 1, dport: 2})
+	quench := icmpError4(t, "198.18.1.20", "198.19.1.10", stray)
+	quench[14+20] = 4 // source quench (checksum is not checked)
+	fx.expect(t, quench, "a0", ReasonDropICMPErrorNoFlow)
 }

@@ -148,10 +148,14 @@ static __always_inline int ct_can_start(struct nw_pkt *pkt)
 	switch (pkt->l4_proto) {
 	case IPPROTO_TCP:
 		return (pkt->tcp_flags & (NW_TCP_SYN | NW_TCP_ACK | NW_TCP_RST | NW_TCP_FIN)) == NW_TCP_SYN;
+	/* Only a query's request opens a flow, as in Linux conntrack: echo,
+	 * timestamp, information, address mask; ICMPv6 echo and node
+	 * information. Replies and other messages answer or open nothing. */
 	case IPPROTO_ICMP:
-		return pkt->icmp_type != 0; /* not an echo reply */
+		return pkt->icmp_type == 8 || pkt->icmp_type == 13 || pkt->icmp_type == 15 ||
+		       pkt->icmp_type == 17;
 	case IPPROTO_ICMPV6:
-		return pkt->icmp_type != 129; /* not an echo reply */
+		return pkt->icmp_type == 128 || pkt->icmp_type == 139;
 	default:
 		return 1;
 	}
