@@ -97,6 +97,13 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		}
 	}
 
+	// A configured rule set that does not load stops the start here, before
+	// anything is pinned or attached: natwall never runs the built-in
+	// policy in its place.
+	if err := checkRules(cfg); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+
 	// Bind first: a taken port must fail before the system is changed.
 	metricsSrv, err := listenHTTP(ctx, "metrics", cfg.Metrics.Listen, log)
 	if err != nil {
@@ -244,6 +251,25 @@ func (d *daemon) loadRules(dp Dataplane, reg *prometheus.Registry) (*hangupReloa
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	return rl, nil
+}
+
+// checkRules reads, parses and compiles the configured rule files without
+// applying them or numbering their rules in the state directory.
+func checkRules(cfg Config) error {
+	if len(cfg.RulePaths) == 0 {
+		return nil
+	}
+	srcs, err := rules.ReadSources(cfg.RulePaths)
+	if err != nil {
+		return err
+	}
+	rs, err := rules.Parse(srcs, rules.Options{Inside: cfg.InsideNetworks})
+	if err != nil {
+		return err
+	}
+	var n uint32
+	_, err = rules.Compile(rs, func(string) uint32 { n++; return n })
+	return err
 }
 
 // hangupReloader reloads the rule files on SIGHUP.

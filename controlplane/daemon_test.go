@@ -312,6 +312,13 @@ func TestRunFailures(t *testing.T) {
 			wantErr: "interface eth9 does not exist in natwall's network namespace",
 		},
 		{
+			// Before: the dataplane was opened and attached with the
+			// built-in policy, and with on_exit keep left so.
+			name:    "rule path that does not load",
+			mutate:  func(c *Config) { c.RulePaths = []string{"/nonexistent/natwall-rules.yaml"} },
+			wantErr: "rules: ",
+		},
+		{
 			name:        "dataplane refuses",
 			openErr:     dataplane.ErrLocked,
 			wantErr:     "open dataplane: " + dataplane.ErrLocked.Error(),
