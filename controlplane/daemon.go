@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -47,6 +48,10 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg:        cfg,
 		log:        NewLogger(cfg.Log, os.Stderr),
 		sysctlRoot: ProcSys,
+		interfaceExists: func(name string) error {
+			_, err := net.InterfaceByName(name)
+			return err
+		},
 		openDataplane: func(opts dataplane.Options) (Dataplane, error) {
 			dp, err := dataplane.Open(opts)
 			if err != nil {
@@ -64,6 +69,8 @@ type daemon struct {
 	log           *slog.Logger
 	sysctlRoot    string
 	openDataplane func(dataplane.Options) (Dataplane, error)
+	// interfaceExists reports a NIC missing from natwall's network namespace.
+	interfaceExists func(name string) error
 	// ready, if set, is called with the bound listeners once serving starts.
 	ready func(metrics, health *httpServer)
 }
@@ -80,6 +87,21 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		// The kernel validates what it is handed, but it has no policy:
 		// with forwarding on it routes such a packet on as it is.
 		log.Warn("malformed_action is pass: the kernel forwards the packets natwall could not check, with no policy and no NAT; use drop on an appliance that must enforce")
+	}
+
+	// A missing NIC is named as such before any sysctl under its name is
+	// read or anything is bound, pinned or attached.
+	for _, name := range cfg.Interfaces {
+		if err := d.interfaceExists(name); err != nil {
+			return fmt.Errorf("interface %s does not exist in natwall's network namespace: %w", name, err)
+		}
+	}
+
+	// A configured rule set that does not load stops the start here, before
+	// anything is pinned or attached: natwall never runs the built-in
+	// policy in its place.
+	if err := checkRules(cfg); err != nil {
+		return fmt.Errorf("rules: %w", err)
 	}
 
 	// Bind first: a taken port must fail before the system is changed.
@@ -229,6 +251,25 @@ func (d *daemon) loadRules(dp Dataplane, reg *prometheus.Registry) (*hangupReloa
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	return rl, nil
+}
+
+// checkRules reads, parses and compiles the configured rule files without
+// applying them or numbering their rules in the state directory.
+func checkRules(cfg Config) error {
+	if len(cfg.RulePaths) == 0 {
+		return nil
+	}
+	srcs, err := rules.ReadSources(cfg.RulePaths)
+	if err != nil {
+		return err
+	}
+	rs, err := rules.Parse(srcs, rules.Options{Inside: cfg.InsideNetworks})
+	if err != nil {
+		return err
+	}
+	var n uint32
+	_, err = rules.Compile(rs, func(string) uint32 { n++; return n })
+	return err
 }
 
 // hangupReloader reloads the rule files on SIGHUP.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -57,6 +58,13 @@ func testDaemon(t *testing.T, cfg Config, dp *fakeDataplane) (*daemon, *syncBuff
 		cfg:        cfg,
 		log:        slog.New(slog.NewJSONHandler(logs, nil)),
 		sysctlRoot: writeSysctlTree(t, kernelDefaults(cfg.Interfaces...)),
+		// The NICs that exist are those the fake /proc/sys has.
+		interfaceExists: func(name string) error {
+			if !slices.Contains(cfg.Interfaces, name) {
+				return errors.New("no such network interface")
+			}
+			return nil
+		},
 		openDataplane: func(opts dataplane.Options) (Dataplane, error) {
 			opened = append(opened, opts)
 			return dp, nil
@@ -289,9 +297,26 @@ func TestRunFailures(t *testing.T) {
 			wantErr: "listen for health on " + taken.Addr().String(),
 		},
 		{
-			name:    "sysctl of a missing interface",
+			name:    "missing interface",
 			mutate:  func(c *Config) { c.Interfaces = []string{"eth0", "eth9"} },
-			wantErr: "apply sysctls",
+			wantErr: "interface eth9 does not exist in natwall's network namespace",
+		},
+		{
+			// Unmanaged sysctls used to let this reach the dataplane,
+			// which pinned its maps before failing.
+			name: "missing interface, sysctls unmanaged",
+			mutate: func(c *Config) {
+				c.Interfaces = []string{"eth9"}
+				c.Sysctl.Manage = false
+			},
+			wantErr: "interface eth9 does not exist in natwall's network namespace",
+		},
+		{
+			// Before: the dataplane was opened and attached with the
+			// built-in policy, and with on_exit keep left so.
+			name:    "rule path that does not load",
+			mutate:  func(c *Config) { c.RulePaths = []string{"/nonexistent/natwall-rules.yaml"} },
+			wantErr: "rules: ",
 		},
 		{
 			name:        "dataplane refuses",
@@ -311,6 +336,12 @@ func TestRunFailures(t *testing.T) {
 			dp := &fakeDataplane{}
 			d, _, _ := testDaemon(t, cfg, dp)
 			d.sysctlRoot = writeSysctlTree(t, kernelDefaults("eth0"))
+			d.interfaceExists = func(name string) error {
+				if name != "eth0" {
+					return errors.New("no such network interface")
+				}
+				return nil
+			}
 			opened := false
 			d.openDataplane = func(dataplane.Options) (Dataplane, error) {
 				opened = true
