@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ type FlowEventType uint8
 const (
 	FlowStarted FlowEventType = FlowEventType(natwallNwEventTypeNW_EVENT_FLOW_NEW)
 	FlowEnded   FlowEventType = FlowEventType(natwallNwEventTypeNW_EVENT_FLOW_END)
+	FlowAlert   FlowEventType = FlowEventType(natwallNwEventTypeNW_EVENT_ALERT)
 )
 
 func (t FlowEventType) String() string {
@@ -26,6 +26,8 @@ func (t FlowEventType) String() string {
 		return "flow_start"
 	case FlowEnded:
 		return "flow_end"
+	case FlowAlert:
+		return "alert"
 	}
 	return fmt.Sprintf("event_%d", uint8(t))
 }
@@ -37,13 +39,27 @@ type FlowEvent struct {
 	Flow Flow
 	// Reason ended or admitted the flow; ReasonNone for a plain expiry.
 	Reason Reason
+	// ByGC is set on flow ends that the control plane's collector produced
+	// for flows it removed, rather than the dataplane.
+	ByGC bool
 }
 
 // EventReader reads flow events from the dataplane's ring buffer.
 type EventReader struct {
 	rd  *ringbuf.Reader
 	clk monoClock
+	rec ringbuf.Record
+	// batch is how long the reader waits after draining the ring before
+	// it blocks in epoll again, so a burst costs one wakeup per batch
+	// instead of one per event.
+	batch time.Duration
+	// drained is set when the last read found the ring empty.
+	drained bool
 }
+
+// EventBatchInterval bounds how late an event is delivered: under load the
+// reader wakes at most once per interval.
+const EventBatchInterval = 20 * time.Millisecond
 
 // Events opens a reader of the dataplane's flow events. There is one ring
 // buffer: run one reader per dataplane.
@@ -52,53 +68,82 @@ func (d *Dataplane) Events() (*EventReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flow event ring buffer: %w", err)
 	}
-	return &EventReader{rd: rd, clk: newMonoClock()}, nil
+	return &EventReader{rd: rd, clk: newMonoClock(), batch: EventBatchInterval}, nil
 }
 
 // Read blocks until an event arrives. After Close it returns an error
 // matching os.ErrClosed.
 func (r *EventReader) Read() (FlowEvent, error) {
-	rec, err := r.rd.Read()
-	if err != nil {
+	var ev FlowEvent
+	err := r.ReadInto(&ev)
+	return ev, err
+}
+
+// ReadInto is Read into a caller-owned event; it does not allocate.
+func (r *EventReader) ReadInto(ev *FlowEvent) error {
+	if r.drained && r.rd.AvailableBytes() == 0 {
+		// The ring was empty last time: let a burst accumulate before
+		// paying for another wakeup. The kernel only wakes a reader that
+		// has caught up, so while we sleep submits cost no wakeup.
+		time.Sleep(r.batch)
+	}
+	if err := r.rd.ReadInto(&r.rec); err != nil {
 		if errors.Is(err, ringbuf.ErrClosed) {
-			return FlowEvent{}, os.ErrClosed
+			return os.ErrClosed
 		}
-		return FlowEvent{}, err
+		return err
 	}
-	var raw natwallNwFlowEvent
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &raw); err != nil {
-		return FlowEvent{}, fmt.Errorf("decode flow event: %w", err)
+	r.drained = r.rd.AvailableBytes() == 0
+	if err := DecodeFlowEvent(r.rec.RawSample, r.clk, ev); err != nil {
+		return err
 	}
-	return decodeEvent(&raw, r.clk), nil
+	return nil
 }
 
 // Close unblocks Read.
 func (r *EventReader) Close() error { return r.rd.Close() }
 
-func eventAddr(family uint8, b [16]uint8) netip.Addr {
+// flowEventSize is sizeof(struct nw_flow_event).
+const flowEventSize = 128
+
+func eventAddr(family uint8, b []byte) netip.Addr {
 	if family == 4 {
-		return netip.AddrFrom4([4]byte{b[0], b[1], b[2], b[3]})
+		return netip.AddrFrom4([4]byte(b[:4]))
 	}
-	return netip.AddrFrom16(b)
+	return netip.AddrFrom16([16]byte(b[:16]))
 }
 
-func decodeEvent(raw *natwallNwFlowEvent, clk monoClock) FlowEvent {
-	f := Flow{
-		Proto:        raw.Proto,
-		Src:          netip.AddrPortFrom(eventAddr(raw.Family, raw.Saddr), port(raw.Sport)),
-		Dst:          netip.AddrPortFrom(eventAddr(raw.Family, raw.Daddr), port(raw.Dport)),
-		ReplySrc:     netip.AddrPortFrom(eventAddr(raw.Family, raw.NatDaddr), port(raw.NatDport)),
-		ReplyDst:     netip.AddrPortFrom(eventAddr(raw.Family, raw.NatSaddr), port(raw.NatSport)),
-		TCPState:     TCPState(raw.TcpState),
-		Zone:         Zone(raw.Zone),
-		SNAT:         raw.Flags&uint8(natwallNwCtFlagsNW_CT_SNAT) != 0,
-		DNAT:         raw.Flags&uint8(natwallNwCtFlagsNW_CT_DNAT) != 0,
-		SeenReply:    raw.Flags&uint8(natwallNwCtFlagsNW_CT_SEEN_REPLY) != 0,
-		RuleID:       raw.RuleId,
-		PacketsOrig:  raw.PacketsOrig,
-		BytesOrig:    raw.BytesOrig,
-		PacketsReply: raw.PacketsReply,
-		BytesReply:   raw.BytesReply,
+// DecodeFlowEvent decodes a struct nw_flow_event into ev field by field,
+// without reflection or allocation.
+func DecodeFlowEvent(b []byte, clk monoClock, ev *FlowEvent) error {
+	if len(b) < flowEventSize {
+		return fmt.Errorf("decode flow event: %d bytes, want %d", len(b), flowEventSize)
 	}
-	return FlowEvent{Type: FlowEventType(raw.Type), Time: clk.time(raw.TimestampNs), Flow: f, Reason: Reason(raw.Reason)}
+	ne := binary.NativeEndian
+	be := binary.BigEndian
+	family := b[9]
+	flags := b[21]
+	*ev = FlowEvent{
+		Type:   FlowEventType(b[8]),
+		Time:   clk.time(ne.Uint64(b[0:])),
+		Reason: Reason(ne.Uint32(b[12:])),
+		Flow: Flow{
+			Proto:        b[10],
+			TCPState:     TCPState(b[11]),
+			RuleID:       ne.Uint32(b[16:]),
+			Zone:         Zone(b[20]),
+			SNAT:         flags&uint8(natwallNwCtFlagsNW_CT_SNAT) != 0,
+			DNAT:         flags&uint8(natwallNwCtFlagsNW_CT_DNAT) != 0,
+			SeenReply:    flags&uint8(natwallNwCtFlagsNW_CT_SEEN_REPLY) != 0,
+			Src:          netip.AddrPortFrom(eventAddr(family, b[24:40]), be.Uint16(b[88:])),
+			Dst:          netip.AddrPortFrom(eventAddr(family, b[40:56]), be.Uint16(b[90:])),
+			ReplySrc:     netip.AddrPortFrom(eventAddr(family, b[72:88]), be.Uint16(b[94:])),
+			ReplyDst:     netip.AddrPortFrom(eventAddr(family, b[56:72]), be.Uint16(b[92:])),
+			PacketsOrig:  ne.Uint64(b[96:]),
+			BytesOrig:    ne.Uint64(b[104:]),
+			PacketsReply: ne.Uint64(b[112:]),
+			BytesReply:   ne.Uint64(b[120:]),
+		},
+	}
+	return nil
 }
