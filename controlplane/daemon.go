@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -52,6 +53,7 @@ func Run(ctx context.Context, cfg Config) error {
 			_, err := net.InterfaceByName(name)
 			return err
 		},
+		pinnedInterfaces: dataplane.PinnedInterfaces,
 		openDataplane: func(opts dataplane.Options) (Dataplane, error) {
 			dp, err := dataplane.Open(opts)
 			if err != nil {
@@ -71,6 +73,9 @@ type daemon struct {
 	openDataplane func(dataplane.Options) (Dataplane, error)
 	// interfaceExists reports a NIC missing from natwall's network namespace.
 	interfaceExists func(name string) error
+	// pinnedInterfaces names the NICs a natwall left enforcing under a pin
+	// directory; nil means none.
+	pinnedInterfaces func(pinDir string) ([]string, error)
 	// ready, if set, is called with the bound listeners once serving starts.
 	ready func(metrics, health *httpServer)
 }
@@ -126,6 +131,9 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if err := d.sysctls(); err != nil {
 		return errors.Join(err, closeListeners())
 	}
+	if err := d.holdForwarding(); err != nil {
+		return errors.Join(err, closeListeners())
+	}
 
 	settings := dataplane.DefaultSettings()
 	settings.MalformedAction = cfg.MalformedAction
@@ -164,6 +172,10 @@ func (d *daemon) run(ctx context.Context) (err error) {
 
 	rl, err := d.loadRules(dp, registry)
 	if err != nil {
+		return err
+	}
+	// Only now does the dataplane enforce the configured policy.
+	if err := d.enableForwarding(); err != nil {
 		return err
 	}
 
@@ -323,14 +335,17 @@ func (h *hangupReloader) reloadOnHangup(ctx context.Context) {
 	}
 }
 
-// sysctls sets the forwarding sysctls, or with sysctl.manage off only
-// warns about those that would stop natwall from working as intended.
+// sysctls sets the sysctls a forwarding appliance needs but the forwarding
+// switches themselves (see holdForwarding and enableForwarding), or with
+// sysctl.manage off only warns about those, switches included, that would
+// stop natwall from working as intended.
 func (d *daemon) sysctls() error {
 	settings := ForwardingSysctls(d.cfg.Interfaces)
 	if d.cfg.SNAT != nil {
 		settings = append(settings, NATSysctls(d.cfg.Interfaces)...)
 	}
 	if d.cfg.Sysctl.Manage {
+		settings = slices.DeleteFunc(settings, isForwardingSwitch)
 		if _, err := ApplySysctls(d.sysctlRoot, settings, d.log); err != nil {
 			return fmt.Errorf("apply sysctls (set sysctl.manage to false to manage them yourself): %w", err)
 		}
@@ -348,8 +363,78 @@ func (d *daemon) sysctls() error {
 	return nil
 }
 
+// forwardingOn reports whether either forwarding switch is on.
+func (d *daemon) forwardingOn() (bool, error) {
+	off, err := PlanSysctls(d.sysctlRoot, ForwardingSwitches("0"))
+	return len(off) > 0, err
+}
+
+// holdForwarding turns the kernel's forwarding off until the dataplane
+// enforces: between attaching and loading the rules, and before attaching
+// at all, a kernel that forwards does so with no policy and no NAT. A
+// dataplane an earlier daemon left enforcing (on_exit: keep) goes on
+// forwarding its flows through the takeover, so forwarding stays on then.
+func (d *daemon) holdForwarding() error {
+	var pinned []string
+	if d.pinnedInterfaces != nil {
+		var err error
+		if pinned, err = d.pinnedInterfaces(d.cfg.PinDir); err != nil {
+			return err
+		}
+	}
+	if len(pinned) > 0 {
+		d.log.Info("taking over a dataplane that still enforces; forwarding stays on meanwhile", "interfaces", pinned)
+		return nil
+	}
+	if !d.cfg.Sysctl.Manage {
+		if on, err := d.forwardingOn(); err == nil && on {
+			d.log.Warn("the kernel forwards before natwall attaches, with no policy and no NAT; sysctl.manage is false, so natwall leaves it on")
+		}
+		return nil
+	}
+	changes, err := ApplySysctls(d.sysctlRoot, ForwardingSwitches("0"), d.log)
+	if err != nil {
+		return fmt.Errorf("turn forwarding off until the dataplane enforces: %w", err)
+	}
+	if len(changes) > 0 {
+		d.log.Warn("the kernel was forwarding with no natwall attached; forwarding is off until natwall enforces")
+	}
+	return nil
+}
+
+// enableForwarding turns forwarding on once the dataplane is attached and
+// its rules are in force.
+func (d *daemon) enableForwarding() error {
+	if !d.cfg.Sysctl.Manage {
+		return nil
+	}
+	if _, err := ApplySysctls(d.sysctlRoot, ForwardingSwitches("1"), d.log); err != nil {
+		return fmt.Errorf("turn forwarding on: %w", err)
+	}
+	d.log.Info("forwarding on: the dataplane enforces the rules")
+	return nil
+}
+
+// disableForwarding turns forwarding off before a detach, so that the
+// kernel does not go on routing without the dataplane.
+func (d *daemon) disableForwarding() error {
+	if !d.cfg.Sysctl.Manage {
+		if on, err := d.forwardingOn(); err == nil && on {
+			d.log.Warn("forwarding stays on after the detach because sysctl.manage is false: the kernel now forwards with no policy and no NAT")
+		}
+		return nil
+	}
+	if _, err := ApplySysctls(d.sysctlRoot, ForwardingSwitches("0"), d.log); err != nil {
+		return fmt.Errorf("turn forwarding off before the detach: %w", err)
+	}
+	d.log.Info("forwarding off: natwall is detaching")
+	return nil
+}
+
 // stopDataplane applies on_exit. Keeping is fail-static: the pinned program
 // goes on forwarding with the live flows until the next daemon takes over.
+// Detaching turns forwarding off first, even if that fails: a detached
+// appliance that still forwards would be an open router.
 func (d *daemon) stopDataplane(dp Dataplane) error {
 	if d.cfg.OnExit == ExitKeep {
 		if err := dp.Close(); err != nil {
@@ -357,6 +442,9 @@ func (d *daemon) stopDataplane(dp Dataplane) error {
 		}
 		d.log.Info("dataplane left attached and pinned for the next natwall", "pin_dir", d.cfg.PinDir)
 		return nil
+	}
+	if err := d.disableForwarding(); err != nil {
+		return errors.Join(err, dp.Detach())
 	}
 	if err := dp.Detach(); err != nil {
 		return fmt.Errorf("detach dataplane: %w", err)

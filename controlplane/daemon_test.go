@@ -155,6 +155,9 @@ func TestRunLifecycle(t *testing.T) {
 
 			r := start(t, d)
 			l := r.waitReady(t)
+			if v, _ := readSysctl(d.sysctlRoot, "net/ipv4/ip_forward"); v != "1" {
+				t.Errorf("ip_forward = %s while running, want 1", v)
+			}
 
 			if code, body := get(t, "http://"+l.metrics+HealthPath); code != http.StatusOK || body != "ok" {
 				t.Errorf("metrics listener %s = %d %q, want 200 ok", HealthPath, code, body)
@@ -201,9 +204,6 @@ func TestRunLifecycle(t *testing.T) {
 			}
 			if len(*opened) != 1 || !reflect.DeepEqual((*opened)[0], want) {
 				t.Errorf("dataplane opened with %+v, want %+v", *opened, want)
-			}
-			if v, _ := readSysctl(d.sysctlRoot, "net/ipv4/ip_forward"); v != "1" {
-				t.Errorf("ip_forward = %s after start, want 1", v)
 			}
 			for _, msg := range []string{`"msg":"natwall starting"`, `"msg":"sysctl changed"`, `"msg":"natwall running"`, `"msg":"natwall stopping"`} {
 				if !strings.Contains(logs.String(), msg) {
@@ -284,7 +284,7 @@ func TestRunFailures(t *testing.T) {
 		openErr     error
 		wantErr     string
 		wantOpened  bool
-		wantSysctls bool
+		wantForward bool
 	}{
 		{
 			name:    "metrics port taken",
@@ -319,11 +319,11 @@ func TestRunFailures(t *testing.T) {
 			wantErr: "rules: ",
 		},
 		{
-			name:        "dataplane refuses",
-			openErr:     dataplane.ErrLocked,
-			wantErr:     "open dataplane: " + dataplane.ErrLocked.Error(),
-			wantOpened:  true,
-			wantSysctls: true,
+			// Forwarding stays off: nothing enforces.
+			name:       "dataplane refuses",
+			openErr:    dataplane.ErrLocked,
+			wantErr:    "open dataplane: " + dataplane.ErrLocked.Error(),
+			wantOpened: true,
 		},
 	}
 	for _, tt := range tests {
@@ -366,8 +366,8 @@ func TestRunFailures(t *testing.T) {
 			if len(bound) != 0 {
 				t.Errorf("served on %v despite the failure", bound)
 			}
-			if v, _ := readSysctl(d.sysctlRoot, "net/ipv4/ip_forward"); (v == "1") != tt.wantSysctls {
-				t.Errorf("ip_forward = %s; sysctls applied should be %v", v, tt.wantSysctls)
+			if v, _ := readSysctl(d.sysctlRoot, "net/ipv4/ip_forward"); (v == "1") != tt.wantForward {
+				t.Errorf("ip_forward = %s after the failed start; forwarding should be %v", v, tt.wantForward)
 			}
 			if closed, detached := dp.stops(); closed+detached != 0 {
 				t.Errorf("dataplane stopped (%d, %d) though it never opened", closed, detached)
@@ -398,5 +398,71 @@ func TestNewLogger(t *testing.T) {
 		if hasDebug := strings.Contains(out, "DEBUG"); hasDebug != tt.wantDebug {
 			t.Errorf("%+v: output %q, debug logged = %v, want %v", tt.cfg, out, hasDebug, tt.wantDebug)
 		}
+	}
+}
+
+// TestForwardingOnlyWhileEnforcing follows the forwarding switches through
+// a daemon's life: off while the dataplane attaches (the kernel would
+// forward unfiltered), on once it enforces, off again before a detach, and
+// untouched while a dataplane left pinned by an earlier daemon still
+// enforces or when the admin manages sysctls.
+func TestForwardingOnlyWhileEnforcing(t *testing.T) {
+	tests := []struct {
+		name        string
+		unmanaged   bool
+		pinned      []string
+		onExit      ExitAction
+		wantAtOpen  string // ip_forward when the dataplane is opened
+		wantRunning string
+		wantStopped string
+		wantLog     string
+	}{
+		{name: "fresh start, detach", onExit: ExitDetach, wantAtOpen: "0", wantRunning: "1", wantStopped: "0",
+			wantLog: "the kernel was forwarding with no natwall attached"},
+		{name: "fresh start, keep", onExit: ExitKeep, wantAtOpen: "0", wantRunning: "1", wantStopped: "1",
+			wantLog: "forwarding on: the dataplane enforces the rules"},
+		{name: "takeover of a pinned dataplane", pinned: []string{"eth0"}, onExit: ExitDetach,
+			wantAtOpen: "1", wantRunning: "1", wantStopped: "0", wantLog: "taking over a dataplane that still enforces"},
+		{name: "unmanaged", unmanaged: true, onExit: ExitDetach, wantAtOpen: "1", wantRunning: "1", wantStopped: "1",
+			wantLog: "forwarding stays on after the detach because sysctl.manage is false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testDaemonConfig()
+			cfg.OnExit = tt.onExit
+			cfg.Sysctl.Manage = !tt.unmanaged
+			dp := &fakeDataplane{}
+			dp.attached.Store(true)
+			d, logs, _ := testDaemon(t, cfg, dp)
+			values := kernelDefaults("eth0")
+			values["net/ipv4/ip_forward"] = "1"
+			values["net/ipv6/conf/all/forwarding"] = "1"
+			d.sysctlRoot = writeSysctlTree(t, values)
+			d.pinnedInterfaces = func(string) ([]string, error) { return tt.pinned, nil }
+			var atOpen string
+			d.openDataplane = func(dataplane.Options) (Dataplane, error) {
+				atOpen, _ = readSysctl(d.sysctlRoot, "net/ipv4/ip_forward")
+				return dp, nil
+			}
+
+			r := start(t, d)
+			r.waitReady(t)
+			running, _ := readSysctl(d.sysctlRoot, "net/ipv4/ip_forward")
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			stopped, _ := readSysctl(d.sysctlRoot, "net/ipv4/ip_forward")
+			v6, _ := readSysctl(d.sysctlRoot, "net/ipv6/conf/all/forwarding")
+			if atOpen != tt.wantAtOpen || running != tt.wantRunning || stopped != tt.wantStopped {
+				t.Errorf("ip_forward at open %s, running %s, stopped %s; want %s, %s, %s",
+					atOpen, running, stopped, tt.wantAtOpen, tt.wantRunning, tt.wantStopped)
+			}
+			if v6 != stopped {
+				t.Errorf("ipv6 forwarding %s after stop, ip_forward %s: the switches must move together", v6, stopped)
+			}
+			if !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("log lacks %q:\n%s", tt.wantLog, logs)
+			}
+		})
 	}
 }

@@ -65,10 +65,7 @@ func ForwardingSysctls(interfaces []string) []Sysctl {
 	for _, dev := range interfaces {
 		v6conf(dev, "accept_ra", "2", "0")
 	}
-	s = append(s,
-		Sysctl{Path: "net/ipv4/ip_forward", Value: "1"},
-		Sysctl{Path: "net/ipv6/conf/all/forwarding", Value: "1"},
-	)
+	s = append(s, ForwardingSwitches("1")...)
 
 	devs := append([]string{"all", "default"}, interfaces...)
 	for _, dev := range devs {
@@ -93,6 +90,23 @@ func ForwardingSysctls(interfaces []string) []Sysctl {
 		v6conf(dev, "accept_redirects", "0")
 	}
 	return s
+}
+
+// ForwardingSwitches are the two settings that make the kernel route
+// between NICs, set to value ("1" on, "0" off). The daemon sets them last at
+// start, once the dataplane enforces, and clears them first at a detaching
+// stop: with them on and no XDP program, the kernel forwards with no policy
+// and no NAT.
+func ForwardingSwitches(value string) []Sysctl {
+	return []Sysctl{
+		{Path: "net/ipv4/ip_forward", Value: value},
+		{Path: "net/ipv6/conf/all/forwarding", Value: value},
+	}
+}
+
+// isForwardingSwitch reports whether s is one of ForwardingSwitches.
+func isForwardingSwitch(s Sysctl) bool {
+	return slices.ContainsFunc(ForwardingSwitches(s.Value), func(f Sysctl) bool { return f.Path == s.Path })
 }
 
 // PlanSysctls reads each setting under root (normally ProcSys) and returns

@@ -311,17 +311,35 @@ func nativeUnsupported(err error) bool {
 	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
 }
 
+// PinnedInterfaces names the NICs whose natwall link is pinned under
+// pinDir: a dataplane an earlier daemon left enforcing (on_exit: keep). A
+// missing directory means none.
+func PinnedInterfaces(pinDir string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(pinDir, "links"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read pinned links: %w", err)
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
 // detachStale removes pinned links of NICs that are no longer configured.
 func (d *Dataplane) detachStale() error {
-	entries, err := os.ReadDir(filepath.Join(d.opts.PinDir, "links"))
+	pinned, err := PinnedInterfaces(d.opts.PinDir)
 	if err != nil {
-		return fmt.Errorf("read pinned links: %w", err)
+		return err
 	}
-	for _, e := range entries {
-		if d.isConfigured(e.Name()) {
+	for _, name := range pinned {
+		if d.isConfigured(name) {
 			continue
 		}
-		pin := d.linkPin(e.Name())
+		pin := d.linkPin(name)
 		l, err := link.LoadPinnedLink(pin, nil)
 		if err != nil {
 			return fmt.Errorf("load stale link %s: %w", pin, err)
@@ -330,7 +348,7 @@ func (d *Dataplane) detachStale() error {
 		if err != nil {
 			return fmt.Errorf("detach stale link %s: %w", pin, err)
 		}
-		d.log.Info("xdp program detached from unconfigured interface", "interface", e.Name())
+		d.log.Info("xdp program detached from unconfigured interface", "interface", name)
 	}
 	return nil
 }
