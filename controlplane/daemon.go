@@ -138,7 +138,9 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	settings := dataplane.DefaultSettings()
 	settings.MalformedAction = cfg.MalformedAction
 	settings.Inside = cfg.InsideNetworks
-	settings.SNAT = cfg.SNAT
+	if settings.SNAT, err = excludeLocalPorts(cfg.SNAT, d.sysctlRoot, log); err != nil {
+		return errors.Join(err, closeListeners())
+	}
 	settings.InvalidTCPReset = cfg.Conntrack.InvalidTCPReset
 	if cfg.Conntrack.Timeouts != (dataplane.Timeouts{}) {
 		settings.Timeouts = cfg.Conntrack.Timeouts
