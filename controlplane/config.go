@@ -59,7 +59,10 @@ type Config struct {
 	// InsideNetworks is $HOME_NET: traffic from them is outbound.
 	InsideNetworks  []netip.Prefix
 	MalformedAction dataplane.MalformedAction
-	PinDir          string
+	// VLANAction is what happens to frames tagged with a VLAN ID other
+	// than 0 (priority tags always meet the policy).
+	VLANAction dataplane.VLANAction
+	PinDir     string
 	OnExit          ExitAction
 
 	Metrics MetricsConfig
@@ -158,6 +161,7 @@ var configKeys = []configKey{
 	{key: "xdp_generic_fallback", kind: kindBool, def: false, usage: "attach in generic mode where the driver refuses native mode"},
 	{key: "inside_networks", kind: kindList, usage: "CIDRs of the protected networks, $HOME_NET (required)"},
 	{key: "malformed_action", kind: kindString, def: "drop", usage: "what to do with packets that cannot be parsed: drop or pass", form: "one of drop, pass"},
+	{key: "vlan_action", kind: kindString, def: "drop", usage: "what to do with frames tagged with a VLAN ID other than 0: drop, or pass to the kernel's VLAN device unfiltered", form: "one of drop, pass"},
 	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links", form: "an absolute path such as /sys/fs/bpf/natwall"},
 	{key: "on_exit", kind: kindString, def: string(ExitDetach), usage: "on shutdown: detach the dataplane, or keep it attached for the next daemon", form: "one of detach, keep"},
 	{key: "metrics.listen", kind: kindString, def: DefaultMetricsListen, usage: "host:port serving /metrics and /healthz", form: "host:port such as 127.0.0.1:9617"},
@@ -764,6 +768,9 @@ func (l *configLoader) build() Config {
 
 	if a, ok := l.oneOf("malformed_action", "drop", "pass"); ok && a == "pass" {
 		cfg.MalformedAction = dataplane.MalformedPass
+	}
+	if a, ok := l.oneOf("vlan_action", "drop", "pass"); ok && a == "pass" {
+		cfg.VLANAction = dataplane.VLANPass
 	}
 
 	if dir, ok := l.str("pin_dir"); ok {

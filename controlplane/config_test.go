@@ -115,6 +115,9 @@ func TestLoadConfigValues(t *testing.T) {
 			c.MalformedAction = dataplane.MalformedPass
 			c.OnExit = ExitKeep
 		}},
+		{"vlan pass", minimalConfig + "vlan_action: pass\n", func(c *Config) {
+			c.VLANAction = dataplane.VLANPass
+		}},
 		{"pin dir cleaned", minimalConfig + "pin_dir: /sys/fs/bpf/natwall-b/\n", func(c *Config) {
 			c.PinDir = "/sys/fs/bpf/natwall-b"
 		}},
@@ -206,6 +209,8 @@ func TestLoadConfigErrors(t *testing.T) {
 			`natwall.yaml:2:34: inside_networks[1]: "198.18.0.0/24" is listed twice`},
 		{"malformed action", minimalConfig + "malformed_action: reject\n",
 			`natwall.yaml:3:19: malformed_action: "reject" is not one of drop, pass`},
+		{"vlan action", minimalConfig + "vlan_action: strip\n",
+			`natwall.yaml:3:14: vlan_action: "strip" is not one of drop, pass`},
 		{"relative pin dir", minimalConfig + "pin_dir: bpf/natwall\n",
 			`natwall.yaml:3:10: pin_dir: "bpf/natwall" must be an absolute path`},
 		{"pin dir is bpffs root", minimalConfig + "pin_dir: /sys/fs/bpf/\n",

@@ -93,6 +93,9 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		// with forwarding on it routes such a packet on as it is.
 		log.Warn("malformed_action is pass: the kernel forwards the packets natwall could not check, with no policy and no NAT; use drop on an appliance that must enforce")
 	}
+	if cfg.VLANAction == dataplane.VLANPass {
+		log.Warn("vlan_action is pass: frames tagged with a VLAN ID go to the kernel's VLAN devices, which route them with no policy and no NAT")
+	}
 
 	// A missing NIC is named as such before any sysctl under its name is
 	// read or anything is bound, pinned or attached.
@@ -137,6 +140,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 
 	settings := dataplane.DefaultSettings()
 	settings.MalformedAction = cfg.MalformedAction
+	settings.VLANAction = cfg.VLANAction
 	settings.Inside = cfg.InsideNetworks
 	if settings.SNAT, err = excludeLocalPorts(cfg.SNAT, d.sysctlRoot, log); err != nil {
 		return errors.Join(err, closeListeners())

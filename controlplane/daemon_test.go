@@ -251,6 +251,30 @@ func TestRunWarnsAboutMalformedPass(t *testing.T) {
 	}
 }
 
+// TestRunVLANAction: vlan_action reaches the dataplane's settings, and
+// pass, which lets tagged frames past the policy, is warned about.
+func TestRunVLANAction(t *testing.T) {
+	const warning = "vlan_action is pass"
+	for _, action := range []dataplane.VLANAction{dataplane.VLANDrop, dataplane.VLANPass} {
+		cfg := testDaemonConfig()
+		cfg.VLANAction = action
+		dp := &fakeDataplane{}
+		dp.attached.Store(true)
+		d, logs, opened := testDaemon(t, cfg, dp)
+		r := start(t, d)
+		r.waitReady(t)
+		if err := r.stop(t); err != nil {
+			t.Errorf("run = %v", err)
+		}
+		if len(*opened) != 1 || (*opened)[0].Settings.VLANAction != action {
+			t.Errorf("vlan_action %v: dataplane opened with %+v", action, *opened)
+		}
+		if got := strings.Contains(logs.String(), warning); got != (action == dataplane.VLANPass) {
+			t.Errorf("vlan_action %v: warning logged = %v:\n%s", action, got, logs)
+		}
+	}
+}
+
 func TestRunSysctlsUnmanaged(t *testing.T) {
 	cfg := testDaemonConfig()
 	cfg.Sysctl.Manage = false
