@@ -63,7 +63,7 @@ type Config struct {
 	// than 0 (priority tags always meet the policy).
 	VLANAction dataplane.VLANAction
 	PinDir     string
-	OnExit          ExitAction
+	OnExit     ExitAction
 
 	Metrics MetricsConfig
 	Health  HealthConfig
