@@ -77,9 +77,46 @@ func validateRole(role string) error {
 	return nil
 }
 
-func createNetNS(name string) (_ *NetNS, err error) {
+// netnsDirShared is set once /run/netns is a shared mount point.
+var (
+	netnsDirMu     sync.Mutex
+	netnsDirShared bool
+)
+
+// shareNetnsDir makes /run/netns a mount point of its own with shared
+// propagation, as `ip netns add` does, before the lab binds a namespace
+// there. Otherwise the first `ip netns add` by anyone else while lab
+// namespaces exist bind-mounts the directory onto itself, copying their
+// mounts into a peer that unmounting the originals does not reach: they
+// stay busy until reboot, and every later lab fails.
+func shareNetnsDir() error {
+	netnsDirMu.Lock()
+	defer netnsDirMu.Unlock()
+	if netnsDirShared {
+		return nil
+	}
 	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", netnsDir, err)
+		return fmt.Errorf("create %s: %w", netnsDir, err)
+	}
+	makeShared := func() error { return unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "") }
+	err := makeShared()
+	if errors.Is(err, unix.EINVAL) {
+		// Not a mount point yet.
+		if err := unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind-mount %s onto itself: %w", netnsDir, err)
+		}
+		err = makeShared()
+	}
+	if err != nil {
+		return fmt.Errorf("make %s a shared mount: %w", netnsDir, err)
+	}
+	netnsDirShared = true
+	return nil
+}
+
+func createNetNS(name string) (_ *NetNS, err error) {
+	if err := shareNetnsDir(); err != nil {
+		return nil, err
 	}
 	path := filepath.Join(netnsDir, name)
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
