@@ -75,11 +75,18 @@ type Config struct {
 	// RulePaths are rule files or directories; none means the built-in
 	// policy (flows may start from inside only).
 	RulePaths []string
-	// SNAT is nil when outbound flows are not translated.
 	// Revalidate applies to established flows on a rule reload.
 	Revalidate Revalidate
-	SNAT       *dataplane.SNAT
-	Conntrack  ConntrackConfig
+	Reload     ReloadConfig
+	// SNAT is nil when outbound flows are not translated.
+	SNAT      *dataplane.SNAT
+	Conntrack ConntrackConfig
+}
+
+// ReloadConfig says what starts a reload besides SIGHUP and the API.
+type ReloadConfig struct {
+	// Watch reloads when the config file or a rule file changes.
+	Watch bool
 }
 
 // ConntrackConfig sizes and times the flow tables.
@@ -171,6 +178,7 @@ var configKeys = []configKey{
 	{key: "sysctl.manage", kind: kindBool, def: true, usage: "set the kernel's forwarding sysctls at startup"},
 	{key: "state_dir", kind: kindString, def: DefaultStateDir, usage: "directory for rule numbers and the live rule set", form: "an absolute path such as /var/lib/natwall"},
 	{key: "rules.paths", kind: kindList, usage: "rule files or directories of *.yaml (default: none, the built-in policy)"},
+	{key: "reload.watch", kind: kindBool, def: true, usage: "reload when the config file or a rule file changes (SIGHUP and natwall reload always work)"},
 	{key: "rules.revalidate", kind: kindString, def: string(RevalidateKeep), usage: "on reload, keep or close established flows the new rules deny", form: "one of keep, close"},
 	{key: "snat.enabled", kind: kindBool, def: false, usage: "translate outbound IPv4 flows to snat.addresses"},
 	{key: "snat.addresses", kind: kindList, usage: "the appliance's external IPv4 addresses (required with snat.enabled)"},
@@ -821,6 +829,7 @@ func (l *configLoader) build() Config {
 	if r, ok := l.oneOf("rules.revalidate", string(RevalidateKeep), string(RevalidateClose)); ok {
 		cfg.Revalidate = Revalidate(r)
 	}
+	cfg.Reload.Watch = l.boolean("reload.watch")
 	l.buildSNAT(&cfg)
 	l.buildConntrack(&cfg)
 	return cfg

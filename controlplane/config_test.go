@@ -66,6 +66,7 @@ func TestLoadConfigExample(t *testing.T) {
 		Sysctl:             SysctlConfig{Manage: true},
 		StateDir:           DefaultStateDir,
 		Revalidate:         RevalidateKeep,
+		Reload:             ReloadConfig{Watch: true},
 		Conntrack:          defaultConntrack(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -87,6 +88,7 @@ func TestLoadConfigValues(t *testing.T) {
 		Sysctl:          SysctlConfig{Manage: true},
 		StateDir:        DefaultStateDir,
 		Revalidate:      RevalidateKeep,
+		Reload:          ReloadConfig{Watch: true},
 		Conntrack:       defaultConntrack(),
 	}
 	tests := []struct {

@@ -9,10 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
+	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,14 +39,19 @@ type Dataplane interface {
 var _ Dataplane = (*dataplane.Dataplane)(nil)
 
 // Run is `natwall run`: it sets the kernel's forwarding sysctls, attaches
-// the dataplane, serves metrics and health, and when ctx is cancelled
-// (SIGTERM, SIGINT) stops serving and detaches the dataplane or leaves it
-// attached, as cfg.OnExit says. cfg must come from LoadConfig. It logs to
-// stderr as cfg.Log says.
-func Run(ctx context.Context, cfg Config) error {
+// the dataplane, serves metrics and health, reloads on SIGHUP and file
+// changes, and when ctx is cancelled (SIGTERM, SIGINT) stops serving and
+// detaches the dataplane or leaves it attached, as cfg.OnExit says. cfg
+// must come from LoadConfig(source); a reload reads source again. It logs
+// to stderr as cfg.Log says.
+func Run(ctx context.Context, cfg Config, source LoadOptions) error {
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
 	d := &daemon{
 		cfg:        cfg,
-		log:        NewLogger(cfg.Log, os.Stderr),
+		source:     source,
+		level:      level,
+		log:        newLogger(cfg.Log.Format, level, os.Stderr),
 		sysctlRoot: ProcSys,
 		interfaceExists: func(name string) error {
 			_, err := net.InterfaceByName(name)
@@ -67,7 +71,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 // daemon holds one run's settings and the calls tests replace.
 type daemon struct {
-	cfg           Config
+	cfg Config
+	// source is where cfg was read from, for reloads.
+	source        LoadOptions
+	level         *slog.LevelVar
 	log           *slog.Logger
 	sysctlRoot    string
 	openDataplane func(dataplane.Options) (Dataplane, error)
@@ -138,16 +145,9 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		return errors.Join(err, closeListeners())
 	}
 
-	settings := dataplane.DefaultSettings()
-	settings.MalformedAction = cfg.MalformedAction
-	settings.VLANAction = cfg.VLANAction
-	settings.Inside = cfg.InsideNetworks
-	if settings.SNAT, err = excludeLocalPorts(cfg.SNAT, d.sysctlRoot, log); err != nil {
+	settings, err := runtimeSettings(cfg, d.sysctlRoot, log)
+	if err != nil {
 		return errors.Join(err, closeListeners())
-	}
-	settings.InvalidTCPReset = cfg.Conntrack.InvalidTCPReset
-	if cfg.Conntrack.Timeouts != (dataplane.Timeouts{}) {
-		settings.Timeouts = cfg.Conntrack.Timeouts
 	}
 	dp, err := d.openDataplane(dataplane.Options{
 		Interfaces:           cfg.Interfaces,
@@ -176,9 +176,13 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	rl, err := d.loadRules(dp, registry)
+	rl, err := d.newReloader(dp, settings)
 	if err != nil {
 		return err
+	}
+	registry.MustRegister(rl.collectors()...)
+	if res := rl.Reload(TriggerStart); !res.OK {
+		return fmt.Errorf("rules: %s", strings.Join(res.Errors, "; "))
 	}
 	// Only now does the dataplane enforce the configured policy.
 	if err := d.enableForwarding(); err != nil {
@@ -197,8 +201,13 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		registry.MustRegister(tracker)
 		wg.Go(func() { tracker.run(serveCtx) })
 	}
-	if rl != nil {
-		wg.Go(func() { rl.reloadOnHangup(serveCtx) })
+	wg.Go(func() { rl.reloadOnHangup(serveCtx) })
+	if d.cfg.Reload.Watch {
+		wg.Go(func() {
+			if err := rl.watchFiles(serveCtx); err != nil {
+				log.Warn("not watching the config and rule files; reload with SIGHUP or natwall reload", "error", err)
+			}
+		})
 	}
 	var serveErrs [2]error
 	start := func(i int, s *httpServer, h http.Handler) {
@@ -209,9 +218,17 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			}
 		})
 	}
-	start(0, metricsSrv, MetricsHandler(dp, registry, log))
+	// Serving starts once the config and rules are in force, so readiness
+	// is down to the dataplane staying attached.
+	ready := func() error {
+		if !dp.Attached() {
+			return errors.New("xdp program not attached")
+		}
+		return nil
+	}
+	start(0, metricsSrv, MetricsHandler(dp, ready, registry, log))
 	if healthSrv != nil {
-		start(1, healthSrv, healthOnlyHandler(dp))
+		start(1, healthSrv, healthOnlyHandler(dp, ready))
 	}
 
 	attrs := []any{"metrics", metricsSrv.Addr().String()}
@@ -237,36 +254,29 @@ type ruleApplier interface {
 	LoadRules(stateless, stateful *rules.StageTables) error
 }
 
-// loadRules applies the configured rule files, if any. At start a rule set
-// that does not load stops the daemon (a pinned dataplane left by an
-// earlier daemon keeps enforcing its last good set meanwhile).
-func (d *daemon) loadRules(dp Dataplane, reg *prometheus.Registry) (*hangupReloader, error) {
-	if len(d.cfg.RulePaths) == 0 {
-		return nil, nil
-	}
-	ra, ok := dp.(ruleApplier)
-	if !ok {
-		return nil, errors.New("this dataplane cannot load rules")
-	}
-	rl := &hangupReloader{
-		loader:     &ruleLoader{paths: d.cfg.RulePaths, inside: d.cfg.InsideNetworks, stateDir: d.cfg.StateDir, apply: ra.LoadRules},
-		log:        d.log,
-		revalidate: d.cfg.Revalidate,
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "natwall_config_reloads_total",
-			Help: "Rule set loads, by result: a failed one leaves the last good set live.",
-		}, []string{"result"}),
+// settingsApplier is the dataplane's live settings.
+type settingsApplier interface {
+	Apply(dataplane.Settings) error
+}
+
+// newReloader returns the reloader over dp, whose settings are those it
+// was opened with. With rule files configured, the dataplane must load
+// rules.
+func (d *daemon) newReloader(dp Dataplane, settings dataplane.Settings) (*reloader, error) {
+	rl := newReloader(&d.cfg, settings)
+	rl.source, rl.sysctlRoot, rl.log, rl.level = d.source, d.sysctlRoot, d.log, d.level
+	if sa, ok := dp.(settingsApplier); ok {
+		rl.applySettings = sa.Apply
 	}
 	if fs, ok := dp.(flowSource); ok {
 		rl.state = fs.State
 	}
-	rl.closed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "natwall_flows_revalidated_closed_total",
-		Help: "Established flows closed on a reload because the new rules would not admit them (rules.revalidate: close).",
-	})
-	reg.MustRegister(rl.reloads, rl.closed)
-	if err := rl.reload(); err != nil {
-		return nil, fmt.Errorf("rules: %w", err)
+	if len(d.cfg.RulePaths) > 0 {
+		ra, ok := dp.(ruleApplier)
+		if !ok {
+			return nil, errors.New("this dataplane cannot load rules")
+		}
+		rl.loader = &ruleLoader{stateDir: d.cfg.StateDir, apply: ra.LoadRules}
 	}
 	return rl, nil
 }
@@ -288,57 +298,6 @@ func checkRules(cfg Config) error {
 	var n uint32
 	_, err = rules.Compile(rs, func(string) uint32 { n++; return n })
 	return err
-}
-
-// hangupReloader reloads the rule files on SIGHUP.
-type hangupReloader struct {
-	loader     *ruleLoader
-	log        *slog.Logger
-	reloads    *prometheus.CounterVec
-	revalidate Revalidate
-	state      func() *dataplane.State
-	closed     prometheus.Counter
-}
-
-func (h *hangupReloader) reload() error {
-	rs, tbl, err := h.loader.load()
-	if err != nil {
-		h.reloads.WithLabelValues("error").Inc()
-		var list rules.ErrorList
-		if errors.As(err, &list) {
-			for _, e := range list {
-				h.log.Error("rule file rejected; the last good rule set stays live", "at", e.Pos.String(), "error", e.Msg)
-			}
-		}
-		return err
-	}
-	h.reloads.WithLabelValues("ok").Inc()
-	if h.revalidate == RevalidateClose && h.state != nil {
-		n, err := closeDenied(h.state(), tbl)
-		h.closed.Add(float64(n))
-		if err != nil {
-			h.log.Error("close flows the new rules deny", "error", err)
-		} else if n > 0 {
-			h.log.Info("closed established flows the new rules deny", "flows", n)
-		}
-	}
-	h.log.Info("rule set applied", "files", h.loader.paths, "stateless", len(rs.Stateless), "stateful", len(rs.Stateful),
-		"stateful_default", rs.StatefulDefault.String())
-	return nil
-}
-
-func (h *hangupReloader) reloadOnHangup(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			h.reload()
-		}
-	}
 }
 
 // sysctls sets the sysctls a forwarding appliance needs but the forwarding
@@ -462,8 +421,12 @@ func (d *daemon) stopDataplane(dp Dataplane) error {
 // NewLogger returns the daemon's logger writing to w. LogAuto picks text
 // when w is a terminal, for people, and JSON otherwise, for log pipelines.
 func NewLogger(cfg LogConfig, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.Level}
-	format := cfg.Format
+	return newLogger(cfg.Format, cfg.Level, w)
+}
+
+// newLogger is NewLogger with a level that may change while it logs.
+func newLogger(format LogFormat, level slog.Leveler, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == LogAuto {
 		format = LogJSON
 		if isTerminal(w) {

@@ -16,6 +16,7 @@ import (
 // Paths served by the daemon's HTTP listeners.
 const (
 	HealthPath  = "/healthz"
+	ReadyPath   = "/readyz"
 	MetricsPath = "/metrics"
 )
 
@@ -43,18 +44,43 @@ func HealthHandler(dp interface{ Attached() bool }) http.Handler {
 	})
 }
 
-// healthOnlyHandler serves /healthz and nothing else: the health listener
-// is reachable from outside the VM, unlike metrics.
-func healthOnlyHandler(dp interface{ Attached() bool }) http.Handler {
+// ReadyHandler answers readiness probes: 200 "ready" when ready returns
+// nil, 503 with its error otherwise. The daemon is ready once its config
+// is loaded and its rules are applied, and while the dataplane is
+// attached; a later failed reload leaves it ready, since the last good set
+// still enforces.
+func ReadyHandler(ready func() error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, "not ready: ", err)
+			return
+		}
+		fmt.Fprint(w, "ready")
+	})
+}
+
+// healthOnlyHandler serves /healthz and /readyz and nothing else: the
+// health listener is reachable from outside the VM, unlike metrics.
+func healthOnlyHandler(dp interface{ Attached() bool }, ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(HealthPath, HealthHandler(dp))
+	mux.Handle(ReadyPath, ReadyHandler(ready))
 	return mux
 }
 
-// MetricsHandler serves /metrics from gatherer and /healthz.
-func MetricsHandler(dp interface{ Attached() bool }, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
+// MetricsHandler serves /metrics from gatherer, /healthz and /readyz.
+func MetricsHandler(dp interface{ Attached() bool }, ready func() error, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(HealthPath, HealthHandler(dp))
+	mux.Handle(ReadyPath, ReadyHandler(ready))
 	mux.Handle(MetricsPath, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
 		// A failing collector must not hide the others' metrics.

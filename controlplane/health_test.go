@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -52,7 +53,8 @@ func TestMetricsHandler(t *testing.T) {
 	dp.setCounters([]dataplane.ReasonCount{{Reason: dataplane.ReasonFwdTX, Packets: 7, Bytes: 700}}, nil)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(dp, slog.New(slog.DiscardHandler)))
-	h := MetricsHandler(dp, reg, slog.New(slog.DiscardHandler))
+	var notReady error
+	h := MetricsHandler(dp, func() error { return notReady }, reg, slog.New(slog.DiscardHandler))
 
 	tests := []struct {
 		path     string
@@ -61,6 +63,7 @@ func TestMetricsHandler(t *testing.T) {
 	}{
 		{MetricsPath, http.StatusOK, `natwall_packets_total{reason="fwd_tx",verdict="forward"} 7`},
 		{HealthPath, http.StatusOK, "ok"},
+		{ReadyPath, http.StatusOK, "ready"},
 		{"/", http.StatusNotFound, ""},
 	}
 	for _, tt := range tests {
@@ -69,6 +72,13 @@ func TestMetricsHandler(t *testing.T) {
 		if rec.Code != tt.wantCode || !strings.Contains(rec.Body.String(), tt.wantBody) {
 			t.Errorf("GET %s = %d %q, want %d containing %q", tt.path, rec.Code, rec.Body, tt.wantCode, tt.wantBody)
 		}
+	}
+
+	notReady = errors.New("xdp program not attached")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ReadyPath, nil))
+	if rec.Code != http.StatusServiceUnavailable || rec.Body.String() != "not ready: xdp program not attached" {
+		t.Errorf("GET %s while not ready = %d %q, want 503 with the reason", ReadyPath, rec.Code, rec.Body)
 	}
 }
 

@@ -107,44 +107,76 @@ type ruleLoader struct {
 	apply    func(stateless, stateful *rules.StageTables) error
 }
 
-// load reads, validates, compiles and applies the rule files. On any
-// error the last good rule set stays live; the error names file:line:col.
-func (l *ruleLoader) load() (*rules.RuleSet, *rules.Tables, error) {
-	srcs, err := rules.ReadSources(l.paths)
+// preparedRules is a rule set read, validated and compiled, with its rule
+// numbers allocated but neither saved nor applied.
+type preparedRules struct {
+	paths  []string
+	inside []netip.Prefix
+	srcs   []rules.Source
+	rs     *rules.RuleSet
+	tbl    *rules.Tables
+	ids    *RuleIDs
+}
+
+// prepare reads, validates and compiles the rule files at paths, whose
+// $HOME_NET is inside, and changes nothing. Errors name file:line:col.
+func (l *ruleLoader) prepare(paths []string, inside []netip.Prefix) (*preparedRules, error) {
+	srcs, err := rules.ReadSources(paths)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	rs, err := rules.Parse(srcs, rules.Options{Inside: l.inside})
+	return l.prepareSources(paths, srcs, inside)
+}
+
+// prepareSources is prepare of rule files already read from paths.
+func (l *ruleLoader) prepareSources(paths []string, srcs []rules.Source, inside []netip.Prefix) (*preparedRules, error) {
+	rs, err := rules.Parse(srcs, rules.Options{Inside: inside})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	ids, err := LoadRuleIDs(filepath.Join(l.stateDir, ruleIDsFile))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	tbl, err := rules.Compile(rs, ids.ID)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	return &preparedRules{paths: paths, inside: inside, srcs: srcs, rs: rs, tbl: tbl, ids: ids}, nil
+}
+
+// commit applies a prepared set and records it as the live one. If the
+// dataplane refuses it, the last good set stays live.
+func (l *ruleLoader) commit(p *preparedRules) error {
 	// Numbers are saved before they reach the dataplane, so counters never
 	// name a rule a later daemon would not know.
-	if err := ids.Save(); err != nil {
-		return nil, nil, err
+	if err := p.ids.Save(); err != nil {
+		return err
 	}
-	if err := l.apply(tbl.Stateless, tbl.Stateful); err != nil {
-		return nil, nil, fmt.Errorf("apply rule set: %w", err)
+	if err := l.apply(p.tbl.Stateless, p.tbl.Stateful); err != nil {
+		return fmt.Errorf("apply rule set: %w", err)
 	}
-	live := LiveRules{Files: l.paths, StatefulDefault: rs.StatefulDefault.String(), Inside: l.inside, Sources: srcs}
+	l.paths, l.inside = p.paths, p.inside
+	live := LiveRules{Files: p.paths, StatefulDefault: p.rs.StatefulDefault.String(), Inside: p.inside, Sources: p.srcs}
 	for _, stage := range []rules.Stage{rules.Stateless, rules.Stateful} {
-		for _, r := range rs.Rules(stage) {
-			live.Rules = append(live.Rules, LiveRule{ID: r.ID, Number: ids.ID(r.ID), Stage: stage.String(),
+		for _, r := range p.rs.Rules(stage) {
+			live.Rules = append(live.Rules, LiveRule{ID: r.ID, Number: p.ids.ID(r.ID), Stage: stage.String(),
 				Priority: r.Priority, Action: r.Action.String(), At: r.Pos.String()})
 		}
 	}
-	if err := writeJSONAtomic(filepath.Join(l.stateDir, liveRulesFile), live); err != nil {
+	return writeJSONAtomic(filepath.Join(l.stateDir, liveRulesFile), live)
+}
+
+// load prepares and commits the loader's own paths.
+func (l *ruleLoader) load() (*rules.RuleSet, *rules.Tables, error) {
+	p, err := l.prepare(l.paths, l.inside)
+	if err != nil {
 		return nil, nil, err
 	}
-	return rs, tbl, nil
+	if err := l.commit(p); err != nil {
+		return nil, nil, err
+	}
+	return p.rs, p.tbl, nil
 }
 
 // Revalidate says what a reload does to established flows that the new
