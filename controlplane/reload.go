@@ -162,7 +162,7 @@ func (r *reloader) Reload(trigger ReloadTrigger) ReloadResult {
 // transaction is Reload's work, under r.mu.
 func (r *reloader) transaction(trigger ReloadTrigger) (res ReloadResult, skipped bool) {
 	fail := func(err error) (ReloadResult, bool) {
-		res.Errors = errorLines(err)
+		res.Errors, res.Changed = errorLines(err), nil
 		return res, false
 	}
 	next, configData, configErr := r.readConfig(trigger)
