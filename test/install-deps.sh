@@ -18,6 +18,7 @@ declare -A tools=(
 	[traceroute]=traceroute
 	[nsenter]=util-linux
 	[curl]=curl
+	[systemd-analyze]=systemd
 )
 # headers -> Debian package
 declare -A headers=(
