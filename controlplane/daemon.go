@@ -141,7 +141,15 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if err := d.sysctls(); err != nil {
 		return errors.Join(err, closeListeners())
 	}
-	if err := d.holdForwarding(); err != nil {
+	// A dataplane an earlier daemon left pinned goes on enforcing its last
+	// good rules through the takeover, and through a failed start.
+	var pinned []string
+	if d.pinnedInterfaces != nil {
+		if pinned, err = d.pinnedInterfaces(cfg.PinDir); err != nil {
+			return errors.Join(err, closeListeners())
+		}
+	}
+	if err := d.holdForwarding(pinned); err != nil {
 		return errors.Join(err, closeListeners())
 	}
 
@@ -161,7 +169,14 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if err != nil {
 		return errors.Join(fmt.Errorf("open dataplane: %w", err), closeListeners())
 	}
-	defer func() { err = errors.Join(err, d.stopDataplane(dp)) }()
+	started := false
+	defer func() {
+		if !started && len(pinned) == 0 {
+			err = errors.Join(err, d.abandonStart(dp))
+			return
+		}
+		err = errors.Join(err, d.stopDataplane(dp))
+	}()
 	for _, a := range dp.Attachments() {
 		if a.FellBack {
 			log.Warn("xdp running in generic mode because the driver refused native mode: expect a fraction of native throughput",
@@ -188,6 +203,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if err := d.enableForwarding(); err != nil {
 		return err
 	}
+	started = true
 
 	serveCtx, stopServing := context.WithCancelCause(ctx)
 	defer stopServing(nil)
@@ -339,14 +355,7 @@ func (d *daemon) forwardingOn() (bool, error) {
 // at all, a kernel that forwards does so with no policy and no NAT. A
 // dataplane an earlier daemon left enforcing (on_exit: keep) goes on
 // forwarding its flows through the takeover, so forwarding stays on then.
-func (d *daemon) holdForwarding() error {
-	var pinned []string
-	if d.pinnedInterfaces != nil {
-		var err error
-		if pinned, err = d.pinnedInterfaces(d.cfg.PinDir); err != nil {
-			return err
-		}
-	}
+func (d *daemon) holdForwarding(pinned []string) error {
 	if len(pinned) > 0 {
 		d.log.Info("taking over a dataplane that still enforces; forwarding stays on meanwhile", "interfaces", pinned)
 		return nil
@@ -393,6 +402,18 @@ func (d *daemon) disableForwarding() error {
 		return fmt.Errorf("turn forwarding off before the detach: %w", err)
 	}
 	d.log.Info("forwarding off: natwall is detaching")
+	return nil
+}
+
+// abandonStart undoes a start that failed after the dataplane opened,
+// whatever on_exit says: keeping a dataplane that never enforced the
+// configured rules would leave the built-in policy attached, and its pins
+// behind, while systemd restarts natwall in a loop.
+func (d *daemon) abandonStart(dp Dataplane) error {
+	if err := dp.Detach(); err != nil {
+		return fmt.Errorf("detach the dataplane of the failed start: %w", err)
+	}
+	d.log.Info("start failed: dataplane detached and unpinned", "interfaces", d.cfg.Interfaces)
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/natwall/natwall/dataplane"
+	"github.com/natwall/natwall/rules"
 )
 
 // syncBuffer is a log sink the daemon's goroutines may write concurrently.
@@ -486,6 +489,54 @@ func TestForwardingOnlyWhileEnforcing(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), tt.wantLog) {
 				t.Errorf("log lacks %q:\n%s", tt.wantLog, logs)
+			}
+		})
+	}
+}
+
+// rulesRefused is a dataplane that opens but refuses every rule set.
+type rulesRefused struct{ *fakeDataplane }
+
+func (rulesRefused) LoadRules(_, _ *rules.StageTables) error {
+	return errors.New("map update: argument list too long")
+}
+
+// TestFailedStartLeavesNothing: when the start fails after the dataplane
+// opened (here the kernel refuses the rules), natwall detaches and unpins
+// it even with on_exit keep, unless it took over a pinned dataplane, which
+// goes on enforcing its last good rules.
+func TestFailedStartLeavesNothing(t *testing.T) {
+	for _, tt := range []struct {
+		name                     string
+		pinned                   []string
+		wantClosed, wantDetached int
+	}{
+		{name: "fresh start", wantDetached: 1},
+		{name: "takeover", pinned: []string{"eth0"}, wantClosed: 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ruleFile := filepath.Join(dir, "rules.yaml")
+			if err := os.WriteFile(ruleFile, []byte("stateful:\n  rules:\n    - {id: web, priority: 10, action: allow, protocol: tcp, dst_ports: [443]}\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testDaemonConfig()
+			cfg.OnExit = ExitKeep
+			cfg.RulePaths = []string{ruleFile}
+			cfg.StateDir = filepath.Join(dir, "state")
+			dp := &fakeDataplane{}
+			d, _, _ := testDaemon(t, cfg, dp)
+			d.pinnedInterfaces = func(string) ([]string, error) { return tt.pinned, nil }
+			d.openDataplane = func(dataplane.Options) (Dataplane, error) { return rulesRefused{dp}, nil }
+			err := d.run(t.Context())
+			if err == nil || !strings.Contains(err.Error(), "argument list too long") {
+				t.Fatalf("run = %v, want the dataplane's refusal", err)
+			}
+			if closed, detached := dp.stops(); closed != tt.wantClosed || detached != tt.wantDetached {
+				t.Errorf("Close %d, Detach %d; want %d, %d", closed, detached, tt.wantClosed, tt.wantDetached)
+			}
+			if v, _ := readSysctl(d.sysctlRoot, "net/ipv4/ip_forward"); v != "0" {
+				t.Errorf("ip_forward = %s after the failed start, want 0", v)
 			}
 		})
 	}
