@@ -100,7 +100,13 @@ type ConntrackConfig struct {
 // MetricsConfig is the HTTP listener for /metrics and /healthz.
 type MetricsConfig struct {
 	Listen string
+	// RuleHitsLimit is the largest rule set whose rules each get hit
+	// counter series; 0 turns them off.
+	RuleHitsLimit int
 }
+
+// maxRuleHitsLimit is both stages full.
+const maxRuleHitsLimit = 2 * dataplane.MaxRulesPerStage
 
 // HealthConfig is an optional second listener serving only /healthz, for
 // cloud load balancer probes that must reach the VM from outside while
@@ -172,6 +178,7 @@ var configKeys = []configKey{
 	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links", form: "an absolute path such as /sys/fs/bpf/natwall"},
 	{key: "on_exit", kind: kindString, def: string(ExitDetach), usage: "on shutdown: detach the dataplane, or keep it attached for the next daemon", form: "one of detach, keep"},
 	{key: "metrics.listen", kind: kindString, def: DefaultMetricsListen, usage: "host:port serving /metrics and /healthz", form: "host:port such as 127.0.0.1:9617"},
+	{key: "metrics.rule_hits_limit", kind: kindString, def: "5000", usage: "export per-rule hit counters while the live rule set has at most this many rules; 0 never", form: "a whole number of rules from 0 to 65536"},
 	{key: "health.listen", kind: kindString, def: "", usage: "extra host:port serving only /healthz (default: none)", form: "host:port such as 0.0.0.0:9618"},
 	{key: "log.level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error", form: "one of debug, info, warn, error"},
 	{key: "log.format", kind: kindString, def: string(LogAuto), usage: "log format: json or text (default: text on a terminal, json otherwise)", form: "one of json, text"},
@@ -800,6 +807,9 @@ func (l *configLoader) build() Config {
 		}
 		cfg.Metrics.Listen = addr
 	}
+	if n, ok := l.wholeNumber("metrics.rule_hits_limit", 0, int64(maxRuleHitsLimit), "rules"); ok {
+		cfg.Metrics.RuleHitsLimit = int(n)
+	}
 	if addr, ok := l.str("health.listen"); ok && addr != "" {
 		if err := validListenAddr(addr); err != nil {
 			l.fail("health.listen", "%q %v", addr, err)
@@ -916,13 +926,11 @@ func shortDuration(d time.Duration) string {
 	return d.String()
 }
 
-func (l *configLoader) buildConntrack(cfg *Config) {
-	c := &cfg.Conntrack
-	// The range is checked before the value is narrowed to uint32, so that
-	// 4294968320 is refused rather than wrapped to 1024.
-	const key = "conntrack.table_size"
-	var n int64
-	checked := true
+// wholeNumber reads key as a whole number from lo to hi, of unit ("flows",
+// "rules"). The range is checked before the value is narrowed, so that
+// 4294968320 is refused rather than wrapped. ok is false when the value
+// was reported as wrong.
+func (l *configLoader) wholeNumber(key string, lo, hi int64, unit string) (n int64, ok bool) {
 	switch v := l.raw(key).(type) {
 	case int:
 		n = int64(v)
@@ -933,22 +941,27 @@ func (l *configLoader) buildConntrack(cfg *Config) {
 	default:
 		s, ok := l.str(key)
 		if !ok {
-			checked = false // reported
-			break
+			return 0, false // reported
 		}
 		var err error
 		if n, err = strconv.ParseInt(s, 10, 64); err != nil {
 			if !isUnsignedNumber(s) {
-				l.fail(key, "%q is not a whole number of flows from %d to %d", s, minTableSize, maxTableSize)
-				checked = false
-				break
+				l.fail(key, "%q is not a whole number of %s from %d to %d", s, unit, lo, hi)
+				return 0, false
 			}
 			n = math.MaxInt64 // digits beyond int64: too large
 		}
 	}
-	if checked && (n < minTableSize || n > maxTableSize) {
-		l.fail(key, "%v is not from %d to %d flows", l.raw(key), minTableSize, maxTableSize)
-	} else if checked {
+	if n < lo || n > hi {
+		l.fail(key, "%v is not from %d to %d %s", l.raw(key), lo, hi, unit)
+		return 0, false
+	}
+	return n, true
+}
+
+func (l *configLoader) buildConntrack(cfg *Config) {
+	c := &cfg.Conntrack
+	if n, ok := l.wholeNumber("conntrack.table_size", minTableSize, maxTableSize, "flows"); ok {
 		c.TableSize = uint32(n)
 	}
 	c.InvalidTCPReset = l.boolean("conntrack.invalid_tcp_reset")

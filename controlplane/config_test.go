@@ -60,7 +60,7 @@ func TestLoadConfigExample(t *testing.T) {
 		MalformedAction:    dataplane.MalformedDrop,
 		PinDir:             "/sys/fs/bpf/natwall",
 		OnExit:             ExitDetach,
-		Metrics:            MetricsConfig{Listen: "127.0.0.1:9617"},
+		Metrics:            MetricsConfig{Listen: "127.0.0.1:9617", RuleHitsLimit: 5000},
 		Health:             HealthConfig{Listen: "0.0.0.0:9618"},
 		Log:                LogConfig{Level: slog.LevelInfo, Format: LogJSON},
 		Sysctl:             SysctlConfig{Manage: true},
@@ -83,7 +83,7 @@ func TestLoadConfigValues(t *testing.T) {
 		MalformedAction: dataplane.MalformedDrop,
 		PinDir:          dataplane.DefaultPinDir,
 		OnExit:          ExitDetach,
-		Metrics:         MetricsConfig{Listen: DefaultMetricsListen},
+		Metrics:         MetricsConfig{Listen: DefaultMetricsListen, RuleHitsLimit: 5000},
 		Log:             LogConfig{Level: slog.LevelInfo, Format: LogAuto},
 		Sysctl:          SysctlConfig{Manage: true},
 		StateDir:        DefaultStateDir,
@@ -116,6 +116,9 @@ func TestLoadConfigValues(t *testing.T) {
 		{"malformed pass, keep on exit", minimalConfig + "malformed_action: pass\non_exit: keep\n", func(c *Config) {
 			c.MalformedAction = dataplane.MalformedPass
 			c.OnExit = ExitKeep
+		}},
+		{"rule hits off", minimalConfig + "metrics:\n  rule_hits_limit: 0\n", func(c *Config) {
+			c.Metrics.RuleHitsLimit = 0
 		}},
 		{"vlan pass", minimalConfig + "vlan_action: pass\n", func(c *Config) {
 			c.VLANAction = dataplane.VLANPass
@@ -211,6 +214,10 @@ func TestLoadConfigErrors(t *testing.T) {
 			`natwall.yaml:2:34: inside_networks[1]: "198.18.0.0/24" is listed twice`},
 		{"malformed action", minimalConfig + "malformed_action: reject\n",
 			`natwall.yaml:3:19: malformed_action: "reject" is not one of drop, pass`},
+		{"rule hits limit above both stages", minimalConfig + "metrics:\n  rule_hits_limit: 70000\n",
+			`natwall.yaml:4:20: metrics.rule_hits_limit: 70000 is not from 0 to 65536 rules`},
+		{"rule hits limit not a number", minimalConfig + "metrics:\n  rule_hits_limit: lots\n",
+			`natwall.yaml:4:20: metrics.rule_hits_limit: "lots" is not a whole number of rules from 0 to 65536`},
 		{"vlan action", minimalConfig + "vlan_action: strip\n",
 			`natwall.yaml:3:14: vlan_action: "strip" is not one of drop, pass`},
 		{"relative pin dir", minimalConfig + "pin_dir: bpf/natwall\n",

@@ -185,8 +185,9 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	}
 
 	registry := prometheus.NewRegistry()
+	collector := NewCollector(dp, log)
 	registry.MustRegister(
-		NewCollector(dp, log),
+		collector,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -196,6 +197,11 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		return err
 	}
 	registry.MustRegister(rl.collectors()...)
+	if fs, ok := dp.(flowSource); ok && rl.loader != nil {
+		st := fs.State()
+		registry.MustRegister(&ruleMetrics{rules: rl.loader.liveRules, hits: st.RuleHits,
+			limit: cfg.Metrics.RuleHitsLimit, log: log, scrapeErrors: collector.scrapeErrors})
+	}
 	if res := rl.Reload(TriggerStart); !res.OK {
 		return fmt.Errorf("rules: %s", strings.Join(res.Errors, "; "))
 	}

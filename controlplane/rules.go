@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/rules"
@@ -105,6 +106,17 @@ type ruleLoader struct {
 	inside   []netip.Prefix
 	stateDir string
 	apply    func(stateless, stateful *rules.StageTables) error
+	// live is the rule list of the set last committed, for metrics, which
+	// read it while a reload may be running.
+	live atomic.Pointer[[]LiveRule]
+}
+
+// liveRules is the committed set's rules; nil before the first commit.
+func (l *ruleLoader) liveRules() []LiveRule {
+	if p := l.live.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // preparedRules is a rule set read, validated and compiled, with its rule
@@ -164,6 +176,7 @@ func (l *ruleLoader) commit(p *preparedRules) error {
 				Priority: r.Priority, Action: r.Action.String(), At: r.Pos.String()})
 		}
 	}
+	l.live.Store(&live.Rules)
 	return writeJSONAtomic(filepath.Join(l.stateDir, liveRulesFile), live)
 }
 

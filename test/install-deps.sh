@@ -19,6 +19,7 @@ declare -A tools=(
 	[nsenter]=util-linux
 	[curl]=curl
 	[systemd-analyze]=systemd
+	[promtool]=prometheus
 )
 # headers -> Debian package
 declare -A headers=(
