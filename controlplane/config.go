@@ -63,7 +63,10 @@ type Config struct {
 	// than 0 (priority tags always meet the policy).
 	VLANAction dataplane.VLANAction
 	PinDir     string
-	OnExit     ExitAction
+	// ReplaceIncompatibleState replaces pinned maps of another layout
+	// instead of refusing to start.
+	ReplaceIncompatibleState bool
+	OnExit                   ExitAction
 
 	Metrics MetricsConfig
 	Health  HealthConfig
@@ -176,6 +179,7 @@ var configKeys = []configKey{
 	{key: "malformed_action", kind: kindString, def: "drop", usage: "what to do with packets that cannot be parsed: drop or pass", form: "one of drop, pass"},
 	{key: "vlan_action", kind: kindString, def: "drop", usage: "what to do with frames tagged with a VLAN ID other than 0: drop, or pass to the kernel's VLAN device unfiltered", form: "one of drop, pass"},
 	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links", form: "an absolute path such as /sys/fs/bpf/natwall"},
+	{key: "on_incompatible_state", kind: kindString, def: "refuse", usage: "pinned maps from a natwall with another layout: refuse to start (they go on enforcing), or replace them, losing their flows", form: "one of refuse, replace"},
 	{key: "on_exit", kind: kindString, def: string(ExitDetach), usage: "on shutdown: detach the dataplane, or keep it attached for the next daemon", form: "one of detach, keep"},
 	{key: "metrics.listen", kind: kindString, def: DefaultMetricsListen, usage: "host:port serving /metrics and /healthz", form: "host:port such as 127.0.0.1:9617"},
 	{key: "metrics.rule_hits_limit", kind: kindString, def: "5000", usage: "export per-rule hit counters while the live rule set has at most this many rules; 0 never", form: "a whole number of rules from 0 to 65536"},
@@ -786,6 +790,9 @@ func (l *configLoader) build() Config {
 	}
 	if a, ok := l.oneOf("vlan_action", "drop", "pass"); ok && a == "pass" {
 		cfg.VLANAction = dataplane.VLANPass
+	}
+	if a, ok := l.oneOf("on_incompatible_state", "refuse", "replace"); ok && a == "replace" {
+		cfg.ReplaceIncompatibleState = true
 	}
 
 	if dir, ok := l.str("pin_dir"); ok {

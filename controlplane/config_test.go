@@ -117,6 +117,9 @@ func TestLoadConfigValues(t *testing.T) {
 			c.MalformedAction = dataplane.MalformedPass
 			c.OnExit = ExitKeep
 		}},
+		{"replace incompatible state", minimalConfig + "on_incompatible_state: replace\n", func(c *Config) {
+			c.ReplaceIncompatibleState = true
+		}},
 		{"rule hits off", minimalConfig + "metrics:\n  rule_hits_limit: 0\n", func(c *Config) {
 			c.Metrics.RuleHitsLimit = 0
 		}},
@@ -218,6 +221,8 @@ func TestLoadConfigErrors(t *testing.T) {
 			`natwall.yaml:4:20: metrics.rule_hits_limit: 70000 is not from 0 to 65536 rules`},
 		{"rule hits limit not a number", minimalConfig + "metrics:\n  rule_hits_limit: lots\n",
 			`natwall.yaml:4:20: metrics.rule_hits_limit: "lots" is not a whole number of rules from 0 to 65536`},
+		{"incompatible state action", minimalConfig + "on_incompatible_state: ignore\n",
+			`natwall.yaml:3:24: on_incompatible_state: "ignore" is not one of refuse, replace`},
 		{"vlan action", minimalConfig + "vlan_action: strip\n",
 			`natwall.yaml:3:14: vlan_action: "strip" is not one of drop, pass`},
 		{"relative pin dir", minimalConfig + "pin_dir: bpf/natwall\n",

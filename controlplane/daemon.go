@@ -158,13 +158,14 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		return errors.Join(err, closeListeners())
 	}
 	dp, err := d.openDataplane(dataplane.Options{
-		Interfaces:           cfg.Interfaces,
-		Mode:                 cfg.XDPMode,
-		AllowGenericFallback: cfg.XDPGenericFallback,
-		PinDir:               cfg.PinDir,
-		Settings:             settings,
-		FlowTableSize:        cfg.Conntrack.TableSize,
-		Logger:               log,
+		Interfaces:               cfg.Interfaces,
+		Mode:                     cfg.XDPMode,
+		AllowGenericFallback:     cfg.XDPGenericFallback,
+		PinDir:                   cfg.PinDir,
+		Settings:                 settings,
+		FlowTableSize:            cfg.Conntrack.TableSize,
+		ReplaceIncompatibleState: cfg.ReplaceIncompatibleState,
+		Logger:                   log,
 	})
 	if err != nil {
 		return errors.Join(fmt.Errorf("open dataplane: %w", err), closeListeners())

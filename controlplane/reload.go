@@ -315,6 +315,7 @@ func restartOnlyChanges(old, next Config) []string {
 	changed("xdp_mode", old.XDPMode != next.XDPMode)
 	changed("xdp_generic_fallback", old.XDPGenericFallback != next.XDPGenericFallback)
 	changed("pin_dir", old.PinDir != next.PinDir)
+	changed("on_incompatible_state", old.ReplaceIncompatibleState != next.ReplaceIncompatibleState)
 	changed("metrics.listen", old.Metrics.Listen != next.Metrics.Listen)
 	changed("metrics.rule_hits_limit", old.Metrics.RuleHitsLimit != next.Metrics.RuleHitsLimit)
 	changed("health.listen", old.Health != next.Health)

@@ -91,9 +91,13 @@ type Options struct {
 	Settings Settings
 	// FlowTableSize is the capacity of each flow table (and SNAT mapping
 	// table); 0 keeps the compiled-in default. Pinned tables of another
-	// size (or layout, from another natwall version) are not reused: they
-	// are replaced with empty ones, with a warning.
+	// size are not reused: they are replaced with empty ones, with a
+	// warning, since a new size is asked for.
 	FlowTableSize uint32
+	// ReplaceIncompatibleState replaces pinned maps of another layout
+	// (from another natwall build) with empty ones. Without it, Open
+	// refuses them with ErrIncompatibleState and changes nothing.
+	ReplaceIncompatibleState bool
 	// Logger receives attach events; slog.Default() if nil.
 	Logger *slog.Logger
 }
@@ -165,6 +169,24 @@ func Open(opts Options) (_ *Dataplane, err error) {
 			m.MaxEntries = n
 		}
 	}
+	// State of another layout is never adopted, and never replaced
+	// unasked: a dataplane an earlier natwall left pinned may still be
+	// forwarding with it.
+	differ, err := checkPinnedLayout(spec, opts.PinDir)
+	if err != nil {
+		return nil, err
+	}
+	if len(differ) > 0 {
+		if !opts.ReplaceIncompatibleState {
+			return nil, fmt.Errorf("%w: %s in %s come from a natwall with another layout, which this one would misread; "+
+				"the dataplane pinned there goes on enforcing. To replace it and lose its flows, run `natwall teardown --pin-dir %s`, "+
+				"or set on_incompatible_state: replace", ErrIncompatibleState, strings.Join(differ, ", "), opts.PinDir, opts.PinDir)
+		}
+		d.log.Warn("replacing pinned maps of another layout (on_incompatible_state: replace); their state is lost", "maps", differ)
+		if err := unpinMaps(opts.PinDir, differ); err != nil {
+			return nil, err
+		}
+	}
 	load := func() error {
 		return spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}})
 	}
@@ -182,6 +204,9 @@ func Open(opts Options) (_ *Dataplane, err error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	if err := writeLayout(spec, opts.PinDir); err != nil {
+		return nil, err
 	}
 	if err := d.Apply(opts.Settings); err != nil {
 		return nil, err
@@ -482,11 +507,62 @@ func (d *Dataplane) Detach() error {
 			}
 		}
 	}
+	if err := os.Remove(filepath.Join(d.opts.PinDir, layoutMapName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
 	errs = append(errs, removeEmptyDir(filepath.Join(d.opts.PinDir, "links")), removeEmptyDir(d.opts.PinDir))
 	for _, a := range d.attachments {
 		d.log.Info("xdp program detached", "interface", a.Interface)
 	}
 	return errors.Join(errs...)
+}
+
+// Teardown removes what natwall attached and pinned under pinDir, with no
+// daemon running (on_exit: keep leaves it so): the program from every NIC
+// it has a pinned link for, then every map it pinned, whatever their
+// layout. It returns the NICs it detached from. It refuses while a daemon
+// holds the directory, and does nothing when there is no directory.
+func Teardown(pinDir string) (detached []string, err error) {
+	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	lock, err := lockDir(pinDir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	pinned, err := PinnedInterfaces(pinDir)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, name := range pinned {
+		path := filepath.Join(pinDir, "links", name)
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			// A pin whose link can no longer be loaded holds nothing.
+			errs = append(errs, fmt.Errorf("load pinned link %s: %w", path, err), os.Remove(path))
+			continue
+		}
+		if err := errors.Join(l.Unpin(), l.Close()); err != nil {
+			errs = append(errs, fmt.Errorf("detach %s: %w", name, err))
+			continue
+		}
+		detached = append(detached, name)
+	}
+	spec, err := loadNatwall()
+	if err != nil {
+		return detached, errors.Join(append(errs, err)...)
+	}
+	names := []string{layoutMapName}
+	for name, m := range spec.Maps {
+		if m.Pinning == ebpf.PinByName {
+			names = append(names, name)
+		}
+	}
+	errs = append(errs, unpinMaps(pinDir, names),
+		removeEmptyDir(filepath.Join(pinDir, "links")), removeEmptyDir(pinDir))
+	return detached, errors.Join(errs...)
 }
 
 func removeEmptyDir(dir string) error {
