@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
+	"github.com/natwall/natwall/controlplane/api"
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/rules"
 )
@@ -115,10 +116,24 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			return errors.Join(err, metricsSrv.close())
 		}
 	}
+	// The API socket too: a live daemon on it refuses this start.
+	var apiLn net.Listener
+	if cfg.API.Socket != "" {
+		if apiLn, err = api.Listen(cfg.API.Socket); err != nil {
+			err = errors.Join(err, metricsSrv.close())
+			if healthSrv != nil {
+				err = errors.Join(err, healthSrv.close())
+			}
+			return err
+		}
+	}
 	closeListeners := func() error {
 		err := metricsSrv.close()
 		if healthSrv != nil {
 			err = errors.Join(err, healthSrv.close())
+		}
+		if apiLn != nil {
+			err = errors.Join(err, apiLn.Close())
 		}
 		return err
 	}
@@ -164,25 +179,29 @@ func (d *daemon) run(ctx context.Context) (err error) {
 
 	rl, err := d.loadRules(dp, registry)
 	if err != nil {
-		return err
+		return errors.Join(err, closeListeners())
 	}
 
 	serveCtx, stopServing := context.WithCancelCause(ctx)
 	defer stopServing(nil)
 	var wg sync.WaitGroup
+	providers := &apiProviders{cfg: cfg, dp: dp, reloader: rl}
+	var hub *flowHub
 	if fs, ok := dp.(flowSource); ok {
 		interval := cfg.Conntrack.GCInterval
 		if interval <= 0 {
 			interval = 10 * time.Second
 		}
-		tracker := &flowTracker{src: fs, log: log, interval: interval}
+		hub = newFlowHub()
+		tracker := &flowTracker{src: fs, log: log, interval: interval, sinks: []FlowSink{hub}}
+		providers.state, providers.tracker = fs.State, tracker
 		registry.MustRegister(tracker)
 		wg.Go(func() { tracker.run(serveCtx) })
 	}
 	if rl != nil {
 		wg.Go(func() { rl.reloadOnHangup(serveCtx) })
 	}
-	var serveErrs [2]error
+	var serveErrs [3]error
 	start := func(i int, s *httpServer, h http.Handler) {
 		wg.Go(func() {
 			if err := s.serve(serveCtx, h); err != nil {
@@ -195,10 +214,21 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if healthSrv != nil {
 		start(1, healthSrv, healthOnlyHandler(dp))
 	}
+	if apiLn != nil {
+		wg.Go(func() {
+			if err := api.Serve(serveCtx, apiLn, api.NewHandler(providers.providers(hub), log), log); err != nil {
+				serveErrs[2] = err
+				stopServing(err)
+			}
+		})
+	}
 
 	attrs := []any{"metrics", metricsSrv.Addr().String()}
 	if healthSrv != nil {
 		attrs = append(attrs, "health", healthSrv.Addr().String())
+	}
+	if apiLn != nil {
+		attrs = append(attrs, "api", cfg.API.Socket)
 	}
 	log.Info("natwall running", attrs...)
 	if d.ready != nil {
@@ -242,12 +272,15 @@ func (d *daemon) loadRules(dp Dataplane, reg *prometheus.Registry) (*hangupReloa
 	if fs, ok := dp.(flowSource); ok {
 		rl.state = fs.State
 	}
+	if g, ok := dp.(ruleGenerationReader); ok {
+		rl.generation = g.RuleGeneration
+	}
 	rl.closed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "natwall_flows_revalidated_closed_total",
 		Help: "Established flows closed on a reload because the new rules would not admit them (rules.revalidate: close).",
 	})
 	reg.MustRegister(rl.reloads, rl.closed)
-	if err := rl.reload(); err != nil {
+	if _, err := rl.reloadRecorded(); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	return rl, nil
@@ -280,6 +313,9 @@ type hangupReloader struct {
 	revalidate Revalidate
 	state      func() *dataplane.State
 	closed     prometheus.Counter
+	// generation, if set, reads the dataplane's rule generation for results.
+	generation func() (uint32, error)
+	results    reloadResults
 }
 
 func (h *hangupReloader) reload() error {
@@ -318,7 +354,7 @@ func (h *hangupReloader) reloadOnHangup(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			h.reload()
+			h.reloadRecorded()
 		}
 	}
 }
