@@ -36,15 +36,25 @@ const maxRequestBody = 64 << 10
 func NewHandler(p Providers, log *slog.Logger) http.Handler {
 	h := &handler{p: p, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+StatusPath, h.status)
-	mux.HandleFunc("GET "+RulesPath, h.rules)
-	mux.HandleFunc("POST "+ExplainPath, h.explain)
-	mux.HandleFunc("GET "+ConntrackPath, h.conntrack)
-	mux.HandleFunc("POST "+FlushPath, h.flush)
-	mux.HandleFunc("GET "+NATPath, h.nat)
-	mux.HandleFunc("GET "+FlowsPath, h.flows)
-	mux.HandleFunc("POST "+ReloadPath, h.reload)
+	methods := map[string]string{}
+	handle := func(method, path string, fn http.HandlerFunc) {
+		methods[path] = method
+		mux.HandleFunc(method+" "+path, fn)
+	}
+	handle(http.MethodGet, StatusPath, h.status)
+	handle(http.MethodGet, RulesPath, h.rules)
+	handle(http.MethodPost, ExplainPath, h.explain)
+	handle(http.MethodGet, ConntrackPath, h.conntrack)
+	handle(http.MethodPost, FlushPath, h.flush)
+	handle(http.MethodGet, NATPath, h.nat)
+	handle(http.MethodGet, FlowsPath, h.flows)
+	handle(http.MethodPost, ReloadPath, h.reload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := methods[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, m, r.Method), nil)
+			return
+		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such API path %s", r.URL.Path), nil)
 	})
 	return mux
