@@ -35,7 +35,7 @@ func TestDaemonServesAPISocket(t *testing.T) {
 	if len(st.Interfaces) != 1 || st.Interfaces[0] != (api.Interface{Name: "eth0", Mode: "generic", Attached: true}) {
 		t.Errorf("status interfaces %+v", st.Interfaces)
 	}
-	if len(st.RulePaths) != 0 || !st.LastReload.Time.IsZero() {
+	if len(st.RulePaths) != 0 || st.LastReload != nil {
 		t.Errorf("status of a daemon without rules: %+v", st)
 	}
 	// Without rule paths there is nothing to reload or explain.

@@ -68,7 +68,9 @@ func (p *apiProviders) Status(ctx context.Context) (api.Status, error) {
 		st.RuleGeneration = gen
 	}
 	if p.reloader != nil {
-		st.LastReload = p.reloader.lastResult()
+		if last := p.reloader.lastResult(); !last.Time.IsZero() {
+			st.LastReload = &last
+		}
 	}
 	if p.tracker != nil {
 		// The last collection's count: counting now would walk the tables.

@@ -163,7 +163,11 @@ func (s *stream) write(v any) error {
 	}
 	for _, t := range tv.tables(s.format == "wide") {
 		if !s.header {
+			// The header is as wide as the first rows, which are typical.
 			s.header = true
+			for _, r := range append([][]string{t.header}, t.rows...) {
+				s.widen(r)
+			}
 			if err := s.line(t.header); err != nil {
 				return err
 			}
@@ -177,14 +181,20 @@ func (s *stream) write(v any) error {
 	return nil
 }
 
-func (s *stream) line(cells []string) error {
-	var b strings.Builder
+func (s *stream) widen(cells []string) {
 	for i, c := range cells {
-		n := utf8.RuneCountInString(c)
 		if i >= len(s.widths) {
 			s.widths = append(s.widths, 0)
 		}
-		s.widths[i] = max(s.widths[i], n)
+		s.widths[i] = max(s.widths[i], utf8.RuneCountInString(c))
+	}
+}
+
+func (s *stream) line(cells []string) error {
+	s.widen(cells)
+	var b strings.Builder
+	for i, c := range cells {
+		n := utf8.RuneCountInString(c)
 		b.WriteString(c)
 		if i < len(cells)-1 {
 			b.WriteString(strings.Repeat(" ", s.widths[i]-n+2))

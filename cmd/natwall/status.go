@@ -69,7 +69,7 @@ func (s statusView) tables(wide bool) []table {
 	ruleLines := table{title: fmt.Sprintf("rules: generation %d, from %s", s.RuleGeneration, rulesFrom)}
 	last := s.LastReload
 	switch {
-	case last.Time.IsZero():
+	case last == nil:
 		ruleLines.rows = append(ruleLines.rows, []string{"last reload: none"})
 	case last.OK:
 		ruleLines.rows = append(ruleLines.rows, []string{fmt.Sprintf("last reload: ok at %s: %d stateless and %d stateful rules, generation %d",

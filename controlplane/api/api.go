@@ -78,11 +78,12 @@ type Status struct {
 	Interfaces []Interface `json:"interfaces"`
 	// RuleGeneration counts the rule sets the dataplane has flipped to.
 	RuleGeneration uint32 `json:"rule_generation"`
-	// Rules is "built-in" without rule paths, else the configured paths.
-	RulePaths  []string     `json:"rule_paths"`
-	LastReload ReloadResult `json:"last_reload"`
-	FlowTable  TableFill    `json:"flow_table"`
-	NAT        []NATUsage   `json:"nat"`
+	// RulePaths are the configured rule files; none for the built-in policy.
+	RulePaths []string `json:"rule_paths"`
+	// LastReload is nil until the first load of rule files.
+	LastReload *ReloadResult `json:"last_reload"`
+	FlowTable  TableFill     `json:"flow_table"`
+	NAT        []NATUsage    `json:"nat"`
 }
 
 // Interface is one NIC natwall is configured for.
