@@ -86,10 +86,11 @@ func ParseFlowFilter(addr, port, proto string, types []string) (FlowFilter, erro
 	return f, nil
 }
 
-// filterFromQuery is ParseFlowFilter over URL query parameters.
-func filterFromQuery(q url.Values) (FlowFilter, error) {
+// filterFromQuery is ParseFlowFilter over URL query parameters; extra
+// names the parameters the path takes besides the filter's.
+func filterFromQuery(q url.Values, extra ...string) (FlowFilter, error) {
 	for k, v := range q {
-		if k != "addr" && k != "port" && k != "proto" && k != "type" && k != "all" {
+		if k != "addr" && k != "port" && k != "proto" && k != "type" && !slices.Contains(extra, k) {
 			return FlowFilter{}, fmt.Errorf("unknown parameter %q", k)
 		}
 		if k != "type" && len(v) > 1 {

@@ -167,9 +167,10 @@ func (h *handler) explain(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ex)
 }
 
-// filter reads the request's flow filter; types only where events are.
-func filter(w http.ResponseWriter, r *http.Request, events bool) (FlowFilter, bool) {
-	f, err := filterFromQuery(r.URL.Query())
+// filter reads the request's flow filter; types only where events are,
+// extra the path's other parameters.
+func filter(w http.ResponseWriter, r *http.Request, events bool, extra ...string) (FlowFilter, bool) {
+	f, err := filterFromQuery(r.URL.Query(), extra...)
 	if err == nil && !events && len(f.Types) > 0 {
 		err = errors.New("type filters flow events, not tracked flows")
 	}
@@ -189,10 +190,6 @@ func (h *handler) conntrack(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if r.URL.Query().Has("all") {
-		writeError(w, http.StatusBadRequest, "all is a flush parameter", nil)
-		return
-	}
 	flows, err := h.p.Conntrack.Flows(r.Context(), f)
 	if err != nil {
 		h.fail(w, r, err)
@@ -209,7 +206,7 @@ func (h *handler) flush(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, "conntrack")
 		return
 	}
-	f, ok := filter(w, r, false)
+	f, ok := filter(w, r, false, "all")
 	if !ok {
 		return
 	}

@@ -152,6 +152,7 @@ func TestHandlerAnswers(t *testing.T) {
 		{name: "no flow source", method: "GET", target: FlowsPath, noProviders: true, code: 503},
 		{name: "no reloader", method: "POST", target: ReloadPath, noProviders: true, code: 503},
 		{name: "flows bad type", method: "GET", target: FlowsPath + "?type=flow_begin", code: 400, wantBody: "flow_begin"},
+		{name: "flows all", method: "GET", target: FlowsPath + "?all=true", code: 400, wantBody: `unknown parameter \"all\"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
