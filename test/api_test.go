@@ -326,6 +326,24 @@ func TestCLIAgainstLiveDaemon(t *testing.T) {
 		t.Errorf("config check with the broken rule file: %d %s", res.code, res.stderr)
 	}
 
+	// Every format of every listing works against the live daemon.
+	for _, args := range [][]string{{"status"}, {"rules"}, {"conntrack", "list"}, {"nat"}} {
+		for _, format := range []string{"table", "wide", "json", "yaml"} {
+			if res := cli(t, a, append(args, "-o", format)...); res.code != 0 || res.stdout == "" {
+				t.Errorf("natwall %v -o %s: exit %d, %d bytes, %s", args, format, res.code, len(res.stdout), res.stderr)
+			}
+		}
+	}
+
+	// flush --all empties the table.
+	if res := cli(t, a, "conntrack", "flush", "--all"); res.code != 0 || !strings.HasPrefix(res.stdout, "flushed ") || res.stdout == "flushed 0 flows\n" {
+		t.Errorf("conntrack flush --all: %d %q %s", res.code, res.stdout, res.stderr)
+	}
+	cliJSON(t, a, &flows, "conntrack", "list")
+	if len(flows) != 0 {
+		t.Errorf("%d flows left after flush --all: %v", len(flows), flows)
+	}
+
 	// The daemon gone: its socket too, and the CLI says it is unreachable.
 	a.stop(t)
 	if _, err := os.Lstat(a.socket); !errors.Is(err, os.ErrNotExist) {
