@@ -98,6 +98,23 @@ func TestListenRefusesOtherFiles(t *testing.T) {
 	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
 		t.Errorf("the regular file was touched: %q, %v", b, err)
 	}
+	// A symlink to a live socket is not followed, nor removed.
+	live := filepath.Join(dir, "live.sock")
+	ln, err := Listen(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	link := filepath.Join(dir, "link.sock")
+	if err := os.Symlink(live, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(link); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Listen over a symlink = %v", err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode().Type() != os.ModeSymlink {
+		t.Errorf("the symlink was touched: %v", err)
+	}
 	for _, path := range []string{"natwall.sock", "/" + strings.Repeat("x", maxSocketPath)} {
 		if _, err := Listen(path); err == nil {
 			t.Errorf("Listen(%q) succeeded", path)
