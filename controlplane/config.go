@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/natwall/natwall/controlplane/api"
 	"github.com/natwall/natwall/dataplane"
 )
 
@@ -70,6 +71,7 @@ type Config struct {
 
 	Metrics MetricsConfig
 	Health  HealthConfig
+	API     APIConfig
 	Log     LogConfig
 	Sysctl  SysctlConfig
 
@@ -117,6 +119,13 @@ const maxRuleHitsLimit = 2 * dataplane.MaxRulesPerStage
 type HealthConfig struct {
 	// Listen is empty when health is served on the metrics listener only.
 	Listen string
+}
+
+// APIConfig is the local API the CLI talks to.
+type APIConfig struct {
+	// Socket is the unix socket's path. LoadConfig never leaves it empty;
+	// a Config built by hand without it runs no API.
+	Socket string
 }
 
 // LogConfig configures the daemon's slog logger.
@@ -184,6 +193,7 @@ var configKeys = []configKey{
 	{key: "metrics.listen", kind: kindString, def: DefaultMetricsListen, usage: "host:port serving /metrics and /healthz", form: "host:port such as 127.0.0.1:9617"},
 	{key: "metrics.rule_hits_limit", kind: kindString, def: "5000", usage: "export per-rule hit counters while the live rule set has at most this many rules; 0 never", form: "a whole number of rules from 0 to 65536"},
 	{key: "health.listen", kind: kindString, def: "", usage: "extra host:port serving only /healthz (default: none)", form: "host:port such as 0.0.0.0:9618"},
+	{key: "api.socket", kind: kindString, def: api.DefaultSocket, usage: "unix socket of the local API the CLI uses (root only, mode 0600)", form: "an absolute path such as " + api.DefaultSocket},
 	{key: "log.level", kind: kindString, def: "info", usage: "log level: debug, info, warn or error", form: "one of debug, info, warn, error"},
 	{key: "log.format", kind: kindString, def: string(LogAuto), usage: "log format: json or text (default: text on a terminal, json otherwise)", form: "one of json, text"},
 	{key: "sysctl.manage", kind: kindBool, def: true, usage: "set the kernel's forwarding sysctls at startup"},
@@ -824,6 +834,13 @@ func (l *configLoader) build() Config {
 		if addr != cfg.Metrics.Listen {
 			cfg.Health.Listen = addr
 		}
+	}
+
+	if path, ok := l.str("api.socket"); ok {
+		if err := api.ValidSocketPath(path); err != nil {
+			l.fail("api.socket", "%q %v", path, err)
+		}
+		cfg.API.Socket = filepath.Clean(path)
 	}
 
 	if level, ok := l.oneOf("log.level", "debug", "info", "warn", "error"); ok {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/natwall/natwall/controlplane/api"
 	"github.com/natwall/natwall/dataplane"
 )
 
@@ -62,6 +63,7 @@ func TestLoadConfigExample(t *testing.T) {
 		OnExit:             ExitDetach,
 		Metrics:            MetricsConfig{Listen: "127.0.0.1:9617", RuleHitsLimit: 5000},
 		Health:             HealthConfig{Listen: "0.0.0.0:9618"},
+		API:                APIConfig{Socket: api.DefaultSocket},
 		Log:                LogConfig{Level: slog.LevelInfo, Format: LogJSON},
 		Sysctl:             SysctlConfig{Manage: true},
 		StateDir:           DefaultStateDir,
@@ -84,6 +86,7 @@ func TestLoadConfigValues(t *testing.T) {
 		PinDir:          dataplane.DefaultPinDir,
 		OnExit:          ExitDetach,
 		Metrics:         MetricsConfig{Listen: DefaultMetricsListen, RuleHitsLimit: 5000},
+		API:             APIConfig{Socket: api.DefaultSocket},
 		Log:             LogConfig{Level: slog.LevelInfo, Format: LogAuto},
 		Sysctl:          SysctlConfig{Manage: true},
 		StateDir:        DefaultStateDir,

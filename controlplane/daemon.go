@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
+	"github.com/natwall/natwall/controlplane/api"
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/rules"
 )
@@ -130,10 +131,24 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			return errors.Join(err, metricsSrv.close())
 		}
 	}
+	// The API socket too: a live daemon on it refuses this start.
+	var apiLn net.Listener
+	if cfg.API.Socket != "" {
+		if apiLn, err = api.Listen(cfg.API.Socket); err != nil {
+			err = errors.Join(err, metricsSrv.close())
+			if healthSrv != nil {
+				err = errors.Join(err, healthSrv.close())
+			}
+			return err
+		}
+	}
 	closeListeners := func() error {
 		err := metricsSrv.close()
 		if healthSrv != nil {
 			err = errors.Join(err, healthSrv.close())
+		}
+		if apiLn != nil {
+			err = errors.Join(err, apiLn.Close())
 		}
 		return err
 	}
@@ -195,7 +210,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 
 	rl, err := d.newReloader(dp, settings)
 	if err != nil {
-		return err
+		return errors.Join(err, closeListeners())
 	}
 	registry.MustRegister(rl.collectors()...)
 	if fs, ok := dp.(flowSource); ok && rl.loader != nil {
@@ -204,23 +219,31 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			limit: cfg.Metrics.RuleHitsLimit, log: log, scrapeErrors: collector.scrapeErrors})
 	}
 	if res := rl.Reload(TriggerStart); !res.OK {
-		return fmt.Errorf("rules: %s", strings.Join(res.Errors, "; "))
+		msg := res.Error
+		if len(res.Errors) > 0 {
+			msg = strings.Join(res.Errors, "; ")
+		}
+		return errors.Join(fmt.Errorf("rules: %s", msg), closeListeners())
 	}
 	// Only now does the dataplane enforce the configured policy.
 	if err := d.enableForwarding(); err != nil {
-		return err
+		return errors.Join(err, closeListeners())
 	}
 	started = true
 
 	serveCtx, stopServing := context.WithCancelCause(ctx)
 	defer stopServing(nil)
 	var wg sync.WaitGroup
+	providers := &apiProviders{config: rl.config, dp: dp, reloader: rl}
+	var hub *flowHub
 	if fs, ok := dp.(flowSource); ok {
 		interval := cfg.Conntrack.GCInterval
 		if interval <= 0 {
 			interval = 10 * time.Second
 		}
-		tracker := &flowTracker{src: fs, log: log, interval: interval}
+		hub = newFlowHub()
+		tracker := &flowTracker{src: fs, log: log, interval: interval, sinks: []FlowSink{hub}}
+		providers.state, providers.tracker = fs.State, tracker
 		registry.MustRegister(tracker)
 		wg.Go(func() { tracker.run(serveCtx) })
 	}
@@ -232,7 +255,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 			}
 		})
 	}
-	var serveErrs [2]error
+	var serveErrs [3]error
 	start := func(i int, s *httpServer, h http.Handler) {
 		wg.Go(func() {
 			if err := s.serve(serveCtx, h); err != nil {
@@ -253,10 +276,21 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if healthSrv != nil {
 		start(1, healthSrv, healthOnlyHandler(dp, ready))
 	}
+	if apiLn != nil {
+		wg.Go(func() {
+			if err := api.Serve(serveCtx, apiLn, api.NewHandler(providers.providers(hub), log), log); err != nil {
+				serveErrs[2] = err
+				stopServing(err)
+			}
+		})
+	}
 
 	attrs := []any{"metrics", metricsSrv.Addr().String()}
 	if healthSrv != nil {
 		attrs = append(attrs, "health", healthSrv.Addr().String())
+	}
+	if apiLn != nil {
+		attrs = append(attrs, "api", cfg.API.Socket)
 	}
 	log.Info("natwall running", attrs...)
 	if d.ready != nil {
@@ -293,6 +327,9 @@ func (d *daemon) newReloader(dp Dataplane, settings dataplane.Settings) (*reload
 	}
 	if fs, ok := dp.(flowSource); ok {
 		rl.state = fs.State
+	}
+	if g, ok := dp.(ruleGenerationReader); ok {
+		rl.generation = g.RuleGeneration
 	}
 	if len(d.cfg.RulePaths) > 0 {
 		ra, ok := dp.(ruleApplier)

@@ -18,6 +18,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/natwall/natwall/controlplane/api"
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/rules"
 )
@@ -31,26 +32,6 @@ const (
 	TriggerFiles  ReloadTrigger = "files"  // the config or a rule file changed
 	TriggerAPI    ReloadTrigger = "api"    // natwall reload
 )
-
-// ReloadResult is the outcome of one reload, as the log, the metrics,
-// `natwall status` and the API report it.
-type ReloadResult struct {
-	Time    time.Time     `json:"time"`
-	Trigger ReloadTrigger `json:"trigger"`
-	OK      bool          `json:"ok"`
-	// Errors are why it failed, each "file:line:col: reason" where the
-	// problem has a place. The last good config and rules stay live.
-	Errors []string `json:"errors,omitempty"`
-	// Changed names what took effect: "rules", "settings", "log.level".
-	Changed []string `json:"changed,omitempty"`
-	// NeedsRestart lists the config keys whose new values wait for the
-	// next start; their old values stay in force.
-	NeedsRestart []string `json:"needs_restart,omitempty"`
-	// Rules counts the live rules, stateless and stateful.
-	StatelessRules int           `json:"stateless_rules"`
-	StatefulRules  int           `json:"stateful_rules"`
-	Duration       time.Duration `json:"duration_ns"`
-}
 
 // reloader is the one way config and rules change while natwall runs:
 // SIGHUP, file changes and the API all come here, one reload at a time.
@@ -70,13 +51,15 @@ type reloader struct {
 	// live; a settings change then needs a restart.
 	applySettings func(dataplane.Settings) error
 	state         func() *dataplane.State
+	// generation reads the dataplane's rule generation, for results.
+	generation func() (uint32, error)
 
 	mu       sync.Mutex
 	cfg      *Config // the daemon's; its live fields are rewritten here
 	settings dataplane.Settings
 	// attempted fingerprints the files the last reload read.
 	attempted [sha256.Size]byte
-	last      ReloadResult
+	last      api.ReloadResult
 
 	reloads         *prometheus.CounterVec
 	closed          prometheus.Counter
@@ -116,8 +99,16 @@ func (r *reloader) collectors() []prometheus.Collector {
 	return []prometheus.Collector{r.reloads, r.closed, r.lastOK, r.lastSuccessTime, r.restartPending}
 }
 
+// config is the running config, with its live fields as the last reload
+// left them.
+func (r *reloader) config() Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return *r.cfg
+}
+
 // LastResult is the outcome of the last reload that did anything.
-func (r *reloader) LastResult() ReloadResult {
+func (r *reloader) LastResult() api.ReloadResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.last
@@ -126,7 +117,7 @@ func (r *reloader) LastResult() ReloadResult {
 // Reload runs one transaction. A change of the files that leaves their
 // contents as they were (an editor's temporary file, a touch) does nothing
 // and reports the last result.
-func (r *reloader) Reload(trigger ReloadTrigger) ReloadResult {
+func (r *reloader) Reload(trigger ReloadTrigger) api.ReloadResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := time.Now()
@@ -135,12 +126,16 @@ func (r *reloader) Reload(trigger ReloadTrigger) ReloadResult {
 		r.log.Debug("files changed without changing their contents; nothing to reload")
 		return r.last
 	}
-	res.Time, res.Trigger, res.Duration = start, trigger, time.Since(start)
+	res.Time, res.Trigger = start.UTC(), string(trigger)
+	if r.generation != nil {
+		res.Generation, _ = r.generation()
+	}
+	took := time.Since(start)
 	r.last = res
 	if !res.OK {
 		r.reloads.WithLabelValues("error").Inc()
 		r.lastOK.Set(0)
-		for _, e := range res.Errors {
+		for _, e := range append([]string{res.Error}, res.Errors...)[min(1, len(res.Errors)):] {
 			r.log.Error("reload rejected; the last good config and rules stay live", "trigger", string(trigger), "error", e)
 		}
 		return res
@@ -155,14 +150,24 @@ func (r *reloader) Reload(trigger ReloadTrigger) ReloadResult {
 		r.restartPending.Set(0)
 	}
 	r.log.Info("reloaded", "trigger", string(trigger), "changed", res.Changed,
-		"stateless", res.StatelessRules, "stateful", res.StatefulRules, "duration", res.Duration.String())
+		"stateless", res.Stateless, "stateful", res.Stateful, "generation", res.Generation, "duration", took.String())
 	return res
 }
 
 // transaction is Reload's work, under r.mu.
-func (r *reloader) transaction(trigger ReloadTrigger) (res ReloadResult, skipped bool) {
-	fail := func(err error) (ReloadResult, bool) {
+func (r *reloader) transaction(trigger ReloadTrigger) (res api.ReloadResult, skipped bool) {
+	// invalid is a config or rule file that does not validate, each
+	// problem a line of Errors; fail is anything else.
+	invalid := func(err error) (api.ReloadResult, bool) {
 		res.Errors, res.Changed = errorLines(err), nil
+		res.Error = res.Errors[0]
+		if len(res.Errors) > 1 {
+			res.Error = fmt.Sprintf("%d problems in the config and rule files; the last good set stays live", len(res.Errors))
+		}
+		return res, false
+	}
+	fail := func(err error) (api.ReloadResult, bool) {
+		res.Error, res.Changed = err.Error(), nil
 		return res, false
 	}
 	next, configData, configErr := r.readConfig(trigger)
@@ -186,19 +191,19 @@ func (r *reloader) transaction(trigger ReloadTrigger) (res ReloadResult, skipped
 	}
 	r.attempted = fingerprint
 	if err := errors.Join(configErr, srcErr); err != nil {
-		return fail(err)
+		return invalid(err)
 	}
 
 	var prepared *preparedRules
 	if r.loader != nil {
 		var err error
 		if prepared, err = r.loader.prepareSources(next.RulePaths, srcs, next.InsideNetworks); err != nil {
-			return fail(err)
+			return invalid(err)
 		}
 	}
 	settings, err := runtimeSettings(next, r.sysctlRoot, r.log)
 	if err != nil {
-		return fail(err)
+		return invalid(err)
 	}
 	settingsChanged := trigger != TriggerStart && !reflect.DeepEqual(settings, r.settings)
 	if settingsChanged && r.applySettings == nil {
@@ -224,7 +229,7 @@ func (r *reloader) transaction(trigger ReloadTrigger) (res ReloadResult, skipped
 			return fail(err)
 		}
 		res.Changed = append(res.Changed, "rules")
-		res.StatelessRules, res.StatefulRules = len(prepared.rs.Stateless), len(prepared.rs.Stateful)
+		res.Stateless, res.Stateful = len(prepared.rs.Stateless), len(prepared.rs.Stateful)
 		if next.Revalidate == RevalidateClose && r.state != nil && trigger != TriggerStart {
 			r.closeDenied(prepared.tbl)
 		}

@@ -219,8 +219,8 @@ func TestReloadTransaction(t *testing.T) {
 				t.Fatalf("OK = %v, errors %q", res.OK, res.Errors)
 			}
 			if tt.wantErr != "" {
-				if !slices.ContainsFunc(res.Errors, func(e string) bool { return strings.Contains(e, tt.wantErr) }) {
-					t.Errorf("errors %q, want one containing %q", res.Errors, tt.wantErr)
+				if all := append([]string{res.Error}, res.Errors...); !slices.ContainsFunc(all, func(e string) bool { return strings.Contains(e, tt.wantErr) }) {
+					t.Errorf("errors %q, want one containing %q", all, tt.wantErr)
 				}
 				if got := testutil.ToFloat64(f.r.lastOK); got != 0 {
 					t.Errorf("natwall_config_last_reload_successful = %v after a failure", got)
@@ -298,7 +298,7 @@ func TestWatchFilesReloads(t *testing.T) {
 
 	f.write(t, f.ruleFile, allowSSH)
 	waitReloads("edit in place", 2)
-	if last := f.r.LastResult(); last.Trigger != TriggerFiles || !last.OK {
+	if last := f.r.LastResult(); last.Trigger != string(TriggerFiles) || !last.OK {
 		t.Errorf("last reload %+v, want a good one by files", last)
 	}
 

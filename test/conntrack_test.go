@@ -17,7 +17,7 @@ import (
 func conntrackJSON(t *testing.T, a *appliance, args ...string) []map[string]any {
 	t.Helper()
 	ctx := testContext(t)
-	out, err := a.lab.Appliance.Run(ctx, natwallBin, append([]string{"conntrack", "list", "-o", "json", "--pin-dir", a.pinDir}, args...)...)
+	out, err := a.lab.Appliance.Run(ctx, natwallBin, append([]string{"conntrack", "list", "-o", "json", "--socket", a.socket}, args...)...)
 	if err != nil {
 		t.Fatalf("natwall conntrack list: %v", err)
 	}
@@ -116,11 +116,11 @@ func TestConntrackCLI(t *testing.T) {
 	}
 
 	ctx := testContext(t)
-	out, err := l.Appliance.Run(ctx, natwallBin, "nat", "--pin-dir", a.pinDir)
+	out, err := l.Appliance.Run(ctx, natwallBin, "nat", "--socket", a.socket)
 	if err != nil || !strings.Contains(string(out), lab.ApplianceOutsideV4.String()) {
 		t.Errorf("natwall nat: %v\n%s", err, out)
 	}
-	if out, err := l.Appliance.Run(ctx, natwallBin, "conntrack", "flush", "--pin-dir", a.pinDir, "--port", "46000"); err != nil {
+	if out, err := l.Appliance.Run(ctx, natwallBin, "conntrack", "flush", "--socket", a.socket, "--port", "46000"); err != nil {
 		t.Fatalf("natwall conntrack flush: %v\n%s", err, out)
 	}
 	if got := flowsMentioning(conntrackJSON(t, a), "46000"); len(got) != 0 {

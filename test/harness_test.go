@@ -62,6 +62,8 @@ type appliance struct {
 	lab    *lab.Lab
 	proc   *lab.Process
 	pinDir string
+	// socket is the daemon's API socket.
+	socket string
 	config string
 	http   *http.Client
 }
@@ -69,17 +71,25 @@ type appliance struct {
 const metricsListen = "127.0.0.1:9617"
 
 // natwallConfig is the config every test starts from; extra YAML is
-// appended to it.
+// appended to it. Its API socket is apiSocket(pinDir).
 func natwallConfig(l *lab.Lab, pinDir, extra string) string {
 	return fmt.Sprintf(`interfaces: [%s]
 inside_networks: [%s, %s]
 pin_dir: %s
 metrics:
   listen: %s
+api:
+  socket: %s
 log:
   level: debug
   format: text
-%s`, strings.Join(l.ApplianceNICs, ", "), lab.InsideNetworkV4, lab.InsideNetworkV6, pinDir, metricsListen, extra)
+%s`, strings.Join(l.ApplianceNICs, ", "), lab.InsideNetworkV4, lab.InsideNetworkV6, pinDir, metricsListen, apiSocket(pinDir), extra)
+}
+
+// apiSocket is the API socket of the daemon pinned at pinDir, in a
+// directory of its own named like the pin directory (with the pid).
+func apiSocket(pinDir string) string {
+	return filepath.Join("/run", filepath.Base(pinDir), "natwall.sock")
 }
 
 // startNatwall runs `natwall run` in the appliance and waits until it
@@ -101,7 +111,8 @@ func startNatwall(t *testing.T, l *lab.Lab, extraConfig string) *appliance {
 			return l.Appliance.Dial(ctx, network, addr)
 		}},
 	}
-	t.Cleanup(func() { os.RemoveAll(a.pinDir) })
+	a.socket = apiSocket(a.pinDir)
+	t.Cleanup(func() { os.RemoveAll(a.pinDir); os.RemoveAll(filepath.Dir(a.socket)) })
 	a.start(t)
 	t.Cleanup(func() { a.stop(t) })
 	return a

@@ -74,7 +74,7 @@ func TestRulesEnforcedAndReloaded(t *testing.T) {
 		t.Fatalf("denied port: %v, want a timeout (a silent drop)", err)
 	}
 
-	out, err := l.Appliance.Run(ctx, natwallBin, "rules", "-o", "json", "--pin-dir", a.pinDir, "--state-dir", filepath.Join(dir, "state"))
+	out, err := l.Appliance.Run(ctx, natwallBin, "rules", "-o", "json", "--socket", a.socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +126,10 @@ func TestRulesEnforcedAndReloaded(t *testing.T) {
 		t.Fatalf("after a broken reload the last good rules should still allow 7001: %v", err)
 	}
 
-	// explain --live answers for the set being enforced, by state_dir or
-	// by the daemon's config; offline, the broken files are the answer.
+	// explain --live answers for the set being enforced, asking the
+	// daemon; offline, the broken files are the answer.
 	flow := []string{"explain", "-o", "json", "--src", client.IPv4.String(), "--dst", server.IPv4.String(), "--dport", "7001"}
-	for _, where := range [][]string{{"--state-dir", filepath.Join(dir, "state")}, {"--config", a.config}} {
+	for _, where := range [][]string{{"--socket", a.socket}} {
 		out, err := exec.CommandContext(ctx, natwallBin, append(append(flow, "--live"), where...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("explain --live %s: %v\n%s", where[0], err, out)

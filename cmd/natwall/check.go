@@ -1,16 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/natwall/natwall/controlplane"
+	"github.com/natwall/natwall/controlplane/api"
 	"github.com/natwall/natwall/rules"
 )
 
@@ -26,7 +24,7 @@ func insideFlag(cmd *cobra.Command) ([]netip.Prefix, error) {
 	for _, s := range list {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("--inside %q: %w", s, err)
+			return nil, usageErrorf("--inside %q: %w", s, err)
 		}
 		out = append(out, p)
 	}
@@ -39,25 +37,6 @@ func loadRules(cmd *cobra.Command, paths []string) (*rules.RuleSet, *rules.Table
 		return nil, nil, err
 	}
 	return compileRules(rules.Load(paths, rules.Options{Inside: inside}))
-}
-
-// loadLiveRules is the rule set natwall run last applied, from the copy of
-// its sources it keeps in the state directory: the files on disk may have
-// changed, or be broken, since.
-func loadLiveRules(cmd *cobra.Command) (*rules.RuleSet, *rules.Tables, error) {
-	stateDir, _ := cmd.Flags().GetString("state-dir")
-	if file, _ := cmd.Flags().GetString("config"); file != "" {
-		cfg, err := controlplane.LoadConfig(controlplane.LoadOptions{File: file})
-		if err != nil {
-			return nil, nil, err
-		}
-		stateDir = cfg.StateDir
-	}
-	live, err := controlplane.ReadLiveRules(stateDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	return compileRules(live.RuleSet())
 }
 
 // compileRules compiles a rule set just loaded; explain's rule numbers need
@@ -91,7 +70,7 @@ to any) do not fail the check unless --strict is given.`,
 					for _, e := range list {
 						fmt.Fprintln(cmd.ErrOrStderr(), e)
 					}
-					return fmt.Errorf("%d errors: no rule from these files would be applied", len(list))
+					return invalidError{err: fmt.Errorf("%d errors: no rule from these files would be applied", len(list))}
 				}
 				return err
 			}
@@ -102,7 +81,7 @@ to any) do not fail the check unless --strict is given.`,
 			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d stateless and %d stateful rules, stateful default %s, %d warnings\n",
 				len(rs.Stateless), len(rs.Stateful), rs.StatefulDefault, len(warnings))
 			if strict, _ := cmd.Flags().GetBool("strict"); strict && len(warnings) > 0 {
-				return fmt.Errorf("%d warnings with --strict", len(warnings))
+				return invalidError{err: fmt.Errorf("%d warnings with --strict", len(warnings))}
 			}
 			return nil
 		},
@@ -117,66 +96,51 @@ func newExplainCmd() *cobra.Command {
 		Use:   "explain (--rules PATH | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound]",
 		Short: "Say which stage and rule decide a packet or flow, and why",
 		Long: `explain says how a rule set decides a packet or a flow's first packet.
-With --rules it reads rule files offline, as check does. With --live it
-explains the rule set natwall run last applied, from the copy natwall run
-keeps in its state directory (--state-dir, or state_dir of --config): after
-a broken edit of the files, that is still the set being enforced.`,
+With --rules it reads rule files offline, as check does. With --live it asks
+natwall run to explain the rule set it last applied: after a broken edit of
+the files, that is still the set being enforced.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := outputFormat(cmd)
+			if err != nil {
+				return err
+			}
 			f := cmd.Flags()
 			live, _ := f.GetBool("live")
 			paths, _ := f.GetStringSlice("rules")
-			var rs *rules.RuleSet
-			var tbl *rules.Tables
-			var err error
-			switch {
-			case live:
-				rs, tbl, err = loadLiveRules(cmd)
-			case f.Changed("state-dir") || f.Changed("config"):
-				return errors.New("--state-dir and --config go with --live")
-			case len(paths) == 0:
-				return errors.New("--rules or --live is required")
-			default:
-				rs, tbl, err = loadRules(cmd, paths)
+			if !live && len(paths) == 0 {
+				return usageErrorf("--rules or --live is required")
 			}
+			req, err := explainRequest(cmd)
 			if err != nil {
 				return err
 			}
-			p, err := packetFlags(cmd)
-			if err != nil {
-				return err
-			}
-			ex := rules.Explain(rs, tbl, p)
-			if out, _ := cmd.Flags().GetString("output"); out == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(ex)
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintln(w, ex.Packet)
-			for _, d := range ex.Decisions {
-				rule := d.Rule
-				if rule == "" {
-					rule = "(default)"
+			var ex rules.Explanation
+			if live {
+				if err := daemon(cmd).Explain(cmd.Context(), req, &ex); err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "  %-9s %-6s %s %s\n            %s\n", d.Stage, d.Action, rule, d.At, d.Why)
-				if len(d.Alerts) > 0 {
-					fmt.Fprintf(w, "            alerts: %s\n", strings.Join(d.Alerts, ", "))
+			} else {
+				rs, tbl, err := loadRules(cmd, paths)
+				if err != nil {
+					return err
 				}
+				p, err := req.Packet()
+				if err != nil {
+					return usageError{err}
+				}
+				ex = rules.Explain(rs, tbl, p)
 			}
-			fmt.Fprintln(w, ex.Verdict)
-			return nil
+			return render(cmd.OutOrStdout(), format, explanationView(ex))
 		},
 	}
 	f := cmd.Flags()
 	f.StringSlice("rules", nil, "rule files or directories")
 	f.StringSlice("inside", nil, "inside networks, for the inside and internet tags")
 	f.Bool("live", false, "explain the rule set natwall run applied, with its inside networks")
-	f.String("state-dir", controlplane.DefaultStateDir, "with --live: natwall's state directory")
-	f.String("config", "", "with --live: natwall's config file, for its state_dir")
+	socketFlag(cmd)
 	cmd.MarkFlagsMutuallyExclusive("live", "rules")
 	cmd.MarkFlagsMutuallyExclusive("live", "inside")
-	cmd.MarkFlagsMutuallyExclusive("state-dir", "config")
 	f.String("src", "", "source address")
 	f.String("dst", "", "destination address")
 	f.String("proto", "tcp", "tcp, udp, icmp, icmpv6 or a number")
@@ -185,46 +149,60 @@ a broken edit of the files, that is still the set being enforced.`,
 	f.Uint8("icmp-type", 0, "ICMP type")
 	f.Uint8("icmp-code", 0, "ICMP code")
 	f.String("direction", "outbound", "outbound, inbound, east-west, transit or local")
-	f.StringP("output", "o", "text", "text or json")
+	cmd.RegisterFlagCompletionFunc("direction", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return []cobra.Completion{"outbound", "inbound", "east-west", "transit", "local"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	outputFlag(cmd)
 	return cmd
 }
 
-func packetFlags(cmd *cobra.Command) (rules.Packet, error) {
+// explanationView prints an explanation as its packet, a table of the
+// stages' decisions, and the verdict.
+type explanationView rules.Explanation
+
+func (e explanationView) tables(wide bool) []table {
+	t := table{title: e.Packet, header: []string{"STAGE", "ACTION", "RULE", "AT", "WHY"}}
+	if wide {
+		t.header = append(t.header, "ALERTS")
+	}
+	for _, d := range e.Decisions {
+		rule := d.Rule
+		if rule == "" {
+			rule = "(default)"
+		}
+		row := []string{d.Stage, d.Action, rule, dash(d.At), d.Why}
+		if wide {
+			row = append(row, dash(strings.Join(d.Alerts, ",")))
+		}
+		t.rows = append(t.rows, row)
+	}
+	return []table{t, {title: e.Verdict}}
+}
+
+// explainRequest reads the packet flags.
+func explainRequest(cmd *cobra.Command) (api.ExplainRequest, error) {
 	f := cmd.Flags()
-	var p rules.Packet
+	var req api.ExplainRequest
 	var err error
 	src, _ := f.GetString("src")
 	dst, _ := f.GetString("dst")
-	if p.Src, err = netip.ParseAddr(src); err != nil {
-		return p, fmt.Errorf("--src: %w", err)
+	if req.Src, err = netip.ParseAddr(src); err != nil {
+		return req, usageErrorf("--src: %w", err)
 	}
-	if p.Dst, err = netip.ParseAddr(dst); err != nil {
-		return p, fmt.Errorf("--dst: %w", err)
+	if req.Dst, err = netip.ParseAddr(dst); err != nil {
+		return req, usageErrorf("--dst: %w", err)
 	}
 	proto, _ := f.GetString("proto")
-	if n, ok := map[string]uint8{"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}[proto]; ok {
-		p.Protocol = n
-	} else if n, err := strconv.ParseUint(proto, 10, 8); err == nil {
-		p.Protocol = uint8(n)
-	} else {
-		return p, fmt.Errorf("--proto %q", proto)
+	if req.Protocol, err = api.ParseProtocol(proto); err != nil {
+		return req, usageErrorf("--proto %w", err)
 	}
-	switch p.Protocol {
-	case 6, 17:
-		p.HasPorts = true
-		p.SrcPort, _ = f.GetUint16("sport")
-		p.DstPort, _ = f.GetUint16("dport")
-	case 1, 58:
-		p.IsICMP = true
-		p.ICMPType, _ = f.GetUint8("icmp-type")
-		p.ICMPCode, _ = f.GetUint8("icmp-code")
+	req.SrcPort, _ = f.GetUint16("sport")
+	req.DstPort, _ = f.GetUint16("dport")
+	req.ICMPType, _ = f.GetUint8("icmp-type")
+	req.ICMPCode, _ = f.GetUint8("icmp-code")
+	req.Direction, _ = f.GetString("direction")
+	if _, err := req.Packet(); err != nil {
+		return req, usageError{err}
 	}
-	dir, _ := f.GetString("direction")
-	for _, d := range []rules.Direction{rules.Outbound, rules.Inbound, rules.EastWest, rules.Transit, rules.Local} {
-		if d.String() == dir {
-			p.Direction = d
-			return p, nil
-		}
-	}
-	return p, fmt.Errorf("--direction %q is not outbound, inbound, east-west, transit or local", dir)
+	return req, nil
 }

@@ -78,12 +78,14 @@ inside_networks: [%s, %s]
 pin_dir: %s
 metrics:
   listen: %s
+api:
+  socket: %s
 log:
   format: text
 snat:
   enabled: true
   addresses: [%s]
-`, lab.InsideNIC, lab.OutsideNIC, lab.InsideNetworkV4, lab.InsideNetworkV6, pinDir, metricsListen, lab.ApplianceOutsideV4)
+`, lab.InsideNIC, lab.OutsideNIC, lab.InsideNetworkV4, lab.InsideNetworkV6, pinDir, metricsListen, filepath.Join(dir, "natwall.sock"), lab.ApplianceOutsideV4)
 	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
 		return err
 	}
