@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 )
 
@@ -43,7 +44,7 @@ func Lint(rs *RuleSet) []Warning {
 					break
 				}
 			}
-			if r.Action == Allow && len(r.Src) == 0 && len(r.Dst) == 0 && r.Protocol < 0 && r.Direction == AnyDirection {
+			if r.Action == Allow && len(r.Src) == 0 && len(r.Dst) == 0 && r.Protocol < 0 && r.Direction == AnyDirection && r.L7 == nil {
 				warn(r, "rule %q allows everything from anywhere to anywhere", r.ID)
 			}
 		}
@@ -55,9 +56,10 @@ func sameMatch(a, b *Rule) bool {
 	return covers(a, b) && covers(b, a)
 }
 
-// covers reports whether every packet b matches, a matches too.
+// covers reports whether every packet b matches, a matches too. A rule
+// with an L7 condition covers only rules with the same condition.
 func covers(a, b *Rule) bool {
-	return prefixesCover(a.Src, b.Src) && prefixesCover(a.Dst, b.Dst) &&
+	return (a.L7 == nil || reflect.DeepEqual(a.L7, b.L7)) && prefixesCover(a.Src, b.Src) && prefixesCover(a.Dst, b.Dst) &&
 		(a.Protocol < 0 || a.Protocol == b.Protocol) &&
 		portsCover(a.SrcPorts, b.SrcPorts, a.DstPorts != nil || b.DstPorts != nil) &&
 		portsCover(a.DstPorts, b.DstPorts, a.SrcPorts != nil || b.SrcPorts != nil) &&

@@ -297,9 +297,23 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 		p.add(r.Pos, "a rule is a mapping with id, priority, action and matches")
 		return
 	}
-	var protoPos, portsPos, icmpPos Pos
+	var protoPos, portsPos, icmpPos, l7Pos Pos
 	actionWritten := false
+	l7Handler := func(proto AppProto) func(k, v *yaml.Node) {
+		return func(k, v *yaml.Node) {
+			if l7Pos == (Pos{}) {
+				l7Pos = posOf(file, k)
+			}
+			if stage == Stateless {
+				p.add(posOf(file, k), "%s is for stateful rules: stateless rules see packets, not the names flows carry", k.Value)
+				return
+			}
+			r.L7 = append(r.L7, p.names(file, v, proto, k.Value)...)
+		}
+	}
 	p.mapping(file, n, map[string]func(k, v *yaml.Node){
+		"tls_sni":   l7Handler(AppTLS),
+		"http_host": l7Handler(AppHTTP),
 		"id": func(k, v *yaml.Node) {
 			if s, ok := p.scalar(file, v, "id"); ok {
 				if !idPattern.MatchString(s) {
@@ -396,8 +410,38 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 	if r.ICMPCode >= 0 && r.ICMPType < 0 {
 		p.add(icmpPos, "icmp_code needs icmp_type (rule %q)", r.ID)
 	}
+	if r.L7 != nil && r.Protocol != 6 {
+		p.add(l7Pos, "tls_sni and http_host need protocol tcp (rule %q)", r.ID)
+	}
 	_ = protoPos
 	p.rules = append(p.rules, r)
+}
+
+// names reads a tls_sni or http_host list: names matched exactly, or
+// .example.com for the domain and every subdomain.
+func (p *parser) names(file string, n *yaml.Node, proto AppProto, what string) []L7Cond {
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = n.Content
+	}
+	var out []L7Cond
+	for _, el := range items {
+		pos := posOf(file, el)
+		if el.Kind != yaml.ScalarNode {
+			p.add(pos, "%s entries are names such as www.example.com or .example.com", what)
+			continue
+		}
+		c, msg := nameCond(proto, el.Value)
+		if msg != "" {
+			p.add(pos, "%s: %s", what, msg)
+			continue
+		}
+		out = append(out, c)
+	}
+	if len(items) == 0 {
+		p.add(posOf(file, n), "empty %s: leave the key out to match any name", what)
+	}
+	return out
 }
 
 func (p *parser) ports(file string, n *yaml.Node, what string) []PortRange {
