@@ -28,8 +28,17 @@ type Options struct {
 	Inside []netip.Prefix
 }
 
+// SuricataExt ends the names of Suricata rule files; other rule files are
+// YAML.
+const SuricataExt = ".rules"
+
+func isRuleFile(name string) bool {
+	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml") || strings.HasSuffix(name, SuricataExt)
+}
+
 // Load reads, validates and merges the rule files at paths (files, or
-// directories whose *.yaml and *.yml files are read in name order). It
+// directories whose *.yaml, *.yml and *.rules files are read in name
+// order). It
 // returns an ErrorList naming every problem with file:line:col, and no
 // RuleSet at all when there is one.
 func Load(paths []string, opts Options) (*RuleSet, error) {
@@ -59,7 +68,7 @@ func ReadSources(paths []string) ([]Source, error) {
 			return nil, fmt.Errorf("rule directory: %w", err)
 		}
 		for _, e := range entries {
-			if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+			if !e.IsDir() && isRuleFile(e.Name()) {
 				files = append(files, filepath.Join(p, e.Name()))
 			}
 		}
@@ -95,6 +104,16 @@ type rawRule struct {
 	stage    Stage
 	src, dst []ref
 	priPos   Pos
+	// sharedPriority is set on the rules after the first of a file or
+	// list that takes one priority for rules kept in their order.
+	sharedPriority bool
+	// suri holds a Suricata rule's address and port expressions.
+	suri *suriExprs
+}
+
+type rawPortSet struct {
+	pos   Pos
+	ports []PortRange
 }
 
 type ref struct {
@@ -110,9 +129,13 @@ type rawSet struct {
 
 // Parse is Load on contents already read.
 func Parse(srcs []Source, opts Options) (*RuleSet, error) {
-	p := &parser{sets: map[string]*rawSet{}}
+	p := &parser{sets: map[string]*rawSet{}, portSets: map[string]*rawPortSet{}}
 	for _, src := range srcs {
-		p.file(src)
+		if strings.HasSuffix(src.Name, SuricataExt) {
+			p.suricataFile(src)
+		} else {
+			p.file(src)
+		}
 	}
 	rs := p.resolve(opts)
 	if len(p.errs) > 0 {
@@ -124,6 +147,7 @@ func Parse(srcs []Source, opts Options) (*RuleSet, error) {
 type parser struct {
 	errorSink
 	sets       map[string]*rawSet
+	portSets   map[string]*rawPortSet
 	rules      []*rawRule
 	defAction  Action
 	defPos     Pos
@@ -161,6 +185,8 @@ func (p *parser) file(src Source) {
 	}
 	p.mapping(src.Name, root, map[string]func(k, v *yaml.Node){
 		"address_sets": func(k, v *yaml.Node) { p.addressSets(src.Name, v) },
+		"port_sets":    func(k, v *yaml.Node) { p.portSetsOf(src.Name, v) },
+		"domain_lists": func(k, v *yaml.Node) { p.domainLists(src.Name, v) },
 		"stateless":    func(k, v *yaml.Node) { p.ruleList(src.Name, v, Stateless) },
 		"stateful":     func(k, v *yaml.Node) { p.stateful(src.Name, v) },
 	})
@@ -215,6 +241,26 @@ func (p *parser) addressSets(file string, n *yaml.Node) {
 			continue
 		}
 		p.sets[k.Value] = &rawSet{name: k.Value, pos: pos, members: p.refs(file, v, "address set")}
+	}
+}
+
+func (p *parser) portSetsOf(file string, n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		p.add(posOf(file, n), "port_sets is a mapping of set names to lists of ports and ranges")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		pos := posOf(file, k)
+		if !idPattern.MatchString(k.Value) {
+			p.add(pos, "set name %q must be letters, digits, and _ . : -", k.Value)
+			continue
+		}
+		if prev, dup := p.portSets[k.Value]; dup {
+			p.add(pos, "port set %q is already defined at %s", k.Value, prev.pos)
+			continue
+		}
+		p.portSets[k.Value] = &rawPortSet{pos: pos, ports: p.ports(file, v, "port set")}
 	}
 }
 
@@ -545,12 +591,24 @@ func (p *parser) resolve(opts Options) *RuleSet {
 				ids[r.ID] = r.Pos
 			}
 		}
-		if r.Priority >= 0 {
+		if r.Priority >= 0 && !r.sharedPriority {
 			if prev, dup := prios[r.stage][r.Priority]; dup {
 				p.add(r.priPos, "%s priority %d is already used at %s", r.stage, r.Priority, prev)
 			} else {
 				prios[r.stage][r.Priority] = r.priPos
 			}
+		}
+		if r.suri != nil {
+			for i, rule := range p.resolveSuricata(r, expand, opts) {
+				if i > 0 {
+					if prev, dup := ids[rule.ID]; dup {
+						p.add(r.Pos, "rule id %q is already used at %s", rule.ID, prev)
+					}
+					ids[rule.ID] = r.Pos
+				}
+				rs.Stateful = append(rs.Stateful, rule)
+			}
+			continue
 		}
 		rule := r.Rule
 		errsBefore := len(p.errs)
