@@ -48,7 +48,8 @@ func (p *parser) domainList(file string, n *yaml.Node) {
 	var targets []*yaml.Node
 	targetsPos := pos
 	var src, dst []ref
-	p.mapping(file, n, map[string]func(k, v *yaml.Node){
+	written := map[string]bool{}
+	handlers := map[string]func(k, v *yaml.Node){
 		"id": func(k, v *yaml.Node) {
 			if s, ok := p.scalar(file, v, "id"); ok {
 				if !idPattern.MatchString(s) {
@@ -104,13 +105,19 @@ func (p *parser) domainList(file string, n *yaml.Node) {
 		},
 		"src": func(k, v *yaml.Node) { src = p.refs(file, v, "src") },
 		"dst": func(k, v *yaml.Node) { dst = p.refs(file, v, "dst") },
-	})
+	}
+	for key, h := range handlers {
+		handlers[key] = func(k, v *yaml.Node) { written[key] = true; h(k, v) }
+	}
+	p.mapping(file, n, handlers)
 	for _, missing := range []struct {
 		bad  bool
 		what string
 	}{{id == "", "id"}, {priority < 0, "priority"}, {action == 0, "type"}, {types == nil, "target_types"}, {targets == nil, "targets"}} {
 		if missing.bad {
-			p.add(pos, "domain list %q has no %s", id, missing.what)
+			if !written[missing.what] {
+				p.add(pos, "domain list %q has no %s", id, missing.what)
+			}
 			return
 		}
 	}

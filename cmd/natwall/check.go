@@ -12,6 +12,7 @@ import (
 
 	"github.com/natwall/natwall/controlplane"
 	"github.com/natwall/natwall/rules"
+	"github.com/natwall/natwall/rules/l7"
 )
 
 func init() {
@@ -79,7 +80,7 @@ func newCheckCmd() *cobra.Command {
 		Use:   "check PATH...",
 		Short: "Validate rule files offline; exits non-zero on errors (for a GitOps pipeline)",
 		Long: `check parses, validates and compiles rule files (files, or directories of
-*.yaml and *.yml) exactly as natwall run would, and reports every error as
+*.yaml, *.yml and Suricata *.rules) exactly as natwall run would, and reports every error as
 file:line:col and a reason. Warnings (shadowed rules, duplicates, allow any
 to any) do not fail the check unless --strict is given.`,
 		Args: cobra.MinimumNArgs(1),
@@ -99,8 +100,14 @@ to any) do not fail the check unless --strict is given.`,
 			for _, w := range warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), w)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d stateless and %d stateful rules, stateful default %s, %d warnings\n",
-				len(rs.Stateless), len(rs.Stateful), rs.StatefulDefault, len(warnings))
+			l7 := 0
+			for _, r := range rs.Stateful {
+				if r.L7 != nil {
+					l7++
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d stateless and %d stateful rules (%d with L7 conditions), stateful default %s, %d warnings\n",
+				len(rs.Stateless), len(rs.Stateful), l7, rs.StatefulDefault, len(warnings))
 			if strict, _ := cmd.Flags().GetBool("strict"); strict && len(warnings) > 0 {
 				return fmt.Errorf("%d warnings with --strict", len(warnings))
 			}
@@ -114,13 +121,20 @@ to any) do not fail the check unless --strict is given.`,
 
 func newExplainCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "explain (--rules PATH | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound]",
+		Use:   "explain (--rules PATH | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound] [--sni NAME | --host NAME]",
 		Short: "Say which stage and rule decide a packet or flow, and why",
 		Long: `explain says how a rule set decides a packet or a flow's first packet.
 With --rules it reads rule files offline, as check does. With --live it
 explains the rule set natwall run last applied, from the copy natwall run
 keeps in its state directory (--state-dir, or state_dir of --config): after
-a broken edit of the files, that is still the set being enforced.`,
+a broken edit of the files, that is still the set being enforced.
+
+A flow whose first packet reaches a rule with an L7 condition (tls_sni,
+http_host, a Suricata tls.sni or http.host rule, a domain list) is pending:
+its first data decides. --sni or --host give that data's name, and
+evaluation resumes at the pending rule as natwall's inspector does; an
+empty value (--sni '') is a ClientHello without SNI or a request without
+Host.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := cmd.Flags()
@@ -146,7 +160,11 @@ a broken edit of the files, that is still the set being enforced.`,
 			if err != nil {
 				return err
 			}
-			ex := rules.Explain(rs, tbl, p)
+			info, err := l7Flags(cmd)
+			if err != nil {
+				return err
+			}
+			ex := rules.ExplainFlow(rs, tbl, p, info)
 			if out, _ := cmd.Flags().GetString("output"); out == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -160,6 +178,21 @@ a broken edit of the files, that is still the set being enforced.`,
 					rule = "(default)"
 				}
 				fmt.Fprintf(w, "  %-9s %-6s %s %s\n            %s\n", d.Stage, d.Action, rule, d.At, d.Why)
+				if d.L7 != "" {
+					fmt.Fprintf(w, "            L7: %s\n", d.L7)
+				}
+				if m := d.Meta; m != nil {
+					fmt.Fprintf(w, "            sid %d rev %d: %s\n", m.SID, m.Rev, m.Msg)
+					if m.Classtype != "" {
+						fmt.Fprintf(w, "            classtype: %s\n", m.Classtype)
+					}
+					for _, ref := range m.References {
+						fmt.Fprintf(w, "            reference: %s\n", ref)
+					}
+					if len(m.Metadata) > 0 {
+						fmt.Fprintf(w, "            metadata: %s\n", strings.Join(m.Metadata, ", "))
+					}
+				}
 				if len(d.Alerts) > 0 {
 					fmt.Fprintf(w, "            alerts: %s\n", strings.Join(d.Alerts, ", "))
 				}
@@ -185,8 +218,37 @@ a broken edit of the files, that is still the set being enforced.`,
 	f.Uint8("icmp-type", 0, "ICMP type")
 	f.Uint8("icmp-code", 0, "ICMP code")
 	f.String("direction", "outbound", "outbound, inbound, east-west, transit or local")
+	f.String("sni", "", "the TLS server name a pending flow's ClientHello carries ('' for none)")
+	f.String("host", "", "the HTTP Host a pending flow's request carries ('' for none)")
+	cmd.MarkFlagsMutuallyExclusive("sni", "host")
 	f.StringP("output", "o", "text", "text or json")
 	return cmd
+}
+
+// l7Flags reads --sni and --host: what a pending flow's first data says.
+func l7Flags(cmd *cobra.Command) (*rules.L7Info, error) {
+	f := cmd.Flags()
+	for _, flag := range []struct {
+		name  string
+		proto rules.AppProto
+	}{{"sni", rules.AppTLS}, {"host", rules.AppHTTP}} {
+		if !f.Changed(flag.name) {
+			continue
+		}
+		v, _ := f.GetString(flag.name)
+		if v == "" {
+			return &rules.L7Info{Proto: flag.proto}, nil
+		}
+		name, res := l7.NormalizeString(v)
+		switch res {
+		case l7.NameIPLiteral:
+			return nil, fmt.Errorf("--%s %q is an IP address: the inspector denies such a flow before any rule", flag.name, v)
+		case l7.NameBad:
+			return nil, fmt.Errorf("--%s %q is not a DNS name: the inspector denies such a flow before any rule", flag.name, v)
+		}
+		return &rules.L7Info{Proto: flag.proto, Name: name}, nil
+	}
+	return nil, nil
 }
 
 func packetFlags(cmd *cobra.Command) (rules.Packet, error) {
@@ -195,11 +257,19 @@ func packetFlags(cmd *cobra.Command) (rules.Packet, error) {
 	var err error
 	src, _ := f.GetString("src")
 	dst, _ := f.GetString("dst")
-	if p.Src, err = netip.ParseAddr(src); err != nil {
-		return p, fmt.Errorf("--src: %w", err)
+	for _, a := range []struct {
+		flag, value string
+		to          *netip.Addr
+	}{{"src", src, &p.Src}, {"dst", dst, &p.Dst}} {
+		if a.value == "" {
+			return p, fmt.Errorf("--%s is required: the packet's %s address", a.flag, map[string]string{"src": "source", "dst": "destination"}[a.flag])
+		}
+		if *a.to, err = netip.ParseAddr(a.value); err != nil {
+			return p, fmt.Errorf("--%s %q is not an IPv4 or IPv6 address", a.flag, a.value)
+		}
 	}
-	if p.Dst, err = netip.ParseAddr(dst); err != nil {
-		return p, fmt.Errorf("--dst: %w", err)
+	if p.Src.Is4() != p.Dst.Is4() {
+		return p, fmt.Errorf("--src %s and --dst %s are of different address families", p.Src, p.Dst)
 	}
 	proto, _ := f.GetString("proto")
 	if n, ok := map[string]uint8{"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}[proto]; ok {
@@ -207,7 +277,7 @@ func packetFlags(cmd *cobra.Command) (rules.Packet, error) {
 	} else if n, err := strconv.ParseUint(proto, 10, 8); err == nil {
 		p.Protocol = uint8(n)
 	} else {
-		return p, fmt.Errorf("--proto %q", proto)
+		return p, fmt.Errorf("--proto %q is not tcp, udp, icmp, icmpv6 or a number 0-255", proto)
 	}
 	switch p.Protocol {
 	case 6, 17:
