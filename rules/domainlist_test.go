@@ -28,7 +28,7 @@ stateful:
 `
 
 func TestDomainLists(t *testing.T) {
-	rs, err := Parse([]Source{{Name: "d.yaml", Data: []byte(domainListYAML)}}, Options{Inside: testInside})
+	rs, err := Parse([]Source{{Name: "d.yaml", Data: []byte(domainListYAML)}}, Options{Inside: testInside, InspectL7: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +85,9 @@ func TestDomainListErrors(t *testing.T) {
 		{"no inside networks", "domain_lists:\n  - {id: a, priority: 1, type: denylist, target_types: [tls_sni], targets: [a.example]}\n", `the inside tag needs inside_networks configured`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := Options{Inside: testInside}
+			opts := Options{Inside: testInside, InspectL7: true}
 			if tc.name == "no inside networks" {
-				opts = Options{}
+				opts = Options{InspectL7: true}
 			}
 			_, err := Parse([]Source{{Name: "f.yaml", Data: []byte(tc.yaml)}}, opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

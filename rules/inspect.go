@@ -2,6 +2,12 @@ package rules
 
 import "github.com/natwall/natwall/rules/l7"
 
+// DaemonInspectsL7 says whether natwall run holds PENDING flows for an
+// inspector, and so loads rules with L7 conditions (Options.InspectL7).
+// Whoever wires the inspector into the daemon sets Options.InspectL7
+// there and flips this, so natwall check stops warning.
+const DaemonInspectsL7 = false
+
 // Outcome is what the inspector does with a PENDING flow's first data.
 type Outcome int
 

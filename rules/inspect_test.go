@@ -36,7 +36,7 @@ func goClientHello(t *testing.T, name string) []byte {
 // From a pending flow's bytes to its verdict, with the corpus: the
 // classification and the "no name" semantics, then the resumed rules.
 func TestClassifyAndResume(t *testing.T) {
-	rs, err := Load([]string{"testdata/suricata"}, Options{Inside: testInside})
+	rs, err := Load([]string{"testdata/suricata"}, Options{Inside: testInside, InspectL7: true})
 	if err != nil {
 		t.Fatal(err)
 	}

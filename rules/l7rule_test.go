@@ -38,7 +38,7 @@ const l7YAML = `stateful:
 
 func loadL7(t *testing.T) (*RuleSet, *Tables) {
 	t.Helper()
-	rs, err := Parse([]Source{{Name: "l7.yaml", Data: []byte(l7YAML)}}, Options{Inside: testInside})
+	rs, err := Parse([]Source{{Name: "l7.yaml", Data: []byte(l7YAML)}}, Options{Inside: testInside, InspectL7: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestL7Errors(t *testing.T) {
 		{"not a list of names", "stateful:\n  rules:\n    - {id: a, priority: 1, action: allow, protocol: tcp, http_host: [{a: b}]}\n", "http_host entries are names"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]Source{{Name: "f.yaml", Data: []byte(tc.yaml)}}, Options{Inside: testInside})
+			_, err := Parse([]Source{{Name: "f.yaml", Data: []byte(tc.yaml)}}, Options{Inside: testInside, InspectL7: true})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
@@ -145,7 +145,7 @@ func TestL7Lint(t *testing.T) {
     - {id: sni-again, priority: 30, action: deny, protocol: tcp, tls_sni: [a.example]}
     - {id: all, priority: 40, action: allow, protocol: tcp, tls_sni: [.example]}
 `
-	rs, err := Parse([]Source{{Name: "l.yaml", Data: []byte(src)}}, Options{Inside: testInside})
+	rs, err := Parse([]Source{{Name: "l.yaml", Data: []byte(src)}}, Options{Inside: testInside, InspectL7: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestL7ResumeMatchesReference(t *testing.T) {
 			}
 			b.WriteString("}\n")
 		}
-		rs, err := Parse([]Source{{Name: "r.yaml", Data: []byte(b.String())}}, Options{})
+		rs, err := Parse([]Source{{Name: "r.yaml", Data: []byte(b.String())}}, Options{InspectL7: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,5 +199,17 @@ func TestL7ResumeMatchesReference(t *testing.T) {
 				t.Fatalf("resumed with %v: tables %d %v, reference %d %v", info, i, ia, j, ja)
 			}
 		}
+	}
+}
+
+// A daemon that cannot inspect refuses L7 rules instead of enforcing
+// their addresses and ports alone.
+func TestL7RefusedWithoutInspector(t *testing.T) {
+	_, err := Parse([]Source{{Name: "l7.yaml", Data: []byte(l7YAML)}}, Options{Inside: testInside})
+	if err == nil || !strings.Contains(err.Error(), `l7.yaml:10:7: rule "github" has an L7 condition, which this natwall cannot enforce without its L7 inspector`) {
+		t.Fatalf("error %v", err)
+	}
+	if _, err := Parse([]Source{{Name: "plain.yaml", Data: []byte("stateful:\n  rules:\n    - {id: a, priority: 1, action: allow, protocol: tcp}\n")}}, Options{}); err != nil {
+		t.Fatalf("a set without L7 rules: %v", err)
 	}
 }

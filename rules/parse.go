@@ -26,6 +26,13 @@ type Options struct {
 	// Inside are the inside networks: the "inside" tag, and "internet" is
 	// everything else.
 	Inside []netip.Prefix
+	// InspectL7 accepts rules with L7 conditions (tls_sni, http_host,
+	// Suricata name rules, domain lists). Without it they are errors: a
+	// daemon that cannot hold PENDING flows for its inspector would
+	// otherwise enforce them on addresses and ports alone, so an
+	// allow-by-name rule would allow every name. natwall check and explain
+	// set it; natwall run sets it once its inspector runs.
+	InspectL7 bool
 }
 
 // SuricataExt ends the names of Suricata rule files; other rule files are
@@ -629,6 +636,15 @@ func (p *parser) resolve(opts Options) *RuleSet {
 			rs.Stateless = append(rs.Stateless, rule)
 		} else {
 			rs.Stateful = append(rs.Stateful, rule)
+		}
+	}
+	if !opts.InspectL7 {
+		reported := map[Pos]bool{}
+		for _, r := range rs.Stateful {
+			if r.L7 != nil && !reported[r.Pos] {
+				reported[r.Pos] = true
+				p.add(r.Pos, "rule %q has an L7 condition, which this natwall cannot enforce without its L7 inspector: refused rather than enforced on addresses and ports alone", r.ID)
+			}
 		}
 	}
 	for _, st := range []*[]Rule{&rs.Stateless, &rs.Stateful} {

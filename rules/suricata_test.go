@@ -85,7 +85,7 @@ func golden(t *testing.T, path, got string) {
 // The corpus of realistic rules parses, and compiles to what the golden
 // summary records.
 func TestSuricataCorpus(t *testing.T) {
-	rs, err := Load([]string{"testdata/suricata"}, Options{Inside: testInside})
+	rs, err := Load([]string{"testdata/suricata"}, Options{Inside: testInside, InspectL7: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestSuricataCorpus(t *testing.T) {
 }
 
 func TestSuricataCorpusDecisions(t *testing.T) {
-	rs, err := Load([]string{"testdata/suricata"}, Options{Inside: testInside})
+	rs, err := Load([]string{"testdata/suricata"}, Options{Inside: testInside, InspectL7: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestSuricataCorpusDecisions(t *testing.T) {
 
 func parseRules(text string) (*RuleSet, error) {
 	vars, _ := os.ReadFile(filepath.Join("testdata", "suricata", "vars.yaml"))
-	return Parse([]Source{{Name: "vars.yaml", Data: vars}, {Name: "f.rules", Data: []byte("# natwall: priority 10\n" + text)}}, Options{Inside: testInside})
+	return Parse([]Source{{Name: "vars.yaml", Data: vars}, {Name: "f.rules", Data: []byte("# natwall: priority 10\n" + text)}}, Options{Inside: testInside, InspectL7: true})
 }
 
 // Every error names file:line:col and a reason; unsupported keywords are
@@ -204,7 +204,7 @@ func TestSuricataFileOrder(t *testing.T) {
 		{"empty", "# just a comment\n", `f.rules:1:1: no rules in a .rules file`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]Source{{Name: "f.rules", Data: []byte(tc.file)}}, Options{Inside: testInside})
+			_, err := Parse([]Source{{Name: "f.rules", Data: []byte(tc.file)}}, Options{Inside: testInside, InspectL7: true})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
@@ -215,7 +215,7 @@ func TestSuricataFileOrder(t *testing.T) {
 	_, err := Parse([]Source{
 		{Name: "a.yaml", Data: []byte("stateful:\n  rules:\n    - {id: y, priority: 10, action: allow}\n")},
 		{Name: "f.rules", Data: []byte("# natwall: priority 10\npass tcp any any -> any 1 (sid:1;)\npass tcp any any -> any 2 (sid:2;)\n")},
-	}, Options{Inside: testInside})
+	}, Options{Inside: testInside, InspectL7: true})
 	if err == nil || !strings.Contains(err.Error(), "f.rules:1:1: stateful priority 10 is already used at a.yaml:3:25") {
 		t.Fatalf("priority clash: %v", err)
 	}
@@ -223,7 +223,7 @@ func TestSuricataFileOrder(t *testing.T) {
 	rs, err := Parse([]Source{
 		{Name: "a.yaml", Data: []byte("stateful:\n  rules:\n    - {id: before, priority: 9, action: allow}\n    - {id: after, priority: 11, action: allow}\n")},
 		{Name: "f.rules", Data: []byte("# natwall: priority 10\npass tcp any any -> any 3 (sid:3;)\npass tcp any any -> any 1 (sid:1;)\npass tcp any any -> any 2 (sid:2;)\n")},
-	}, Options{Inside: testInside})
+	}, Options{Inside: testInside, InspectL7: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func FuzzSuricataRule(f *testing.F) {
 	f.Add([]byte("alert tls any any -> any any (tls.sni; \\\n content:\"a|2e|b\"; sid:9;)"))
 	vars, _ := os.ReadFile(filepath.Join("testdata", "suricata", "vars.yaml"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rs, err := Parse([]Source{{Name: "vars.yaml", Data: vars}, {Name: "fuzz.rules", Data: append([]byte("# natwall: priority 1\n"), data...)}}, Options{Inside: testInside})
+		rs, err := Parse([]Source{{Name: "vars.yaml", Data: vars}, {Name: "fuzz.rules", Data: append([]byte("# natwall: priority 1\n"), data...)}}, Options{Inside: testInside, InspectL7: true})
 		if err != nil {
 			if rs != nil {
 				t.Fatal("a rule set came back with errors")

@@ -39,7 +39,7 @@ func loadRules(cmd *cobra.Command, paths []string) (*rules.RuleSet, *rules.Table
 	if err != nil {
 		return nil, nil, err
 	}
-	return compileRules(rules.Load(paths, rules.Options{Inside: inside}))
+	return compileRules(rules.Load(paths, rules.Options{Inside: inside, InspectL7: true}))
 }
 
 // loadLiveRules is the rule set natwall run last applied, from the copy of
@@ -105,6 +105,10 @@ to any) do not fail the check unless --strict is given.`,
 				if r.L7 != nil {
 					l7++
 				}
+			}
+			if l7 > 0 && !rules.DaemonInspectsL7 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %d rules with L7 conditions: this natwall run refuses them until its L7 inspector runs\n", l7)
+				warnings = append(warnings, rules.Warning{Msg: "L7 rules not enforceable"})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d stateless and %d stateful rules (%d with L7 conditions), stateful default %s, %d warnings\n",
 				len(rs.Stateless), len(rs.Stateful), l7, rs.StatefulDefault, len(warnings))
