@@ -44,12 +44,18 @@ func Lint(rs *RuleSet) []Warning {
 					break
 				}
 			}
-			if r.Action == Allow && len(r.Src) == 0 && len(r.Dst) == 0 && r.Protocol < 0 && r.Direction == AnyDirection && r.L7 == nil {
+			if r.Action == Allow && anyAddress(r.Src) && anyAddress(r.Dst) && r.Protocol < 0 && r.Direction == AnyDirection && r.L7 == nil {
 				warn(r, "rule %q allows everything from anywhere to anywhere", r.ID)
 			}
 		}
 	}
 	return out
+}
+
+// anyAddress reports whether ps matches every address of a family: left
+// out, or written as any, 0.0.0.0/0 or ::/0.
+func anyAddress(ps []netip.Prefix) bool {
+	return len(ps) == 0 || slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Bits() == 0 })
 }
 
 func sameMatch(a, b *Rule) bool {

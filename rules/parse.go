@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -180,6 +181,20 @@ func (p *parser) file(src Source) {
 		p.add(Pos{File: src.Name, Line: line, Col: 1}, "not valid YAML: %s", msg)
 		return
 	}
+	// Unmarshal reads the first document only: a second after "---"
+	// would be dropped unseen.
+	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
+	var first, second yaml.Node
+	if dec.Decode(&first) == nil {
+		if err := dec.Decode(&second); err != io.EOF {
+			line := second.Line
+			if m := regexp.MustCompile(`line (\d+)`).FindStringSubmatch(fmt.Sprint(err)); err != nil && m != nil {
+				line, _ = strconv.Atoi(m[1])
+			}
+			p.add(Pos{File: src.Name, Line: max(line, 1), Col: 1}, "a rule file is one YAML document, but a second one starts here: merge it into the first or give it a file of its own")
+			return
+		}
+	}
 	// An empty file is more likely a truncated write than an intent.
 	if len(doc.Content) == 0 {
 		p.add(top, "empty rule file (write {} for a file with no rules)")
@@ -241,6 +256,9 @@ func (p *parser) addressSets(file string, n *yaml.Node) {
 			continue
 		case isTag(k.Value):
 			p.add(pos, "set name %q is a built-in tag", k.Value)
+			continue
+		case isAddr(k.Value):
+			p.add(pos, "set name %q is an address: name sets with letters", k.Value)
 			continue
 		}
 		if prev, dup := p.sets[k.Value]; dup {
@@ -527,6 +545,11 @@ func (p *parser) ports(file string, n *yaml.Node, what string) []PortRange {
 	return out
 }
 
+func isAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
 func isTag(s string) bool {
 	switch s {
 	case "any", "inside", "internet", "azure-lb", "metadata":
@@ -636,6 +659,18 @@ func (p *parser) resolve(opts Options) *RuleSet {
 			rs.Stateless = append(rs.Stateless, rule)
 		} else {
 			rs.Stateful = append(rs.Stateful, rule)
+		}
+	}
+	// A set no rule uses is checked too: a broken one is a mistake today
+	// and an outage the day a rule starts using it.
+	setNames := make([]string, 0, len(p.sets))
+	for name := range p.sets {
+		setNames = append(setNames, name)
+	}
+	sort.Strings(setNames)
+	for _, name := range setNames {
+		if _, done := resolved[name]; !done {
+			expand(ref{text: name, pos: p.sets[name].pos}, nil)
 		}
 	}
 	if !opts.InspectL7 {
