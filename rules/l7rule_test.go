@@ -156,6 +156,23 @@ func TestL7Lint(t *testing.T) {
 	if strings.Join(got, ",") != "sni-again,all" {
 		t.Fatalf("lint warned about %v, want [sni-again all]", got)
 	}
+	// A rule for every TLS flow covers the name rules after it; a name
+	// rule covers neither a wider name rule nor an HTTP one.
+	sur := "# natwall: priority 1\n" +
+		"drop tls any any -> any any (sid:1;)\n" +
+		"pass tls any any -> any any (tls.sni; content:\"a.example\"; startswith; endswith; sid:2;)\n" +
+		"pass http any any -> any any (http.host; content:\"a.example\"; sid:3;)\n"
+	rs, err = Parse([]Source{{Name: "l.rules", Data: []byte(sur)}}, Options{InspectL7: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, w := range Lint(rs) {
+		got = append(got, w.Rule)
+	}
+	if strings.Join(got, ",") != "sid:2" {
+		t.Fatalf("suricata lint warned about %v, want [sid:2]", got)
+	}
 }
 
 // Random rule sets with L7 conditions: the tables' pending rule and their

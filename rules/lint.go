@@ -63,15 +63,34 @@ func sameMatch(a, b *Rule) bool {
 }
 
 // covers reports whether every packet b matches, a matches too. A rule
-// with an L7 condition covers only rules with the same condition.
+// with an L7 condition covers only rules whose every condition it has, or
+// covers by matching the whole protocol.
 func covers(a, b *Rule) bool {
-	return (a.L7 == nil || reflect.DeepEqual(a.L7, b.L7)) && prefixesCover(a.Src, b.Src) && prefixesCover(a.Dst, b.Dst) &&
+	return l7Covers(a.L7, b.L7) && prefixesCover(a.Src, b.Src) && prefixesCover(a.Dst, b.Dst) &&
 		(a.Protocol < 0 || a.Protocol == b.Protocol) &&
 		portsCover(a.SrcPorts, b.SrcPorts, a.DstPorts != nil || b.DstPorts != nil) &&
 		portsCover(a.DstPorts, b.DstPorts, a.SrcPorts != nil || b.SrcPorts != nil) &&
 		(a.SrcPorts == nil && a.DstPorts == nil || b.SrcPorts != nil || b.DstPorts != nil) &&
 		(a.ICMPType < 0 || a.ICMPType == b.ICMPType) && (a.ICMPCode < 0 || a.ICMPCode == b.ICMPCode) &&
 		(a.Direction == AnyDirection || a.Direction == b.Direction)
+}
+
+func l7Covers(a, b []L7Cond) bool {
+	if a == nil {
+		return true
+	}
+	if b == nil {
+		return false
+	}
+	for i := range b {
+		if !slices.ContainsFunc(a, func(c L7Cond) bool {
+			whole := len(c.Contents) == 0 && c.BSize < 0
+			return (whole && c.Proto == b[i].Proto) || reflect.DeepEqual(c, b[i])
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 func prefixesCover(a, b []netip.Prefix) bool {
