@@ -159,3 +159,14 @@ func FuzzHTTPRequest(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkHTTPRequest(b *testing.B) {
+	data := []byte("GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\n\r\n")
+	var r HTTPRequest
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if ParseHTTPRequest(data, &r) != HTTPOK {
+			b.Fatal("not ok")
+		}
+	}
+}
