@@ -71,7 +71,7 @@ func ExplainFlow(rs *RuleSet, t *Tables, p Packet, info *L7Info) Explanation {
 	}
 	st := t.Stateful
 	i, alerts = st.Lookup(p)
-	if i < 0 || !st.L7[i] {
+	if i < 0 || st.L7 == nil || !st.L7[i] {
 		ex.Decisions = append(ex.Decisions, decision(Stateful, st, i, alerts, first))
 		ex.Verdict = verdict(ex.Decisions[len(ex.Decisions)-1].Action)
 		return ex

@@ -233,7 +233,7 @@ func (st *StageTables) Resume(rules []Rule, p Packet, from int, info L7Info) (ru
 	for {
 		i, more := st.LookupFrom(p, from)
 		alerts = append(alerts, more...)
-		if i < 0 || !st.L7[i] {
+		if i < 0 || st.L7 == nil || !st.L7[i] {
 			return i, alerts
 		}
 		if rules[i].MatchesL7(info) {

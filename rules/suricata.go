@@ -333,7 +333,6 @@ type optParser struct {
 	depth    int // depth of the last content, -1 if none
 	meta     RuleMeta
 	sidSet   bool
-	flowSeen bool
 	// pendingUnbuffered is set while the last content has no buffer yet:
 	// only a legacy http_host after it can give it one.
 	pendingUnbuffered bool
@@ -480,7 +479,6 @@ func (o *optParser) option(key, value string, pos, vpos Pos) {
 			}
 		}
 	case "flow":
-		o.flowSeen = true
 		for _, f := range strings.Split(value, ",") {
 			f = strings.TrimSpace(f)
 			why, known := suricataFlow[f]
@@ -729,7 +727,10 @@ func (p *parser) resolveSuricata(r *rawRule, expand func(ref, []string) []netip.
 		out[0].Src, out[0].Dst = family(rule.Src, true), family(rule.Dst, true)
 		v6.Src, v6.Dst = family(rule.Src, false), family(rule.Dst, false)
 		out = append(out, v6)
-		out = slicesDeleteUnmatchable(out)
+		if out = dropUnmatchable(out); len(out) == 0 {
+			p.add(r.Pos, "rule %q can never match: its source and destination are of different address families", r.ID)
+			return nil
+		}
 	}
 	if ex.bidir {
 		n := len(out)
@@ -758,9 +759,9 @@ func family(ps []netip.Prefix, v4 bool) []netip.Prefix {
 	return out
 }
 
-// slicesDeleteUnmatchable drops the rules left with an empty, not nil,
-// address list: an icmp rule for addresses of one family only.
-func slicesDeleteUnmatchable(rs []Rule) []Rule {
+// dropUnmatchable drops the rules left with an empty, not nil, address
+// list: the ICMPv6 half of an icmp rule for IPv4 addresses, say.
+func dropUnmatchable(rs []Rule) []Rule {
 	var out []Rule
 	for _, r := range rs {
 		if (r.Src != nil && len(r.Src) == 0) || (r.Dst != nil && len(r.Dst) == 0) {

@@ -185,6 +185,7 @@ func TestSuricataErrors(t *testing.T) {
 		{"modifier without content", `alert tls any any -> any any (tls.sni; nocase; sid:1;)`, `nocase modifies a content`},
 		{"http_host without content", `alert tcp any any -> any any (http_host; sid:1;)`, `http_host modifies the content before it`},
 		{"bsize range", `alert tls any any -> any any (tls.sni; bsize:<10; sid:1;)`, `only an exact size`},
+		{"icmp across families", `alert icmp 198.18.0.1 any -> 2001:db8::1 any (sid:1;)`, `f.rules:2:1: rule "sid:1" can never match: its source and destination are of different address families`},
 		{"priority keyword", `alert tls any any -> any any (priority:1; sid:1;)`, `unsupported keyword "priority"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
