@@ -3,6 +3,8 @@ package rules
 import (
 	"strings"
 	"testing"
+
+	"github.com/natwall/natwall/rules/l7"
 )
 
 const domainListYAML = `domain_lists:
@@ -95,4 +97,43 @@ func TestDomainListErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// YAML with L7 conditions and domain lists: errors are positioned, and an
+// accepted set's names are normal and its L7 rules marked.
+func FuzzL7YAML(f *testing.F) {
+	f.Add([]byte(l7YAML))
+	f.Add([]byte(domainListYAML))
+	f.Add([]byte("domain_lists:\n  - {id: a, priority: 1, type: allowlist, target_types: [http_host], targets: [A.Example., .b.example]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rs, err := Parse([]Source{{Name: "fuzz.yaml", Data: data}}, Options{Inside: testInside, InspectL7: true})
+		if err != nil {
+			list, ok := err.(ErrorList)
+			if rs != nil || !ok || len(list) == 0 {
+				t.Fatalf("bad error result: %v", err)
+			}
+			for _, e := range list {
+				if e.Pos.File != "fuzz.yaml" || e.Pos.Line < 1 || e.Msg == "" {
+					t.Fatalf("error without a position or reason: %v", e)
+				}
+			}
+			return
+		}
+		tbl, err := Compile(rs, seqIDs())
+		if err != nil {
+			return // more rules than a stage holds
+		}
+		for i, r := range rs.Stateful {
+			if tbl.Stateful.L7[i] != (r.L7 != nil) || (r.L7 != nil && r.Protocol != 6) {
+				t.Fatalf("rule %s: L7 mark %v, protocol %d", r.ID, tbl.Stateful.L7[i], r.Protocol)
+			}
+			for _, c := range r.L7 {
+				for _, m := range c.Contents {
+					if norm, _ := l7.NormalizeString(strings.TrimPrefix(m.Value, ".")); norm != strings.TrimPrefix(m.Value, ".") {
+						t.Fatalf("rule %s: name %q is not normal", r.ID, m.Value)
+					}
+				}
+			}
+		}
+	})
 }
