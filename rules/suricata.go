@@ -821,6 +821,9 @@ func (p *parser) addrLeaf(e *listExpr, expand func(ref, []string) []netip.Prefix
 	switch {
 	case e.text == "any":
 		return []netip.Prefix{anyV4, anyV6}
+	case (e.text == "$HOME_NET" || e.text == "$EXTERNAL_NET") && len(opts.Inside) == 0:
+		p.add(e.pos, "%s needs inside_networks configured: $HOME_NET is them, $EXTERNAL_NET the rest", e.text)
+		return nil
 	case e.text == "$HOME_NET":
 		return expand(ref{text: "inside", pos: e.pos}, nil)
 	case e.text == "$EXTERNAL_NET":

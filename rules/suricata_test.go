@@ -203,9 +203,14 @@ func TestSuricataFileOrder(t *testing.T) {
 		{"priority after a rule", "pass tcp any any -> any 1 (sid:1;)\n# natwall: priority 5\n", `f.rules:2:1: the priority line must come before the first rule`},
 		{"unknown directive", "# natwall: order 5\npass tcp any any -> any any (sid:1;)\n", `f.rules:1:1: unknown natwall directive "order 5"`},
 		{"empty", "# just a comment\n", `f.rules:1:1: no rules in a .rules file`},
+		{"no inside networks", "# natwall: priority 1\npass tcp any any -> $EXTERNAL_NET any (sid:1;)\n", `f.rules:2:21: $EXTERNAL_NET needs inside_networks configured`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]Source{{Name: "f.rules", Data: []byte(tc.file)}}, Options{Inside: testInside, InspectL7: true})
+			opts := Options{Inside: testInside, InspectL7: true}
+			if tc.name == "no inside networks" {
+				opts.Inside = nil
+			}
+			_, err := Parse([]Source{{Name: "f.rules", Data: []byte(tc.file)}}, opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
