@@ -46,9 +46,8 @@ func isRuleFile(name string) bool {
 
 // Load reads, validates and merges the rule files at paths (files, or
 // directories whose *.yaml, *.yml and *.rules files are read in name
-// order). It
-// returns an ErrorList naming every problem with file:line:col, and no
-// RuleSet at all when there is one.
+// order). It returns an ErrorList naming every problem with file:line:col,
+// and no RuleSet at all when there is one.
 func Load(paths []string, opts Options) (*RuleSet, error) {
 	srcs, err := ReadSources(paths)
 	if err != nil {
