@@ -120,7 +120,7 @@ func (p *apiProviders) Rules(context.Context) ([]api.Rule, error) {
 // Explain implements api.RulesProvider with the set the daemon last
 // applied, from the copy of its sources kept in the state directory: the
 // files on disk may have been edited, or broken, since.
-func (p *apiProviders) Explain(_ context.Context, pkt rules.Packet) (rules.Explanation, error) {
+func (p *apiProviders) Explain(_ context.Context, pkt rules.Packet, info *rules.L7Info) (rules.Explanation, error) {
 	cfg := p.config()
 	if len(cfg.RulePaths) == 0 {
 		return rules.Explanation{}, fmt.Errorf("no rule paths: the built-in policy is in force: %w", api.ErrNotConfigured)
@@ -139,7 +139,7 @@ func (p *apiProviders) Explain(_ context.Context, pkt rules.Packet) (rules.Expla
 	if err != nil {
 		return rules.Explanation{}, err
 	}
-	return rules.Explain(rs, tbl, pkt), nil
+	return rules.ExplainFlow(rs, tbl, pkt, info), nil
 }
 
 func dataplaneFilter(f api.FlowFilter) dataplane.FlowFilter {

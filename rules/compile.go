@@ -32,8 +32,12 @@ type PrefixBV struct {
 // The packet's matching rules are the AND of its field vectors, and the
 // lowest set bit is the first match. The layout is bpf/lib/acl.h's.
 type StageTables struct {
-	RuleIDs    []uint32 // stable id of rule i
-	Actions    []Action // action of rule i
+	RuleIDs []uint32 // stable id of rule i
+	Actions []Action // action of rule i
+	// L7 marks the rules with an L7 condition: a flow whose first packet
+	// reaches one (before any rule without one decides it) is PENDING,
+	// and the inspector resumes evaluation there (StageTables.Resume).
+	L7         []bool
 	Default    Action
 	DefaultID  uint32
 	Bitvectors [][]uint64 // deduplicated, ceil(rules/64) words each
@@ -105,6 +109,7 @@ func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTab
 	for _, r := range rules {
 		st.RuleIDs = append(st.RuleIDs, ids(r.ID))
 		st.Actions = append(st.Actions, r.Action)
+		st.L7 = append(st.L7, r.L7 != nil)
 	}
 	st.Src = compileAddrs(b, rules, func(r *Rule) []netip.Prefix { return r.Src })
 	st.Dst = compileAddrs(b, rules, func(r *Rule) []netip.Prefix { return r.Dst })
@@ -289,8 +294,15 @@ func compilePorts(b *bvBuilder, rules []Rule, field func(*Rule) []PortRange, out
 // Lookup classifies p in st exactly as the dataplane does: the field
 // vectors' AND, first set bit, alert rules reported and skipped. It returns
 // the deciding rule's index (-1 for the default) and the alert rules hit.
+// It stops at a rule with an L7 condition (st.L7), alert or not: that
+// rule makes the flow PENDING.
 func (st *StageTables) Lookup(p Packet) (rule int, alerts []int) {
-	if len(st.RuleIDs) == 0 {
+	return st.LookupFrom(p, 0)
+}
+
+// LookupFrom is Lookup over the rules from index from on.
+func (st *StageTables) LookupFrom(p Packet, from int) (rule int, alerts []int) {
+	if len(st.RuleIDs) == 0 || from >= len(st.RuleIDs) {
 		return -1, nil
 	}
 	addr := func(list []PrefixBV, a netip.Addr) uint32 {
@@ -309,14 +321,17 @@ func (st *StageTables) Lookup(p Packet) (rule int, alerts []int) {
 	if p.IsICMP {
 		ids[5] = st.ICMP[int(p.ICMPType)<<8|int(p.ICMPCode)]
 	}
-	for w := 0; w < len(st.Bitvectors[0]); w++ {
+	for w := from / 64; w < len(st.Bitvectors[0]); w++ {
 		acc := ^uint64(0)
+		if w == from/64 {
+			acc <<= from % 64
+		}
 		for _, id := range ids {
 			acc &= st.Bitvectors[id][w]
 		}
 		for ; acc != 0; acc &= acc - 1 {
 			i := w*64 + trailingZeros(acc)
-			if st.Actions[i] == Alert {
+			if st.Actions[i] == Alert && (st.L7 == nil || !st.L7[i]) {
 				alerts = append(alerts, i)
 				continue
 			}
@@ -380,12 +395,14 @@ func (r *Rule) Matches(p Packet) bool {
 }
 
 // FirstMatch is the reference classifier: the rules in order, one by one.
+// Like Lookup, it stops at the first rule with an L7 condition whose
+// other fields match.
 func FirstMatch(rules []Rule, p Packet) (rule int, alerts []int) {
 	for i := range rules {
 		if !rules[i].Matches(p) {
 			continue
 		}
-		if rules[i].Action == Alert {
+		if rules[i].Action == Alert && rules[i].L7 == nil {
 			alerts = append(alerts, i)
 			continue
 		}

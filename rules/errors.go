@@ -42,7 +42,7 @@ func (l ErrorList) sorted() ErrorList {
 }
 
 // ErrNoRuleFiles means the paths named no rule file.
-var ErrNoRuleFiles = errors.New("no rule files (*.yaml, *.yml)")
+var ErrNoRuleFiles = errors.New("no rule files (*.yaml, *.yml, *.rules)")
 
 type errorSink struct{ errs ErrorList }
 

@@ -10,6 +10,10 @@ type Decision struct {
 	Action string   `json:"action"`
 	Alerts []string `json:"alerts,omitempty"`
 	Why    string   `json:"why"`
+	// L7 is the deciding rule's L7 condition, if it has one.
+	L7 string `json:"l7,omitempty"`
+	// Meta is the deciding rule's Suricata msg, sid and references.
+	Meta *RuleMeta `json:"suricata,omitempty"`
 }
 
 // Explanation is how a rule set decides a packet or flow: the stateless
@@ -21,45 +25,79 @@ type Explanation struct {
 }
 
 // Explain says which stage and rule decide p, and why, using the compiled
-// tables the dataplane uses (so it explains what the dataplane does).
+// tables the dataplane uses (so it explains what the dataplane does). A
+// flow whose first packet reaches a rule with an L7 condition is pending.
 func Explain(rs *RuleSet, t *Tables, p Packet) Explanation {
+	return ExplainFlow(rs, t, p, nil)
+}
+
+// ExplainFlow is Explain, and for a flow that is pending, evaluation
+// resumed at its rule with what the flow's first data says (info), as the
+// inspector does; with a nil info it stops at pending.
+func ExplainFlow(rs *RuleSet, t *Tables, p Packet, info *L7Info) Explanation {
 	ex := Explanation{Packet: describe(p)}
-	decide := func(stage Stage, st *StageTables) Action {
+	if info != nil {
+		ex.Packet += ", " + info.String()
+	}
+	decision := func(stage Stage, st *StageTables, i int, alerts []int, why string) Decision {
 		rules := rs.Rules(stage)
-		i, alerts := st.Lookup(p)
 		d := Decision{Stage: stage.String()}
 		for _, a := range alerts {
 			d.Alerts = append(d.Alerts, rules[a].ID)
 		}
-		var act Action
 		if i < 0 {
-			act = st.Default
+			d.Action = st.Default.String()
 			d.Why = fmt.Sprintf("no %s rule matches; the stage's default applies", stage)
 			if len(rules) == 0 {
 				d.Why = fmt.Sprintf("no %s rules are loaded", stage)
 			}
-		} else {
-			r := &rules[i]
-			act, d.Rule, d.At = r.Action, r.ID, r.Pos.String()
-			d.Why = fmt.Sprintf("first %s rule in priority order (priority %d) matching %s", stage, r.Priority, matchedFields(r))
+			return d
 		}
-		d.Action = act.String()
-		ex.Decisions = append(ex.Decisions, d)
-		return act
+		r := &rules[i]
+		d.Action, d.Rule, d.At, d.Meta = r.Action.String(), r.ID, r.Pos.String(), r.Meta
+		if r.L7 != nil {
+			d.L7 = describeL7(r.L7)
+		}
+		d.Why = fmt.Sprintf(why, stage, r.Priority, matchedFields(r))
+		return d
 	}
-	if decide(Stateless, t.Stateless) == Drop {
+	const first = "first %s rule in priority order (priority %d) matching %s"
+	i, alerts := t.Stateless.Lookup(p)
+	d := decision(Stateless, t.Stateless, i, alerts, first)
+	ex.Decisions = append(ex.Decisions, d)
+	if d.Action == Drop.String() {
 		ex.Verdict = "dropped by the stateless stage"
 		return ex
 	}
-	switch decide(Stateful, t.Stateful) {
-	case Allow:
-		ex.Verdict = "the flow is allowed; its replies need no rule"
-	case Reject:
-		ex.Verdict = "rejected: a TCP RST or ICMP unreachable goes back to the sender"
-	default:
-		ex.Verdict = "denied: dropped"
+	st := t.Stateful
+	i, alerts = st.Lookup(p)
+	if i < 0 || st.L7 == nil || !st.L7[i] {
+		ex.Decisions = append(ex.Decisions, decision(Stateful, st, i, alerts, first))
+		ex.Verdict = verdict(ex.Decisions[len(ex.Decisions)-1].Action)
+		return ex
 	}
+	d = decision(Stateful, st, i, alerts, first+"; its L7 condition needs the flow's first data")
+	d.Action = "pending"
+	ex.Decisions = append(ex.Decisions, d)
+	if info == nil {
+		ex.Verdict = "pending: the handshake passes and the flow's first data is held until its name decides (see how with --sni or --host)"
+		return ex
+	}
+	j, more := st.Resume(rs.Stateful, p, i, *info)
+	ex.Decisions = append(ex.Decisions, decision(Stateful, st, j, more,
+		"evaluation resumed at the pending rule with "+info.String()+": first %s rule from there (priority %d) matching %s and its L7 condition if any"))
+	ex.Verdict = verdict(ex.Decisions[len(ex.Decisions)-1].Action)
 	return ex
+}
+
+func verdict(action string) string {
+	switch action {
+	case Allow.String():
+		return "the flow is allowed; its replies need no rule"
+	case Reject.String():
+		return "rejected: a TCP RST or ICMP unreachable goes back to the sender"
+	}
+	return "denied: dropped"
 }
 
 func matchedFields(r *Rule) string {

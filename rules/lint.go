@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 )
 
@@ -43,7 +44,7 @@ func Lint(rs *RuleSet) []Warning {
 					break
 				}
 			}
-			if r.Action == Allow && len(r.Src) == 0 && len(r.Dst) == 0 && r.Protocol < 0 && r.Direction == AnyDirection {
+			if r.Action == Allow && anyAddress(r.Src) && anyAddress(r.Dst) && r.Protocol < 0 && r.Direction == AnyDirection && r.L7 == nil {
 				warn(r, "rule %q allows everything from anywhere to anywhere", r.ID)
 			}
 		}
@@ -51,19 +52,45 @@ func Lint(rs *RuleSet) []Warning {
 	return out
 }
 
+// anyAddress reports whether ps matches every address of a family: left
+// out, or written as any, 0.0.0.0/0 or ::/0.
+func anyAddress(ps []netip.Prefix) bool {
+	return len(ps) == 0 || slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Bits() == 0 })
+}
+
 func sameMatch(a, b *Rule) bool {
 	return covers(a, b) && covers(b, a)
 }
 
-// covers reports whether every packet b matches, a matches too.
+// covers reports whether every packet b matches, a matches too. A rule
+// with an L7 condition covers only rules whose every condition it has, or
+// covers by matching the whole protocol.
 func covers(a, b *Rule) bool {
-	return prefixesCover(a.Src, b.Src) && prefixesCover(a.Dst, b.Dst) &&
+	return l7Covers(a.L7, b.L7) && prefixesCover(a.Src, b.Src) && prefixesCover(a.Dst, b.Dst) &&
 		(a.Protocol < 0 || a.Protocol == b.Protocol) &&
 		portsCover(a.SrcPorts, b.SrcPorts, a.DstPorts != nil || b.DstPorts != nil) &&
 		portsCover(a.DstPorts, b.DstPorts, a.SrcPorts != nil || b.SrcPorts != nil) &&
 		(a.SrcPorts == nil && a.DstPorts == nil || b.SrcPorts != nil || b.DstPorts != nil) &&
 		(a.ICMPType < 0 || a.ICMPType == b.ICMPType) && (a.ICMPCode < 0 || a.ICMPCode == b.ICMPCode) &&
 		(a.Direction == AnyDirection || a.Direction == b.Direction)
+}
+
+func l7Covers(a, b []L7Cond) bool {
+	if a == nil {
+		return true
+	}
+	if b == nil {
+		return false
+	}
+	for i := range b {
+		if !slices.ContainsFunc(a, func(c L7Cond) bool {
+			whole := len(c.Contents) == 0 && c.BSize < 0
+			return (whole && c.Proto == b[i].Proto) || reflect.DeepEqual(c, b[i])
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 func prefixesCover(a, b []netip.Prefix) bool {

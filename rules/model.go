@@ -113,6 +113,12 @@ type Rule struct {
 	// ICMPType and ICMPCode match ICMP and ICMPv6; -1 matches any.
 	ICMPType, ICMPCode int
 	Direction          Direction
+	// L7 are a stateful rule's application-layer conditions, any one of
+	// which must hold; nil for none. A flow whose first packet reaches
+	// such a rule is PENDING: its first data decides.
+	L7 []L7Cond
+	// Meta is a Suricata rule's msg, sid and references; nil otherwise.
+	Meta *RuleMeta
 }
 
 // RuleSet is a validated, merged rule set.

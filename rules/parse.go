@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -26,12 +27,27 @@ type Options struct {
 	// Inside are the inside networks: the "inside" tag, and "internet" is
 	// everything else.
 	Inside []netip.Prefix
+	// InspectL7 accepts rules with L7 conditions (tls_sni, http_host,
+	// Suricata name rules, domain lists). Without it they are errors: a
+	// daemon that cannot hold PENDING flows for its inspector would
+	// otherwise enforce them on addresses and ports alone, so an
+	// allow-by-name rule would allow every name. natwall check and explain
+	// set it; natwall run sets it once its inspector runs.
+	InspectL7 bool
+}
+
+// SuricataExt ends the names of Suricata rule files; other rule files are
+// YAML.
+const SuricataExt = ".rules"
+
+func isRuleFile(name string) bool {
+	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml") || strings.HasSuffix(name, SuricataExt)
 }
 
 // Load reads, validates and merges the rule files at paths (files, or
-// directories whose *.yaml and *.yml files are read in name order). It
-// returns an ErrorList naming every problem with file:line:col, and no
-// RuleSet at all when there is one.
+// directories whose *.yaml, *.yml and *.rules files are read in name
+// order). It returns an ErrorList naming every problem with file:line:col,
+// and no RuleSet at all when there is one.
 func Load(paths []string, opts Options) (*RuleSet, error) {
 	srcs, err := ReadSources(paths)
 	if err != nil {
@@ -59,7 +75,7 @@ func ReadSources(paths []string) ([]Source, error) {
 			return nil, fmt.Errorf("rule directory: %w", err)
 		}
 		for _, e := range entries {
-			if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+			if !e.IsDir() && isRuleFile(e.Name()) {
 				files = append(files, filepath.Join(p, e.Name()))
 			}
 		}
@@ -95,6 +111,16 @@ type rawRule struct {
 	stage    Stage
 	src, dst []ref
 	priPos   Pos
+	// sharedPriority is set on the rules after the first of a file or
+	// list that takes one priority for rules kept in their order.
+	sharedPriority bool
+	// suri holds a Suricata rule's address and port expressions.
+	suri *suriExprs
+}
+
+type rawPortSet struct {
+	pos   Pos
+	ports []PortRange
 }
 
 type ref struct {
@@ -110,9 +136,13 @@ type rawSet struct {
 
 // Parse is Load on contents already read.
 func Parse(srcs []Source, opts Options) (*RuleSet, error) {
-	p := &parser{sets: map[string]*rawSet{}}
+	p := &parser{sets: map[string]*rawSet{}, portSets: map[string]*rawPortSet{}}
 	for _, src := range srcs {
-		p.file(src)
+		if strings.HasSuffix(src.Name, SuricataExt) {
+			p.suricataFile(src)
+		} else {
+			p.file(src)
+		}
 	}
 	rs := p.resolve(opts)
 	if len(p.errs) > 0 {
@@ -124,6 +154,7 @@ func Parse(srcs []Source, opts Options) (*RuleSet, error) {
 type parser struct {
 	errorSink
 	sets       map[string]*rawSet
+	portSets   map[string]*rawPortSet
 	rules      []*rawRule
 	defAction  Action
 	defPos     Pos
@@ -149,6 +180,20 @@ func (p *parser) file(src Source) {
 		p.add(Pos{File: src.Name, Line: line, Col: 1}, "not valid YAML: %s", msg)
 		return
 	}
+	// Unmarshal reads the first document only: a second after "---"
+	// would be dropped unseen.
+	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
+	var first, second yaml.Node
+	if dec.Decode(&first) == nil {
+		if err := dec.Decode(&second); err != io.EOF {
+			line := second.Line
+			if m := regexp.MustCompile(`line (\d+)`).FindStringSubmatch(fmt.Sprint(err)); err != nil && m != nil {
+				line, _ = strconv.Atoi(m[1])
+			}
+			p.add(Pos{File: src.Name, Line: max(line, 1), Col: 1}, "a rule file is one YAML document, but a second one starts here: merge it into the first or give it a file of its own")
+			return
+		}
+	}
 	// An empty file is more likely a truncated write than an intent.
 	if len(doc.Content) == 0 {
 		p.add(top, "empty rule file (write {} for a file with no rules)")
@@ -161,6 +206,8 @@ func (p *parser) file(src Source) {
 	}
 	p.mapping(src.Name, root, map[string]func(k, v *yaml.Node){
 		"address_sets": func(k, v *yaml.Node) { p.addressSets(src.Name, v) },
+		"port_sets":    func(k, v *yaml.Node) { p.portSetsOf(src.Name, v) },
+		"domain_lists": func(k, v *yaml.Node) { p.domainLists(src.Name, v) },
 		"stateless":    func(k, v *yaml.Node) { p.ruleList(src.Name, v, Stateless) },
 		"stateful":     func(k, v *yaml.Node) { p.stateful(src.Name, v) },
 	})
@@ -209,12 +256,35 @@ func (p *parser) addressSets(file string, n *yaml.Node) {
 		case isTag(k.Value):
 			p.add(pos, "set name %q is a built-in tag", k.Value)
 			continue
+		case isAddr(k.Value):
+			p.add(pos, "set name %q is an address: name sets with letters", k.Value)
+			continue
 		}
 		if prev, dup := p.sets[k.Value]; dup {
 			p.add(pos, "address set %q is already defined at %s", k.Value, prev.pos)
 			continue
 		}
 		p.sets[k.Value] = &rawSet{name: k.Value, pos: pos, members: p.refs(file, v, "address set")}
+	}
+}
+
+func (p *parser) portSetsOf(file string, n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		p.add(posOf(file, n), "port_sets is a mapping of set names to lists of ports and ranges")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		pos := posOf(file, k)
+		if !idPattern.MatchString(k.Value) {
+			p.add(pos, "set name %q must be letters, digits, and _ . : -", k.Value)
+			continue
+		}
+		if prev, dup := p.portSets[k.Value]; dup {
+			p.add(pos, "port set %q is already defined at %s", k.Value, prev.pos)
+			continue
+		}
+		p.portSets[k.Value] = &rawPortSet{pos: pos, ports: p.ports(file, v, "port set")}
 	}
 }
 
@@ -297,9 +367,23 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 		p.add(r.Pos, "a rule is a mapping with id, priority, action and matches")
 		return
 	}
-	var protoPos, portsPos, icmpPos Pos
+	var protoPos, portsPos, icmpPos, l7Pos Pos
 	actionWritten := false
+	l7Handler := func(proto AppProto) func(k, v *yaml.Node) {
+		return func(k, v *yaml.Node) {
+			if l7Pos == (Pos{}) {
+				l7Pos = posOf(file, k)
+			}
+			if stage == Stateless {
+				p.add(posOf(file, k), "%s is for stateful rules: stateless rules see packets, not the names flows carry", k.Value)
+				return
+			}
+			r.L7 = append(r.L7, p.names(file, v, proto, k.Value)...)
+		}
+	}
 	p.mapping(file, n, map[string]func(k, v *yaml.Node){
+		"tls_sni":   l7Handler(AppTLS),
+		"http_host": l7Handler(AppHTTP),
 		"id": func(k, v *yaml.Node) {
 			if s, ok := p.scalar(file, v, "id"); ok {
 				if !idPattern.MatchString(s) {
@@ -396,8 +480,38 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 	if r.ICMPCode >= 0 && r.ICMPType < 0 {
 		p.add(icmpPos, "icmp_code needs icmp_type (rule %q)", r.ID)
 	}
+	if r.L7 != nil && r.Protocol != 6 {
+		p.add(l7Pos, "tls_sni and http_host need protocol tcp (rule %q)", r.ID)
+	}
 	_ = protoPos
 	p.rules = append(p.rules, r)
+}
+
+// names reads a tls_sni or http_host list: names matched exactly, or
+// .example.com for the domain and every subdomain.
+func (p *parser) names(file string, n *yaml.Node, proto AppProto, what string) []L7Cond {
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = n.Content
+	}
+	var out []L7Cond
+	for _, el := range items {
+		pos := posOf(file, el)
+		if el.Kind != yaml.ScalarNode {
+			p.add(pos, "%s entries are names such as www.example.com or .example.com", what)
+			continue
+		}
+		c, msg := nameCond(proto, el.Value)
+		if msg != "" {
+			p.add(pos, "%s: %s", what, msg)
+			continue
+		}
+		out = append(out, c)
+	}
+	if len(items) == 0 {
+		p.add(posOf(file, n), "empty %s: leave the key out to match any name", what)
+	}
+	return out
 }
 
 func (p *parser) ports(file string, n *yaml.Node, what string) []PortRange {
@@ -428,6 +542,11 @@ func (p *parser) ports(file string, n *yaml.Node, what string) []PortRange {
 		p.add(posOf(file, n), "empty %s: leave the key out to match any port", what)
 	}
 	return out
+}
+
+func isAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 func isTag(s string) bool {
@@ -501,12 +620,24 @@ func (p *parser) resolve(opts Options) *RuleSet {
 				ids[r.ID] = r.Pos
 			}
 		}
-		if r.Priority >= 0 {
+		if r.Priority >= 0 && !r.sharedPriority {
 			if prev, dup := prios[r.stage][r.Priority]; dup {
 				p.add(r.priPos, "%s priority %d is already used at %s", r.stage, r.Priority, prev)
 			} else {
 				prios[r.stage][r.Priority] = r.priPos
 			}
+		}
+		if r.suri != nil {
+			for i, rule := range p.resolveSuricata(r, expand, opts) {
+				if i > 0 {
+					if prev, dup := ids[rule.ID]; dup {
+						p.add(r.Pos, "rule id %q is already used at %s", rule.ID, prev)
+					}
+					ids[rule.ID] = r.Pos
+				}
+				rs.Stateful = append(rs.Stateful, rule)
+			}
+			continue
 		}
 		rule := r.Rule
 		errsBefore := len(p.errs)
@@ -527,6 +658,27 @@ func (p *parser) resolve(opts Options) *RuleSet {
 			rs.Stateless = append(rs.Stateless, rule)
 		} else {
 			rs.Stateful = append(rs.Stateful, rule)
+		}
+	}
+	// A set no rule uses is checked too: a broken one is a mistake today
+	// and an outage the day a rule starts using it.
+	setNames := make([]string, 0, len(p.sets))
+	for name := range p.sets {
+		setNames = append(setNames, name)
+	}
+	sort.Strings(setNames)
+	for _, name := range setNames {
+		if _, done := resolved[name]; !done {
+			expand(ref{text: name, pos: p.sets[name].pos}, nil)
+		}
+	}
+	if !opts.InspectL7 {
+		reported := map[Pos]bool{}
+		for _, r := range rs.Stateful {
+			if r.L7 != nil && !reported[r.Pos] {
+				reported[r.Pos] = true
+				p.add(r.Pos, "rule %q has an L7 condition, which this natwall cannot enforce without its L7 inspector: refused rather than enforced on addresses and ports alone", r.ID)
+			}
 		}
 	}
 	for _, st := range []*[]Rule{&rs.Stateless, &rs.Stateful} {

@@ -36,7 +36,7 @@ func loadRules(cmd *cobra.Command, paths []string) (*rules.RuleSet, *rules.Table
 	if err != nil {
 		return nil, nil, err
 	}
-	return compileRules(rules.Load(paths, rules.Options{Inside: inside}))
+	return compileRules(rules.Load(paths, rules.Options{Inside: inside, InspectL7: true}))
 }
 
 // compileRules compiles a rule set just loaded; explain's rule numbers need
@@ -58,7 +58,7 @@ func newCheckCmd() *cobra.Command {
 		Use:   "check PATH...",
 		Short: "Validate rule files offline; exits non-zero on errors (for a GitOps pipeline)",
 		Long: `check parses, validates and compiles rule files (files, or directories of
-*.yaml and *.yml) exactly as natwall run would, and reports every error as
+*.yaml, *.yml and Suricata *.rules) exactly as natwall run would, and reports every error as
 file:line:col and a reason. Warnings (shadowed rules, duplicates, allow any
 to any) do not fail the check unless --strict is given.`,
 		Args: cobra.MinimumNArgs(1),
@@ -78,8 +78,18 @@ to any) do not fail the check unless --strict is given.`,
 			for _, w := range warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), w)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d stateless and %d stateful rules, stateful default %s, %d warnings\n",
-				len(rs.Stateless), len(rs.Stateful), rs.StatefulDefault, len(warnings))
+			l7 := 0
+			for _, r := range rs.Stateful {
+				if r.L7 != nil {
+					l7++
+				}
+			}
+			if l7 > 0 && !rules.DaemonInspectsL7 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %d rules with L7 conditions: this natwall run refuses them until its L7 inspector runs\n", l7)
+				warnings = append(warnings, rules.Warning{Msg: "L7 rules not enforceable"})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d stateless and %d stateful rules (%d with L7 conditions), stateful default %s, %d warnings\n",
+				len(rs.Stateless), len(rs.Stateful), l7, rs.StatefulDefault, len(warnings))
 			if strict, _ := cmd.Flags().GetBool("strict"); strict && len(warnings) > 0 {
 				return invalidError{err: fmt.Errorf("%d warnings with --strict", len(warnings))}
 			}
@@ -93,12 +103,19 @@ to any) do not fail the check unless --strict is given.`,
 
 func newExplainCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "explain (--rules PATH | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound]",
+		Use:   "explain (--rules PATH | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound] [--sni NAME | --host NAME]",
 		Short: "Say which stage and rule decide a packet or flow, and why",
 		Long: `explain says how a rule set decides a packet or a flow's first packet.
 With --rules it reads rule files offline, as check does. With --live it asks
 natwall run to explain the rule set it last applied: after a broken edit of
-the files, that is still the set being enforced.`,
+the files, that is still the set being enforced.
+
+A flow whose first packet reaches a rule with an L7 condition (tls_sni,
+http_host, a Suricata tls.sni or http.host rule, a domain list) is pending:
+its first data decides. --sni or --host give that data's name, and
+evaluation resumes at the pending rule as natwall's inspector does; an
+empty value (--sni '') is a ClientHello without SNI or a request without
+Host.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			format, err := outputFormat(cmd)
@@ -129,7 +146,11 @@ the files, that is still the set being enforced.`,
 				if err != nil {
 					return usageError{err}
 				}
-				ex = rules.Explain(rs, tbl, p)
+				info, err := req.L7()
+				if err != nil {
+					return usageError{err}
+				}
+				ex = rules.ExplainFlow(rs, tbl, p, info)
 			}
 			return render(cmd.OutOrStdout(), format, explanationView(ex))
 		},
@@ -152,6 +173,9 @@ the files, that is still the set being enforced.`,
 	cmd.RegisterFlagCompletionFunc("direction", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return []cobra.Completion{"outbound", "inbound", "east-west", "transit", "local"}, cobra.ShellCompDirectiveNoFileComp
 	})
+	f.String("sni", "", "the TLS server name a pending flow's ClientHello carries ('' for none)")
+	f.String("host", "", "the HTTP Host a pending flow's request carries ('' for none)")
+	cmd.MarkFlagsMutuallyExclusive("sni", "host")
 	outputFlag(cmd)
 	return cmd
 }
@@ -170,7 +194,23 @@ func (e explanationView) tables(wide bool) []table {
 		if rule == "" {
 			rule = "(default)"
 		}
-		row := []string{d.Stage, d.Action, rule, dash(d.At), d.Why}
+		why := d.Why
+		if d.L7 != "" {
+			why += "; L7: " + d.L7
+		}
+		if m := d.Meta; m != nil {
+			why += fmt.Sprintf("; sid %d rev %d: %s", m.SID, m.Rev, m.Msg)
+			if m.Classtype != "" {
+				why += "; classtype: " + m.Classtype
+			}
+			if len(m.References) > 0 {
+				why += "; reference: " + strings.Join(m.References, ", ")
+			}
+			if len(m.Metadata) > 0 {
+				why += "; metadata: " + strings.Join(m.Metadata, ", ")
+			}
+		}
+		row := []string{d.Stage, d.Action, rule, dash(d.At), why}
 		if wide {
 			row = append(row, dash(strings.Join(d.Alerts, ",")))
 		}
@@ -184,13 +224,20 @@ func explainRequest(cmd *cobra.Command) (api.ExplainRequest, error) {
 	f := cmd.Flags()
 	var req api.ExplainRequest
 	var err error
-	src, _ := f.GetString("src")
-	dst, _ := f.GetString("dst")
-	if req.Src, err = netip.ParseAddr(src); err != nil {
-		return req, usageErrorf("--src: %w", err)
+	for _, a := range []struct {
+		flag, what string
+		to         *netip.Addr
+	}{{"src", "source", &req.Src}, {"dst", "destination", &req.Dst}} {
+		value, _ := f.GetString(a.flag)
+		if value == "" {
+			return req, usageErrorf("--%s is required: the packet's %s address", a.flag, a.what)
+		}
+		if *a.to, err = netip.ParseAddr(value); err != nil {
+			return req, usageErrorf("--%s %q is not an IPv4 or IPv6 address", a.flag, value)
+		}
 	}
-	if req.Dst, err = netip.ParseAddr(dst); err != nil {
-		return req, usageErrorf("--dst: %w", err)
+	if req.Src.Is4() != req.Dst.Is4() {
+		return req, usageErrorf("--src %s and --dst %s are of different address families", req.Src, req.Dst)
 	}
 	proto, _ := f.GetString("proto")
 	if req.Protocol, err = api.ParseProtocol(proto); err != nil {
@@ -201,6 +248,18 @@ func explainRequest(cmd *cobra.Command) (api.ExplainRequest, error) {
 	req.ICMPType, _ = f.GetUint8("icmp-type")
 	req.ICMPCode, _ = f.GetUint8("icmp-code")
 	req.Direction, _ = f.GetString("direction")
+	for _, name := range []struct {
+		flag string
+		to   **string
+	}{{"sni", &req.SNI}, {"host", &req.Host}} {
+		if f.Changed(name.flag) {
+			v, _ := f.GetString(name.flag)
+			*name.to = &v
+		}
+	}
+	if _, err := req.L7(); err != nil {
+		return req, usageError{err}
+	}
 	if _, err := req.Packet(); err != nil {
 		return req, usageError{err}
 	}

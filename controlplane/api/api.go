@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/natwall/natwall/rules"
+	"github.com/natwall/natwall/rules/l7"
 )
 
 // DefaultSocket is where the daemon listens unless api.socket says otherwise.
@@ -43,7 +44,7 @@ type RulesProvider interface {
 	// Rules is every live rule with its hits, most hit first.
 	Rules(ctx context.Context) ([]Rule, error)
 	// Explain says how the live rule set decides p.
-	Explain(ctx context.Context, p rules.Packet) (rules.Explanation, error)
+	Explain(ctx context.Context, p rules.Packet, l7 *rules.L7Info) (rules.Explanation, error)
 }
 
 // ConntrackProvider reads and edits the tracked flows.
@@ -195,6 +196,39 @@ type ExplainRequest struct {
 	ICMPType  uint8      `json:"icmp_type,omitempty"`
 	ICMPCode  uint8      `json:"icmp_code,omitempty"`
 	Direction string     `json:"direction"`
+	// SNI or Host, when set, is the name a pending flow's first data
+	// carries (empty: none); evaluation resumes at the pending rule.
+	SNI  *string `json:"sni,omitempty"`
+	Host *string `json:"host,omitempty"`
+}
+
+// L7 is what the request says a pending flow's first data carries; nil
+// when it says nothing.
+func (r ExplainRequest) L7() (*rules.L7Info, error) {
+	if r.SNI != nil && r.Host != nil {
+		return nil, fmt.Errorf("sni and host are exclusive: a flow's first data is TLS or HTTP")
+	}
+	for _, n := range []struct {
+		field string
+		value *string
+		proto rules.AppProto
+	}{{"sni", r.SNI, rules.AppTLS}, {"host", r.Host, rules.AppHTTP}} {
+		if n.value == nil {
+			continue
+		}
+		if *n.value == "" {
+			return &rules.L7Info{Proto: n.proto}, nil
+		}
+		name, res := l7.NormalizeString(*n.value)
+		switch res {
+		case l7.NameIPLiteral:
+			return nil, fmt.Errorf("%s %q is an IP address: the inspector denies such a flow before any rule", n.field, *n.value)
+		case l7.NameBad:
+			return nil, fmt.Errorf("%s %q is not a DNS name: the inspector denies such a flow before any rule", n.field, *n.value)
+		}
+		return &rules.L7Info{Proto: n.proto, Name: name}, nil
+	}
+	return nil, nil
 }
 
 // directions are the directions a packet can be explained for.

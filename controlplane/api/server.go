@@ -159,7 +159,12 @@ func (h *handler) explain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "explain request: "+err.Error(), nil)
 		return
 	}
-	ex, err := h.p.Rules.Explain(r.Context(), p)
+	info, err := req.L7()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "explain request: "+err.Error(), nil)
+		return
+	}
+	ex, err := h.p.Rules.Explain(r.Context(), p, info)
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -40,7 +40,7 @@ func (d *daemonState) Rules(context.Context) ([]Rule, error) {
 	return []Rule{{ID: "web", Number: 3, Stage: "stateful", Priority: 10, Action: "allow", At: "r.yaml:3:7", Hits: 9}}, nil
 }
 
-func (d *daemonState) Explain(_ context.Context, p rules.Packet) (rules.Explanation, error) {
+func (d *daemonState) Explain(_ context.Context, p rules.Packet, _ *rules.L7Info) (rules.Explanation, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.packets = append(d.packets, p)

@@ -248,9 +248,12 @@ func (ch *ClientHello) parseBody(b []byte) TLSResult {
 	if sni == nil {
 		return TLSNoSNI
 	}
-	n, res := normalizeName(sni, &ch.name)
-	if res != TLSOK {
-		return res
+	n, res := NormalizeName(sni, &ch.name)
+	switch res {
+	case NameIPLiteral:
+		return TLSIPLiteral
+	case NameBad:
+		return TLSBadName
 	}
 	ch.nameLen = n
 	return TLSOK
@@ -283,52 +286,4 @@ func serverName(body []byte) ([]byte, TLSResult) {
 		host = name
 	}
 	return host, TLSOK
-}
-
-// normalizeName lowercases name into out, strips one trailing dot, and
-// checks it is an LDH DNS name and not an IP literal. Servers and
-// rules see one spelling of a name, so "Example.COM." cannot slip past a
-// rule for example.com.
-func normalizeName(name []byte, out *[MaxName]byte) (int, TLSResult) {
-	if len(name) > 0 && name[len(name)-1] == '.' {
-		name = name[:len(name)-1]
-	}
-	if len(name) == 0 || len(name) > MaxName {
-		return 0, TLSBadName
-	}
-	labelStart, allDigits, lastAllDigits := 0, true, true
-	for i := 0; i <= len(name); i++ {
-		if i == len(name) || name[i] == '.' {
-			l := i - labelStart
-			if l == 0 || l > 63 || name[labelStart] == '-' || name[i-1] == '-' {
-				return 0, TLSBadName
-			}
-			lastAllDigits = allDigits
-			labelStart, allDigits = i+1, true
-			if i < len(name) {
-				out[i] = '.'
-			}
-			continue
-		}
-		c := name[i]
-		switch {
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
-			allDigits = false
-		case c >= 'a' && c <= 'z', c == '-':
-			allDigits = false
-		case c >= '0' && c <= '9':
-		case c == ':' || c == '[' || c == ']':
-			return 0, TLSIPLiteral // an IPv6 literal
-		default:
-			return 0, TLSBadName
-		}
-		out[i] = c
-	}
-	// No top-level domain is numeric, so an all-digit last label is an
-	// IPv4 address, in dotted or in a shorter inet_aton form.
-	if lastAllDigits {
-		return 0, TLSIPLiteral
-	}
-	return len(name), TLSOK
 }

@@ -228,7 +228,7 @@ func FuzzClientHello(f *testing.F) {
 		}
 		// A name is as normalisation leaves it: one spelling per name.
 		var again [MaxName]byte
-		if n, r2 := normalizeName(name, &again); r2 != TLSOK || string(again[:n]) != string(name) {
+		if n, r2 := NormalizeName(name, &again); r2 != NameOK || string(again[:n]) != string(name) {
 			t.Fatalf("name %q is not normal", name)
 		}
 		// More bytes after a complete hello change nothing.
