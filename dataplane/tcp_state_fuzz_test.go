@@ -182,7 +182,10 @@ func fuzzOneStep(t *testing.T, c *tcpConn, i int, s fuzzStep) {
 
 	snd, rcv := before.Tcp[dir], before.Tcp[dir^1]
 	hasACK := strings.Contains(seg.flags, "A")
-	outside := (snd.Maxwin != 0 && far(snd.End, seg.seq) && far(snd.End, seg.seq+segLen(seg))) ||
+	// The responder's SYN or SYN-ACK starts its sequence space afresh:
+	// only its acknowledgement can be out of the window.
+	seqStarts := dir == 1 && state == natwallNwTcpStateNW_TCP_SYN_SENT && strings.Contains(seg.flags, "S")
+	outside := (!seqStarts && snd.Maxwin != 0 && far(snd.End, seg.seq) && far(snd.End, seg.seq+segLen(seg))) ||
 		(hasACK && rcv.Maxwin != 0 && far(rcv.End, seg.ack))
 	changesState := seg.flags != "A" && seg.flags != "PA" ||
 		state == natwallNwTcpStateNW_TCP_SYN_SENT || state == natwallNwTcpStateNW_TCP_SYN_RECV

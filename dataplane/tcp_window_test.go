@@ -566,6 +566,34 @@ func TestTCPLegitimateVariants(t *testing.T) {
 		c.expectState(t, natwallNwTcpStateNW_TCP_CLOSE)
 	})
 
+	t.Run("simultaneous open", func(t *testing.T) {
+		c := newTCPConn(fx, 46008)
+		c.send(t, c.fromClient("S", 0), ReasonFwdRedirect)
+		c.send(t, c.fromServer("S", 0), ReasonFwdRedirect)
+		c.expectState(t, natwallNwTcpStateNW_TCP_SYN_SENT)
+		synack := c.fromClient("SA", 0)
+		synack.seq--
+		c.send(t, synack, ReasonFwdRedirect)
+		synack = c.fromServer("SA", 0)
+		synack.seq--
+		c.send(t, synack, ReasonFwdRedirect)
+		c.expectState(t, natwallNwTcpStateNW_TCP_SYN_RECV)
+		c.send(t, c.fromClient("PA", 100), ReasonFwdRedirect)
+		c.expectState(t, natwallNwTcpStateNW_TCP_ESTABLISHED)
+	})
+
+	t.Run("a forged answer to the SYN does not lock the real one out", func(t *testing.T) {
+		c := newTCPConn(fx, 46009)
+		c.send(t, c.fromClient("S", 0), ReasonFwdRedirect)
+		forged := c.fromServer("S", 0)
+		forged.seq += 1 << 31
+		c.send(t, forged, ReasonFwdRedirect)
+		c.send(t, c.fromServer("SA", 0), ReasonFwdRedirect)
+		c.send(t, c.fromClient("A", 0), ReasonFwdRedirect)
+		c.expectState(t, natwallNwTcpStateNW_TCP_ESTABLISHED)
+		c.send(t, c.fromServer("PA", 1000), ReasonFwdRedirect)
+	})
+
 	t.Run("SYN retransmitted with a new ISN", func(t *testing.T) {
 		c := newTCPConn(fx, 46007)
 		c.send(t, c.fromClient("S", 0), ReasonFwdRedirect)

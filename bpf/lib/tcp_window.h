@@ -318,9 +318,15 @@ __noinline int ct_tcp_check(struct xdp_md *ctx, const struct nw_pkt *pkt, struct
 		tcp_side_start(ctx, snd, &seg);
 		return 0;
 	}
-	if (!snd->maxwin) {
-		/* The responder's first word: a SYN-ACK, or a RST refusing
-		 * the SYN, either acknowledging it (RFC 793 3.4). */
+	if (dir == NW_CT_DIR_REPLY && st->tcp_state == NW_TCP_SYN_SENT) {
+		/* The responder's answer: its own SYN (simultaneous open),
+		 * or a SYN-ACK or RST that acknowledges the SYN (RFC 793
+		 * 3.4). Each starts its side afresh, so that a forged answer
+		 * cannot lock the real one out. */
+		if ((flags & (NW_TCP_SYN | NW_TCP_ACK | NW_TCP_RST)) == NW_TCP_SYN) {
+			tcp_side_start(ctx, snd, &seg);
+			return 0;
+		}
 		if (!(flags & NW_TCP_ACK) || !(flags & (NW_TCP_SYN | NW_TCP_RST)) ||
 		    !tcp_ack_in_window(seg.ack, snd, rcv))
 			return tcp_out_of_window(flags);
@@ -329,9 +335,9 @@ __noinline int ct_tcp_check(struct xdp_md *ctx, const struct nw_pkt *pkt, struct
 			return 0;
 		}
 		tcp_side_start(ctx, snd, &seg);
-		/* Window scaling is on only if both SYNs asked for it. */
-		if (!(snd->flags & rcv->flags & NW_TCP_SIDE_WSCALE))
-			snd->wscale = rcv->wscale = 0;
+	} else if (!snd->maxwin) {
+		/* The responder never spoke, and the SYN was refused. */
+		return tcp_out_of_window(flags);
 	}
 
 	ack = flags & NW_TCP_ACK ? seg.ack : rcv->end;
@@ -346,7 +352,9 @@ __noinline int ct_tcp_check(struct xdp_md *ctx, const struct nw_pkt *pkt, struct
 		return NW_DROP_TCP_RST_OUT_OF_WINDOW;
 
 	win = seg.win;
-	if (!(flags & NW_TCP_SYN))
+	/* Window scaling is on only if both SYNs asked for it (RFC 7323
+	 * 2.2), and never applies to a SYN's own window. */
+	if (!(flags & NW_TCP_SYN) && (snd->flags & rcv->flags & NW_TCP_SIDE_WSCALE))
 		win <<= snd->wscale;
 	if (snd->maxwin < win)
 		snd->maxwin = win;

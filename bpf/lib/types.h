@@ -183,7 +183,7 @@ struct nw_tcp_side {
 	__u32 maxend;  /* highest sequence number the other side let it send: that side's ack + window */
 	__u32 maxwin;  /* largest window it advertised, scaled; 0: not seen yet */
 	__u32 maxack;  /* highest acknowledgement it sent (NW_TCP_SIDE_MAXACK) */
-	__u8 wscale;   /* its window scale, or 0 unless both SYNs carried the option */
+	__u8 wscale;   /* the window scale its SYN offered; used only if both SYNs did */
 	__u8 flags;    /* enum nw_tcp_side_flags */
 	__u16 pad;
 };
