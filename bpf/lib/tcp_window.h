@@ -50,8 +50,8 @@ static __always_inline __u32 csum_add32(__u32 sum, __u32 v)
 	return (__u32)((s & 0xffffffff) + (s >> 32));
 }
 
-#define NW_CSUM_CHUNK 256
-#define NW_CSUM_MAX_CHUNKS 64 /* 16 KiB: more than any frame XDP sees in one buffer */
+#define NW_CSUM_CHUNK 512
+#define NW_CSUM_MAX_CHUNKS 32 /* 16 KiB: more than any frame XDP sees in one buffer */
 
 /* Sums len bytes at off into sum, which the caller folds. off is even, as
  * a checksummed region always starts on a 16-bit boundary. Returns 0 if
@@ -85,6 +85,7 @@ static __always_inline int csum_sum_bytes(struct xdp_md *ctx, __u32 off, __u32 l
 		s = bpf_csum_diff(NULL, 0, (void *)p, (n), s);                 \
 		off = (off + (n)) & 0x7fff;                                    \
 	}
+	NW_CSUM_STEP(256)
 	NW_CSUM_STEP(128)
 	NW_CSUM_STEP(64)
 	NW_CSUM_STEP(32)
