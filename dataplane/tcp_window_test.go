@@ -340,6 +340,14 @@ func TestTCPBadChecksumChangesNothing(t *testing.T) {
 	fx.expect(t, rst.frame(t), c6.serverIn, ReasonFwdRedirect)
 	c6.expectState(t, natwallNwTcpStateNW_TCP_CLOSE)
 
+	// The IPv4 header checksum covers its options.
+	rr := []layers.IPv4Option{{OptionType: 0x07, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 0}}
+	withOpts := packet{src: "198.18.1.20", dst: "198.19.1.11", proto: layers.IPProtocolTCP, ipOptions: rr}.build(t)
+	bad := append([]byte(nil), withOpts...)
+	bad[14+24] ^= 0x01 // in the record route data, past the fixed header
+	fx.expect(t, bad, "a0", ReasonDropTCPBadChecksum)
+	fx.expect(t, withOpts, "a0", ReasonFwdRedirect)
+
 	// Odd lengths and every size step of the summing loop.
 	for _, n := range []int{1, 3, 255, 256, 257, 511, 1001, 1400} {
 		c := newTCPConn(fx, uint16(43100+n))
