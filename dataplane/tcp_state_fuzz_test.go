@@ -100,16 +100,48 @@ func FuzzTCPStateMachine(f *testing.F) {
 	f.Add([]byte{0x03, 0, 0, 0xe0, 0x00, 0, 0, 0xff, 0x1b, 0, 0, 0xe0, 0x03, 0, 0, 0xe0, 0x04, 0, 0, 0xe0, 0x09, 4, 9, 0xe0})
 	// Closed, then the ports reused.
 	f.Add([]byte{0x00, 0, 0, 0xff, 0x03, 0, 0, 0xff, 0x04, 0, 0, 0xe0, 0x0b, 0, 0, 0xe0, 0x00, 1, 200, 0xff, 0x03, 0, 0, 0xff})
+	// Through SNAT (odd length): handshake, blind RST, data, in-window RST.
+	f.Add([]byte{0x00, 0, 0, 0xff, 0x03, 0, 0, 0xff, 0x04, 0, 0, 0xe0, 0x0b, 3, 1, 0xe0, 0x67, 0, 0, 0xe0, 0x0b, 0, 0, 0xe0, 0})
 
 	fx := newFibFixture(f)
+	plain, snat := fixtureSettings(), natSettings(1024, 65535)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fx.clearFlows(t)
 		c := newTCPConn(fx, 40500)
 		c.cnxt, c.snxt = 0xfffff000, 0x7ffff000
+		// Odd-length inputs run through SNAT: the server then
+		// addresses the client by its mapping, once there is one.
+		translated := len(data)%2 == 1
+		if translated {
+			fx.apply(t, snat)
+			c.replyDst, c.replyPort = natAddr, 1
+		} else {
+			fx.apply(t, plain)
+		}
 		for i, s := range decodeFuzzSteps(data) {
 			fuzzOneStep(t, c, i, s)
+			if translated {
+				if ext, ok := c.mappedPort(t); ok {
+					c.replyPort = ext
+				}
+			}
 		}
 	})
+}
+
+// mappedPort is the external port of the flow's translation, if it has one.
+func (c *tcpConn) mappedPort(t *testing.T) (uint16, bool) {
+	t.Helper()
+	var k natwallNwTuple4
+	var e natwallNwCt4Entry
+	it := c.fx.objs.NwCt4.Iterate()
+	for it.Next(&k, &e) {
+		if htons(k.Sport) == c.cport && k.Proto == 6 {
+			return htons(e.Reply.Dport), true
+		}
+	}
+	must(t, it.Err())
+	return 0, false
 }
 
 func fuzzOneStep(t *testing.T, c *tcpConn, i int, s fuzzStep) {
