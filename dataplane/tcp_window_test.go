@@ -455,6 +455,19 @@ func TestTCPSYNOnClosedFlowMeetsTheRules(t *testing.T) {
 			}
 		})
 	}
+	t.Run("v6 close after a deny reload", func(t *testing.T) {
+		must(t, loadRules(&fx.objs, nil, allow))
+		port++
+		c := newTCPConn(fx, port)
+		c.v6, c.client, c.server, c.replyDst = true, "2001:db8:1::20", "2001:db8:2::10", "2001:db8:1::20"
+		c.handshake(t)
+		closeBy["close"](t, c)
+		must(t, loadRules(&fx.objs, nil, deny))
+		c.send(t, c.fromClient("S", 0), ReasonDropACLDeny)
+		if _, ok := c.entry(t); ok {
+			t.Fatal("the closed v6 flow survived a SYN the rules deny")
+		}
+	})
 	// A SYN from the responder's side on a closed flow is judged as a
 	// new inbound connection, not forwarded as part of the old one.
 	must(t, loadRules(&fx.objs, nil, nil))
