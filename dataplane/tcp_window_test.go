@@ -657,9 +657,9 @@ func TestTCPWindowThroughSNAT(t *testing.T) {
 	c.expectState(t, natwallNwTcpStateNW_TCP_CLOSE)
 }
 
-// TestTCPFlowsFromBeforeWindowTracking: an entry an older program created
-// has no windows; its segments change state as they used to, instead of
-// all failing a check against zero windows.
+// TestTCPFlowsFromBeforeWindowTracking: an entry without windows (written
+// by a tool, not by the program) changes state as entries used to,
+// instead of every segment failing a check against zero windows.
 func TestTCPFlowsFromBeforeWindowTracking(t *testing.T) {
 	fx := newFibFixture(t)
 	c := newTCPConn(fx, 48000)

@@ -303,7 +303,8 @@ __noinline int ct_tcp_check(struct xdp_md *ctx, const struct nw_pkt *pkt, struct
 	     st->tcp_state == NW_TCP_SYN_RECV) &&
 	    !tcp_csum_valid(ctx, pkt))
 		return NW_DROP_TCP_BAD_CHECKSUM;
-	/* A flow created before window tracking: state as before. */
+	/* An entry without windows (not created by this program): the
+	 * state machine as it was, unchecked. */
 	if (!st->tcp[NW_CT_DIR_ORIGINAL].maxwin) {
 		ct_tcp_advance(st, dir, flags);
 		return 0;

@@ -213,7 +213,7 @@ struct nw_ct_state {
 	__u32 stateless_tag[2];
 	__u32 stateless_rule[2];
 	/* TCP: each side's window, by enum nw_ct_dir. tcp[0].maxwin is 0 only
-	 * in flows created before window tracking: they are not checked. */
+	 * in entries the program did not create: they are not checked. */
 	struct nw_tcp_side tcp[2];
 };
 
