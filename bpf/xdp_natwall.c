@@ -19,6 +19,7 @@
 #include "lib/nat.h"
 #include "lib/reply.h"
 #include "lib/ct.h"
+#include "lib/tcp_window.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -426,12 +427,20 @@ static __noinline int ct_new4(struct xdp_md *ctx, struct nw_pkt *pkt,
 
 	if (!scr)
 		return NW_DROP_INTERNAL;
+	ret = ct_tcp_may_create(ctx, pkt);
+	if (ret)
+		return ret;
 	ret = ct_create4(cfg, t, scr->admit_zone, scr->admit_rule_id,
 			 scr->admit_hairpin ? &scr->dnat : NULL, now, &e);
 	if (ret < 0)
 		return -ret;
 	if (!e)
 		return NW_DROP_CT_FULL;
+	if (t->proto == IPPROTO_TCP) {
+		ret = ct_tcp_start(ctx, pkt, &e->st);
+		if (ret)
+			return ret;
+	}
 	ct_account(ctx, &e->st, NW_CT_DIR_ORIGINAL, pkt, now);
 	tuple4_reverse(&scr->to4, &e->reply);
 	return forward4(ctx, pkt, NW_CT_DIR_ORIGINAL, t, &scr->to4);
@@ -493,6 +502,16 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 		ct_delete4(orig, e, NW_REASON_NONE, now);
 		e = NULL;
 	}
+	if (e) {
+		ret = ct_tcp_reopens(ctx, pkt, &e->st);
+		if (ret < 0)
+			return -ret;
+		if (ret) {
+			ct_delete4(orig, e, NW_REASON_NONE, now);
+			e = NULL;
+			dir = NW_CT_DIR_ORIGINAL;
+		}
+	}
 	if (acl_loaded(NW_ACL_STATELESS) && !stateless_known(e ? &e->st : NULL, dir, pkt)) {
 		acl_pkt4(ap, pkt, t, zone_of(inside4(t->saddr), inside4(t->daddr)));
 		ret = stateless_verdict(pkt, ap);
@@ -515,6 +534,11 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 		return ct_new4(ctx, pkt, cfg, t, now);
 	}
 
+	if (t->proto == IPPROTO_TCP) {
+		ret = ct_tcp_check(ctx, pkt, &e->st, dir);
+		if (ret)
+			return ret;
+	}
 	ct_account(ctx, &e->st, dir, pkt, now);
 	if (dir == NW_CT_DIR_ORIGINAL)
 		tuple4_reverse(to, &e->reply);
@@ -682,6 +706,17 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 		bpf_map_delete_elem(&nw_ct6, orig);
 		e = NULL;
 	}
+	if (e) {
+		ret = ct_tcp_reopens(ctx, pkt, &e->st);
+		if (ret < 0)
+			return -ret;
+		if (ret) {
+			ct_event6(NW_EVENT_FLOW_END, NW_REASON_NONE, orig, e, now);
+			bpf_map_delete_elem(&nw_ct6, orig);
+			e = NULL;
+			dir = NW_CT_DIR_ORIGINAL;
+		}
+	}
 	if (acl_loaded(NW_ACL_STATELESS) && !stateless_known(e ? &e->st : NULL, dir, pkt)) {
 		acl_pkt6(ap, pkt, t, zone_of(inside6(t->saddr), inside6(t->daddr)));
 		ret = stateless_verdict(pkt, ap);
@@ -710,11 +745,23 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 		ret = stateful_verdict(ctx, pkt, ap, src_inside, now, &rule_id);
 		if (ret)
 			return ret;
+		ret = ct_tcp_may_create(ctx, pkt);
+		if (ret)
+			return ret;
 		ret = ct_create6(t, zone, rule_id, now, &e);
 		if (ret < 0)
 			return -ret;
 		*orig = *t;
 		dir = NW_CT_DIR_ORIGINAL;
+		if (t->proto == IPPROTO_TCP) {
+			ret = ct_tcp_start(ctx, pkt, &e->st);
+			if (ret)
+				return ret;
+		}
+	} else if (t->proto == IPPROTO_TCP) {
+		ret = ct_tcp_check(ctx, pkt, &e->st, dir);
+		if (ret)
+			return ret;
 	}
 	ct_account(ctx, &e->st, dir, pkt, now);
 	return finish6(ctx, pkt, fib, reason);

@@ -149,6 +149,16 @@ type natwallNwCtState struct {
 	L7Verdict     uint8
 	StatelessTag  [2]uint32
 	StatelessRule [2]uint32
+	Tcp           [2]struct {
+		_      structs.HostLayout
+		End    uint32
+		Maxend uint32
+		Maxwin uint32
+		Maxack uint32
+		Wscale uint8
+		Flags  uint8
+		Pad    uint16
+	}
 }
 
 type natwallNwEventType uint32
@@ -234,46 +244,49 @@ const (
 type natwallNwReason uint32
 
 const (
-	natwallNwReasonNW_REASON_NONE              natwallNwReason = 0
-	natwallNwReasonNW_FWD_TX                   natwallNwReason = 1
-	natwallNwReasonNW_FWD_REDIRECT             natwallNwReason = 2
-	natwallNwReasonNW_PASS_NOT_IP              natwallNwReason = 3
-	natwallNwReasonNW_PASS_VLAN                natwallNwReason = 4
-	natwallNwReasonNW_PASS_LOCAL               natwallNwReason = 5
-	natwallNwReasonNW_PASS_LINK_LOCAL          natwallNwReason = 6
-	natwallNwReasonNW_PASS_NO_NEIGH            natwallNwReason = 7
-	natwallNwReasonNW_PASS_TTL_EXPIRED         natwallNwReason = 8
-	natwallNwReasonNW_PASS_FRAG_NEEDED         natwallNwReason = 9
-	natwallNwReasonNW_PASS_NO_ROUTE            natwallNwReason = 10
-	natwallNwReasonNW_PASS_FWD_DISABLED        natwallNwReason = 11
-	natwallNwReasonNW_PASS_ROUTE_UNSUPPORTED   natwallNwReason = 12
-	natwallNwReasonNW_PASS_EGRESS_UNMANAGED    natwallNwReason = 13
-	natwallNwReasonNW_MALFORMED_ETH            natwallNwReason = 14
-	natwallNwReasonNW_MALFORMED_VLAN           natwallNwReason = 15
-	natwallNwReasonNW_MALFORMED_IPV4           natwallNwReason = 16
-	natwallNwReasonNW_MALFORMED_IPV6           natwallNwReason = 17
-	natwallNwReasonNW_MALFORMED_IPV6EXTHDR     natwallNwReason = 18
-	natwallNwReasonNW_MALFORMED_L4             natwallNwReason = 19
-	natwallNwReasonNW_DROP_REDIRECT_FAILED     natwallNwReason = 20
-	natwallNwReasonNW_DROP_CT_INVALID          natwallNwReason = 21
-	natwallNwReasonNW_DROP_POLICY              natwallNwReason = 22
-	natwallNwReasonNW_DROP_CT_FULL             natwallNwReason = 23
-	natwallNwReasonNW_DROP_SNAT_EXHAUSTED      natwallNwReason = 24
-	natwallNwReasonNW_DROP_SNAT_COLLISION      natwallNwReason = 25
-	natwallNwReasonNW_DROP_FRAG_NO_FIRST       natwallNwReason = 26
-	natwallNwReasonNW_DROP_FRAG_OVERLAP        natwallNwReason = 27
-	natwallNwReasonNW_DROP_NAT_SLOW_PATH       natwallNwReason = 28
-	natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW  natwallNwReason = 29
-	natwallNwReasonNW_REPLY_TCP_RST            natwallNwReason = 30
-	natwallNwReasonNW_DROP_ACL_STATELESS       natwallNwReason = 31
-	natwallNwReasonNW_DROP_ACL_DENY            natwallNwReason = 32
-	natwallNwReasonNW_DROP_ACL_REJECT          natwallNwReason = 33
-	natwallNwReasonNW_DROP_INTERNAL            natwallNwReason = 34
-	natwallNwReasonNW_REPLY_ICMP_UNREACH       natwallNwReason = 35
-	natwallNwReasonNW_DROP_VLAN                natwallNwReason = 36
-	natwallNwReasonNW_DROP_IPV4SRC_ROUTE       natwallNwReason = 37
-	natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH natwallNwReason = 38
-	natwallNwReasonNW_REASON_MAX               natwallNwReason = 39
+	natwallNwReasonNW_REASON_NONE                natwallNwReason = 0
+	natwallNwReasonNW_FWD_TX                     natwallNwReason = 1
+	natwallNwReasonNW_FWD_REDIRECT               natwallNwReason = 2
+	natwallNwReasonNW_PASS_NOT_IP                natwallNwReason = 3
+	natwallNwReasonNW_PASS_VLAN                  natwallNwReason = 4
+	natwallNwReasonNW_PASS_LOCAL                 natwallNwReason = 5
+	natwallNwReasonNW_PASS_LINK_LOCAL            natwallNwReason = 6
+	natwallNwReasonNW_PASS_NO_NEIGH              natwallNwReason = 7
+	natwallNwReasonNW_PASS_TTL_EXPIRED           natwallNwReason = 8
+	natwallNwReasonNW_PASS_FRAG_NEEDED           natwallNwReason = 9
+	natwallNwReasonNW_PASS_NO_ROUTE              natwallNwReason = 10
+	natwallNwReasonNW_PASS_FWD_DISABLED          natwallNwReason = 11
+	natwallNwReasonNW_PASS_ROUTE_UNSUPPORTED     natwallNwReason = 12
+	natwallNwReasonNW_PASS_EGRESS_UNMANAGED      natwallNwReason = 13
+	natwallNwReasonNW_MALFORMED_ETH              natwallNwReason = 14
+	natwallNwReasonNW_MALFORMED_VLAN             natwallNwReason = 15
+	natwallNwReasonNW_MALFORMED_IPV4             natwallNwReason = 16
+	natwallNwReasonNW_MALFORMED_IPV6             natwallNwReason = 17
+	natwallNwReasonNW_MALFORMED_IPV6EXTHDR       natwallNwReason = 18
+	natwallNwReasonNW_MALFORMED_L4               natwallNwReason = 19
+	natwallNwReasonNW_DROP_REDIRECT_FAILED       natwallNwReason = 20
+	natwallNwReasonNW_DROP_CT_INVALID            natwallNwReason = 21
+	natwallNwReasonNW_DROP_POLICY                natwallNwReason = 22
+	natwallNwReasonNW_DROP_CT_FULL               natwallNwReason = 23
+	natwallNwReasonNW_DROP_SNAT_EXHAUSTED        natwallNwReason = 24
+	natwallNwReasonNW_DROP_SNAT_COLLISION        natwallNwReason = 25
+	natwallNwReasonNW_DROP_FRAG_NO_FIRST         natwallNwReason = 26
+	natwallNwReasonNW_DROP_FRAG_OVERLAP          natwallNwReason = 27
+	natwallNwReasonNW_DROP_NAT_SLOW_PATH         natwallNwReason = 28
+	natwallNwReasonNW_DROP_ICMP_ERROR_NO_FLOW    natwallNwReason = 29
+	natwallNwReasonNW_REPLY_TCP_RST              natwallNwReason = 30
+	natwallNwReasonNW_DROP_ACL_STATELESS         natwallNwReason = 31
+	natwallNwReasonNW_DROP_ACL_DENY              natwallNwReason = 32
+	natwallNwReasonNW_DROP_ACL_REJECT            natwallNwReason = 33
+	natwallNwReasonNW_DROP_INTERNAL              natwallNwReason = 34
+	natwallNwReasonNW_REPLY_ICMP_UNREACH         natwallNwReason = 35
+	natwallNwReasonNW_DROP_VLAN                  natwallNwReason = 36
+	natwallNwReasonNW_DROP_IPV4SRC_ROUTE         natwallNwReason = 37
+	natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH   natwallNwReason = 38
+	natwallNwReasonNW_DROP_TCP_BAD_CHECKSUM      natwallNwReason = 39
+	natwallNwReasonNW_DROP_TCP_RST_OUT_OF_WINDOW natwallNwReason = 40
+	natwallNwReasonNW_DROP_TCP_OUT_OF_WINDOW     natwallNwReason = 41
+	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 42
 )
 
 type natwallNwRuleCounter struct {
@@ -295,7 +308,7 @@ type natwallNwRuntimeConfig struct {
 
 type natwallNwScratchSpace struct {
 	_     structs.HostLayout
-	Bytes [840]uint8
+	Bytes [920]uint8
 }
 
 type natwallNwSnat4Endpoint struct {

@@ -78,9 +78,9 @@ static __always_inline int ct_expired(const struct nw_runtime_config *cfg,
 	return idle > (__s64)ct_timeout_ns(cfg, proto, st->tcp_state);
 }
 
-/* Advances the TCP state on a packet of the flow. Sequence numbers are not
- * checked: the endpoints do that, and a firewall that guesses wrong about
- * windows breaks real connections. */
+/* Advances the TCP state on a packet of the flow that ct_tcp_check
+ * (tcp_window.h) found inside the window. A SYN on a closed or TIME_WAIT
+ * flow never gets here: it starts a new flow (ct_tcp_reopens). */
 static __always_inline void ct_tcp_advance(struct nw_ct_state *st, int dir, __u8 flags)
 {
 	if (flags & NW_TCP_RST) {
@@ -109,20 +109,12 @@ static __always_inline void ct_tcp_advance(struct nw_ct_state *st, int dir, __u8
 				st->tcp_state = NW_TCP_FIN_WAIT;
 		}
 		break;
-	case NW_TCP_TIME_WAIT:
-	case NW_TCP_CLOSE:
-		/* The client reuses the 4-tuple: a new connection in the
-		 * same entry, keeping its NAT mapping. */
-		if (dir == NW_CT_DIR_ORIGINAL && (flags & NW_TCP_SYN) && !(flags & NW_TCP_ACK)) {
-			st->tcp_state = NW_TCP_SYN_SENT;
-			st->flags &= ~(NW_CT_FIN_ORIGINAL | NW_CT_FIN_REPLY);
-		}
-		break;
 	}
 }
 
 /* Accounts a packet to its flow. Counters are shared by every CPU that
- * sees the flow, hence the atomic adds. */
+ * sees the flow, hence the atomic adds. TCP state moves in ct_tcp_check,
+ * which runs first. */
 static __always_inline void ct_account(struct xdp_md *ctx, struct nw_ct_state *st, int dir,
 				       struct nw_pkt *pkt, __u64 now)
 {
@@ -137,8 +129,6 @@ static __always_inline void ct_account(struct xdp_md *ctx, struct nw_ct_state *s
 		st->flags |= NW_CT_SEEN_REPLY;
 	}
 	st->last_seen_ns = now;
-	if (pkt->l4_proto == IPPROTO_TCP && (pkt->flags & NW_PKT_L4))
-		ct_tcp_advance(st, dir, pkt->tcp_flags);
 }
 
 /* Whether a first packet may start a flow at all: TCP only with a bare SYN,

@@ -56,6 +56,9 @@ enum nw_reason {
 	NW_DROP_VLAN,             /* tagged with a VLAN ID (not a priority tag), vlan_action drop */
 	NW_DROP_IPV4_SRC_ROUTE,   /* IPv4 loose or strict source route option (accept_source_route=0) */
 	NW_DROP_ICMP_ERROR_MISMATCH, /* ICMP error not addressed to the source of the packet it quotes */
+	NW_DROP_TCP_BAD_CHECKSUM, /* TCP segment that would create or change a flow's state: bad IPv4 header or TCP checksum, or a fragment, which cannot be checked */
+	NW_DROP_TCP_RST_OUT_OF_WINDOW, /* RST outside the receiver's window (a blind reset): the flow lives on */
+	NW_DROP_TCP_OUT_OF_WINDOW, /* TCP segment outside the sequence or acknowledgement window natwall tracks */
 
 	NW_REASON_MAX,
 };
@@ -173,6 +176,23 @@ struct nw_tuple6 {
 	__u8 pad[3];
 };
 
+/* One side of a TCP connection, for the window check (tcp_window.h), in
+ * that side's sequence space. Like Linux's struct ip_ct_tcp_state. */
+struct nw_tcp_side {
+	__u32 end;     /* highest sequence number sent, plus one (SYN and FIN count) */
+	__u32 maxend;  /* highest sequence number the other side let it send: that side's ack + window */
+	__u32 maxwin;  /* largest window it advertised, scaled; 0: not seen yet */
+	__u32 maxack;  /* highest acknowledgement it sent (NW_TCP_SIDE_MAXACK) */
+	__u8 wscale;   /* the window scale its SYN offered; used only if both SYNs did */
+	__u8 flags;    /* enum nw_tcp_side_flags */
+	__u16 pad;
+};
+
+enum nw_tcp_side_flags {
+	NW_TCP_SIDE_WSCALE = 1 << 0, /* its SYN carried a window scale option */
+	NW_TCP_SIDE_MAXACK = 1 << 1, /* maxack is set */
+};
+
 /* What natwall knows about a flow, held once per flow. */
 struct nw_ct_state {
 	__u64 created_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
@@ -192,6 +212,9 @@ struct nw_ct_state {
 	 * nw_acl_gen still holds stateless_tag - 1 (0: not classified yet). */
 	__u32 stateless_tag[2];
 	__u32 stateless_rule[2];
+	/* TCP: each side's window, by enum nw_ct_dir. tcp[0].maxwin is 0 only
+	 * in entries the program did not create: they are not checked. */
+	struct nw_tcp_side tcp[2];
 };
 
 /* An IPv4 flow, keyed by its original tuple. The reply tuple is what the
