@@ -19,6 +19,7 @@
 #include "lib/nat.h"
 #include "lib/reply.h"
 #include "lib/ct.h"
+#include "lib/zone.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -391,6 +392,8 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 	if (!ip)
 		return NW_MALFORMED_IPV4;
 	src_inside = inside4(t->saddr);
+	if (src_inside && arrived_outside(ctx))
+		return NW_DROP_SPOOFED_INSIDE;
 	scr->admit_src_inside = src_inside;
 	scr->admit_hairpin = 0;
 	reason = fib_lookup_ipv4(ctx, pkt, t, ip->tos, fib);
@@ -404,7 +407,7 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 		/* A hairpin: an inside host reaching another's mapping. */
 		scr->dnat = *owner;
 		scr->admit_hairpin = 1;
-		scr->admit_zone = NW_ZONE_OUTBOUND;
+		scr->admit_zone = zone_of(src_inside, inside4(owner->addr));
 	} else {
 		scr->admit_zone = zone_of(src_inside, inside4(t->daddr));
 	}
@@ -426,6 +429,9 @@ static __noinline int ct_new4(struct xdp_md *ctx, struct nw_pkt *pkt,
 
 	if (!scr)
 		return NW_DROP_INTERNAL;
+	ret = rp_check4(ctx, t, cfg->flags);
+	if (ret)
+		return ret;
 	ret = ct_create4(cfg, t, scr->admit_zone, scr->admit_rule_id,
 			 scr->admit_hairpin ? &scr->dnat : NULL, now, &e);
 	if (ret < 0)
@@ -507,6 +513,8 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 		if (ret != NW_ADMIT_NEW_FLOW && ret != NW_ADMIT_LOCAL)
 			return ret;
 		acl_pkt4(ap, pkt, t, scr->admit_zone);
+		if (scr->admit_hairpin)
+			acl_pkt4_hairpin(ap, &scr->dnat);
 		reason = stateful_verdict(ctx, pkt, ap, scr->admit_src_inside, now, &scr->admit_rule_id);
 		if (ret == NW_ADMIT_LOCAL)
 			return local_reason(reason);
@@ -630,7 +638,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	struct nw_acl_pkt *ap;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 rule_id = 0;
-	int dir = NW_CT_DIR_ORIGINAL, ret, reason, zone, src_inside, is_error = 0;
+	int dir = NW_CT_DIR_ORIGINAL, ret, reason, zone, src_inside, is_error = 0, link_scoped;
 	if (!scr)
 		return NW_DROP_INTERNAL;
 	ap = &scr->acl_pkt;
@@ -645,8 +653,11 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 
 	if (!ip6 || !cfg)
 		return NW_MALFORMED_IPV6;
-	/* Neighbour discovery and other link-scoped traffic is never routed. */
-	if (ipv6_is_link_scoped(&ip6->daddr) || ipv6_is_link_scoped(&ip6->saddr))
+	/* Link-scoped traffic is never routed. Neighbour discovery and MLD
+	 * go to the kernel unfiltered; the rest is this host's, and meets the
+	 * rules for it (link_scoped_route6). */
+	link_scoped = ipv6_is_link_scoped(&ip6->daddr) || ipv6_is_link_scoped(&ip6->saddr);
+	if (link_scoped && ipv6_link_control(pkt))
 		return NW_PASS_LINK_LOCAL;
 
 	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
@@ -692,15 +703,26 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	if (is_error)
 		return process_icmp_error6(ctx, pkt, now);
 
-	reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
+	if (link_scoped) {
+		ip6 = ipv6_header(ctx, pkt);
+		if (!ip6)
+			return NW_MALFORMED_IPV6;
+		reason = link_scoped_route6(ctx, pkt, ip6, fib);
+		if (reason == NW_DROP_LINK_SCOPED_SRC)
+			return reason;
+	} else {
+		reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
+	}
 	if (!e) {
-		if (reason == NW_PASS_LOCAL) {
+		src_inside = inside6(t->saddr);
+		if (src_inside && arrived_outside(ctx))
+			return NW_DROP_SPOOFED_INSIDE;
+		if (reason == NW_PASS_LOCAL || reason == NW_PASS_LINK_LOCAL) {
 			if (!local_opens(pkt))
-				return NW_PASS_LOCAL;
+				return reason;
 			acl_pkt6(ap, pkt, t, NW_ZONE_LOCAL);
 			return local_reason(stateful_verdict(ctx, pkt, ap, 0, now, &rule_id));
 		}
-		src_inside = inside6(t->saddr);
 		zone = zone_of(src_inside, inside6(t->daddr));
 		if (!ct_can_start(pkt))
 			return invalid_from_inside(ctx, pkt, cfg, src_inside);
@@ -708,6 +730,9 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 			return NW_DROP_FRAG_NO_FIRST;
 		acl_pkt6(ap, pkt, t, zone);
 		ret = stateful_verdict(ctx, pkt, ap, src_inside, now, &rule_id);
+		if (ret)
+			return ret;
+		ret = rp_check6(ctx, t, cfg->flags);
 		if (ret)
 			return ret;
 		ret = ct_create6(t, zone, rule_id, now, &e);

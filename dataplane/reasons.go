@@ -64,6 +64,9 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_VLAN:                {"drop_vlan", VerdictDrop},
 	natwallNwReasonNW_DROP_IPV4SRC_ROUTE:       {"drop_ipv4_src_route", VerdictDrop},
 	natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH: {"drop_icmp_error_mismatch", VerdictDrop},
+	natwallNwReasonNW_DROP_SPOOFED_INSIDE:      {"drop_spoofed_inside", VerdictDrop},
+	natwallNwReasonNW_DROP_REVERSE_PATH:        {"drop_reverse_path", VerdictDrop},
+	natwallNwReasonNW_DROP_LINK_SCOPED_SRC:     {"drop_link_scoped_src", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -108,6 +111,13 @@ const (
 	ReasonDropVLAN              = natwallNwReasonNW_DROP_VLAN
 	ReasonDropIPv4SrcRoute      = natwallNwReasonNW_DROP_IPV4SRC_ROUTE
 	ReasonDropICMPErrorMismatch = natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH
+)
+
+// Reasons of the zone checks (docs/security.md, "Zones and spoofed sources").
+const (
+	ReasonDropSpoofedInside = natwallNwReasonNW_DROP_SPOOFED_INSIDE
+	ReasonDropReversePath   = natwallNwReasonNW_DROP_REVERSE_PATH
+	ReasonDropLinkScopedSrc = natwallNwReasonNW_DROP_LINK_SCOPED_SRC
 )
 
 // Name is the reason's snake_case metric label.

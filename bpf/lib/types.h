@@ -56,6 +56,9 @@ enum nw_reason {
 	NW_DROP_VLAN,             /* tagged with a VLAN ID (not a priority tag), vlan_action drop */
 	NW_DROP_IPV4_SRC_ROUTE,   /* IPv4 loose or strict source route option (accept_source_route=0) */
 	NW_DROP_ICMP_ERROR_MISMATCH, /* ICMP error not addressed to the source of the packet it quotes */
+	NW_DROP_SPOOFED_INSIDE,   /* inside source arrived on an outside NIC (outside_interfaces) */
+	NW_DROP_REVERSE_PATH,     /* new flow whose source does not route back out of its arrival NIC (reverse_path) */
+	NW_DROP_LINK_SCOPED_SRC,  /* IPv6 link-local or multicast source, not for this host: never routed (RFC 4291 2.5.6) */
 
 	NW_REASON_MAX,
 };
@@ -139,6 +142,8 @@ enum nw_config_flags {
 	NW_CFG_SNAT_APDM = 1 << 1,    /* address-and-port-dependent mapping */
 	NW_CFG_INVALID_TCP_RST = 1 << 2, /* answer invalid inside TCP with RST */
 	NW_CFG_VLAN_PASS = 1 << 3,    /* hand frames tagged with a VLAN ID to the kernel, unfiltered */
+	NW_CFG_RP_LOOSE = 1 << 4,     /* reverse path: any route back to the source will do */
+	NW_CFG_RP_OFF = 1 << 5,       /* reverse path: not checked (neither flag: strict) */
 };
 
 /* Runtime settings, written by the control plane. Held in a map rather than
