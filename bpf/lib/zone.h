@@ -100,14 +100,23 @@ static __always_inline int ipv6_link_control(struct nw_pkt *pkt)
  * link-scoped destination is never routed: it is for this host
  * (NW_PASS_LINK_LOCAL). A link-local or multicast source may reach this
  * host's global address (NW_PASS_LOCAL, so the local rules see it) but
- * must not be forwarded, as a router never does. */
+ * must not be forwarded, as a router never does. The FIB helper answers
+ * "not forwarded" for any link-local source, so the destination is looked
+ * up alone. */
 static __always_inline int link_scoped_route6(struct xdp_md *ctx, struct nw_pkt *pkt,
 					      struct ipv6hdr *ip6, struct bpf_fib_lookup *fib)
 {
+	int rc;
+
 	if (ipv6_is_link_scoped(&ip6->daddr))
 		return NW_PASS_LINK_LOCAL;
-	return fib_lookup_ipv6(ctx, pkt, ip6, fib) == NW_PASS_LOCAL ? NW_PASS_LOCAL
-								   : NW_DROP_LINK_SCOPED_SRC;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET6;
+	fib->l4_protocol = pkt->l4_proto;
+	__builtin_memcpy(fib->ipv6_dst, &ip6->daddr, sizeof(fib->ipv6_dst));
+	fib->ifindex = ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	return rc == BPF_FIB_LKUP_RET_NOT_FWDED ? NW_PASS_LOCAL : NW_DROP_LINK_SCOPED_SRC;
 }
 
 /* Hairpinned flows are classified as they leave: to the inside host that
