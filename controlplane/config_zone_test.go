@@ -2,12 +2,14 @@ package controlplane
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/spf13/pflag"
 
 	"github.com/natwall/natwall/dataplane"
+	"github.com/natwall/natwall/rules"
 )
 
 const twoNICConfig = "interfaces: [eth0, eth1]\ninside_networks: [198.18.0.0/24]\n"
@@ -113,5 +115,28 @@ func TestDaemonSettingsCarryZones(t *testing.T) {
 	got := (*opened)[0].Settings
 	if !slices.Equal(got.OutsideInterfaces, []string{"eth1"}) || got.ReversePath != dataplane.ReversePathLoose {
 		t.Fatalf("dataplane settings: outside %v, reverse path %v; want [eth1], loose", got.OutsideInterfaces, got.ReversePath)
+	}
+}
+
+// A reload revalidates a hairpinned flow as the dataplane classified it:
+// east-west, to the inside host behind the external endpoint.
+func TestRevalidateHairpinOnTranslatedDestination(t *testing.T) {
+	f := dataplane.Flow{
+		Proto:    17,
+		Src:      netip.MustParseAddrPort("198.18.1.21:8888"),
+		Dst:      netip.MustParseAddrPort("198.19.1.1:40000"),
+		ReplySrc: netip.MustParseAddrPort("198.18.1.20:7777"),
+		ReplyDst: netip.MustParseAddrPort("198.19.1.1:8888"),
+		Zone:     dataplane.ZoneEastWest,
+		SNAT:     true,
+		DNAT:     true,
+	}
+	p := flowPacket(f)
+	if p.Dst != netip.MustParseAddr("198.18.1.20") || p.DstPort != 7777 || p.Direction != rules.EastWest {
+		t.Fatalf("hairpin flow revalidated as %+v, want east-west to 198.18.1.20:7777", p)
+	}
+	f.DNAT = false
+	if p := flowPacket(f); p.Dst != f.Dst.Addr() || p.DstPort != f.Dst.Port() {
+		t.Fatalf("untranslated flow revalidated as %+v", p)
 	}
 }
