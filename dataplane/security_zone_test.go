@@ -148,6 +148,19 @@ func TestZoneReversePath(t *testing.T) {
 		{"denied by policy before the check", udp4(t, "198.19.1.10", "198.18.1.20", 9100), "a0", ReasonDropPolicy},
 	})
 
+	// Inside networks behind two NICs: each must arrive on its own.
+	several := zoneSettings(ReversePathStrict)
+	several.Inside = append(several.Inside, netip.MustParsePrefix("198.19.3.0/24"), netip.MustParsePrefix("2001:db8:3::/64"))
+	fx.applyInFixtureNS(t, several)
+	fx.expectAll(t, []zoneCase{
+		{"several inside routes: attack: c0's network from a0", udp4(t, "198.19.3.10", "198.19.1.10", 9400), "a0", ReasonDropReversePath},
+		{"several inside routes: attack: a0's network from c0", udp4(t, "198.18.1.20", "198.19.1.10", 9400), "c0", ReasonDropReversePath},
+		{"several inside routes: attack: v6 c0's network from a0", zoneFrame6(t, "2001:db8:3::10", "2001:db8:2::10", layers.IPProtocolUDP, "", 9400, 0), "a0", ReasonDropReversePath},
+		{"several inside routes: legit: c0's network from c0", udp4(t, "198.19.3.10", "198.19.1.10", 9400), "c0", ReasonFwdRedirect},
+		{"several inside routes: legit: east-west from c0 to a0", udp4(t, "198.19.3.10", "198.18.1.20", 9400), "c0", ReasonFwdRedirect},
+		{"several inside routes: legit: v6 c0's network from c0", zoneFrame6(t, "2001:db8:3::10", "2001:db8:2::10", layers.IPProtocolUDP, "", 9400, 0), "c0", ReasonFwdRedirect},
+	})
+
 	fx.applyInFixtureNS(t, zoneSettings(ReversePathLoose))
 	fx.expectAll(t, []zoneCase{
 		{"loose: asymmetric v4 source passes", udp4(t, "198.18.1.20", "198.19.1.10", 9200), "b0", ReasonFwdTX},
