@@ -43,7 +43,8 @@ static __always_inline int rp_result(struct xdp_md *ctx, int rc, __u32 egress, _
 
 /* 0 when t's source passes the reverse-path check, else the drop reason.
  * Ports are swapped so that multipath hashing picks the path the replies
- * take. */
+ * take. No BPF_FIB_LOOKUP_SKIP_NEIGH: kernels before 6.3 refuse the flag,
+ * and an unresolved neighbour (NO_NEIGH) still names the egress NIC. */
 static __noinline int rp_check4(struct xdp_md *ctx, const struct nw_tuple4 *t, __u32 flags)
 {
 	struct bpf_fib_lookup fib = {};
@@ -58,7 +59,7 @@ static __noinline int rp_check4(struct xdp_md *ctx, const struct nw_tuple4 *t, _
 	fib.ipv4_src = t->daddr;
 	fib.ipv4_dst = t->saddr;
 	fib.ifindex = ctx->ingress_ifindex;
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	return rp_result(ctx, rc, fib.ifindex, flags);
 }
 
@@ -76,7 +77,7 @@ static __noinline int rp_check6(struct xdp_md *ctx, const struct nw_tuple6 *t, _
 	__builtin_memcpy(fib.ipv6_src, t->daddr, 16);
 	__builtin_memcpy(fib.ipv6_dst, t->saddr, 16);
 	fib.ifindex = ctx->ingress_ifindex;
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	return rp_result(ctx, rc, fib.ifindex, flags);
 }
 
@@ -115,7 +116,7 @@ static __always_inline int link_scoped_route6(struct xdp_md *ctx, struct nw_pkt 
 	fib->l4_protocol = pkt->l4_proto;
 	__builtin_memcpy(fib->ipv6_dst, &ip6->daddr, sizeof(fib->ipv6_dst));
 	fib->ifindex = ctx->ingress_ifindex;
-	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	return rc == BPF_FIB_LKUP_RET_NOT_FWDED ? NW_PASS_LOCAL : NW_DROP_LINK_SCOPED_SRC;
 }
 
