@@ -163,7 +163,7 @@ var configKeys = []configKey{
 	{key: "xdp_generic_fallback", kind: kindBool, def: false, usage: "attach in generic mode where the driver refuses native mode"},
 	{key: "inside_networks", kind: kindList, usage: "CIDRs of the protected networks, $HOME_NET (required)"},
 	{key: "outside_interfaces", kind: kindList, usage: "the interfaces facing the outside: inside sources arriving on them are dropped as spoofed (default: none)"},
-	{key: "reverse_path", kind: kindString, def: "strict", usage: "a new flow's source must route back out of its arrival NIC (strict), by any NIC (loose), or is not checked (off)", form: "one of strict, loose, off"},
+	{key: "reverse_path", kind: kindString, def: "strict", usage: "a new flow's source must route back out of its arrival NIC (strict), and from the route's next hop (neighbor), by any NIC (loose), or is not checked (off)", form: "one of strict, neighbor, loose, off"},
 	{key: "malformed_action", kind: kindString, def: "drop", usage: "what to do with packets that cannot be parsed: drop or pass", form: "one of drop, pass"},
 	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links", form: "an absolute path such as /sys/fs/bpf/natwall"},
 	{key: "on_exit", kind: kindString, def: string(ExitDetach), usage: "on shutdown: detach the dataplane, or keep it attached for the next daemon", form: "one of detach, keep"},
@@ -890,7 +890,7 @@ func (l *configLoader) buildZones(cfg *Config) {
 	if len(cfg.Interfaces) > 0 && len(cfg.OutsideInterfaces) == len(cfg.Interfaces) {
 		l.fail("outside_interfaces", "names every interface: inside hosts would have none to arrive on (with one NIC, leave it empty)")
 	}
-	if m, ok := l.oneOf("reverse_path", "strict", "loose", "off"); ok {
+	if m, ok := l.oneOf("reverse_path", "strict", "neighbor", "loose", "off"); ok {
 		cfg.ReversePath = dataplane.ReversePathModes[m]
 	}
 }

@@ -28,6 +28,7 @@ func TestLoadConfigZones(t *testing.T) {
 	}{
 		{"defaults: no outside NIC, strict", twoNICConfig, nil, nil, nil, dataplane.ReversePathStrict},
 		{"file", twoNICConfig + "outside_interfaces: [eth1]\nreverse_path: loose\n", nil, nil, []string{"eth1"}, dataplane.ReversePathLoose},
+		{"neighbor", minimalConfig + "reverse_path: neighbor\n", nil, nil, nil, dataplane.ReversePathNeighbor},
 		{"environment", twoNICConfig, map[string]string{"NATWALL_OUTSIDE_INTERFACES": "eth1", "NATWALL_REVERSE_PATH": "off"}, nil,
 			[]string{"eth1"}, dataplane.ReversePathOff},
 		{"flags over environment", twoNICConfig, map[string]string{"NATWALL_REVERSE_PATH": "off"},
@@ -70,7 +71,7 @@ func TestLoadConfigZoneErrors(t *testing.T) {
 		{"the one NIC outside", minimalConfig + "outside_interfaces: [eth0]\n",
 			`natwall.yaml:3:21: outside_interfaces: names every interface: inside hosts would have none to arrive on (with one NIC, leave it empty)`},
 		{"unknown reverse path mode", twoNICConfig + "reverse_path: on\n",
-			`natwall.yaml:3:15: reverse_path: "on" is not one of strict, loose, off`},
+			`natwall.yaml:3:15: reverse_path: "on" is not one of strict, neighbor, loose, off`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

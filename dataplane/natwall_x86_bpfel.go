@@ -107,6 +107,7 @@ const (
 	natwallNwConfigFlagsNW_CFG_VLAN_PASS       natwallNwConfigFlags = 8
 	natwallNwConfigFlagsNW_CFG_RP_LOOSE        natwallNwConfigFlags = 16
 	natwallNwConfigFlagsNW_CFG_RP_OFF          natwallNwConfigFlags = 32
+	natwallNwConfigFlagsNW_CFG_RP_NEIGH        natwallNwConfigFlags = 64
 )
 
 type natwallNwCounter struct {

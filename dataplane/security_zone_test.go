@@ -289,3 +289,30 @@ func TestZoneLinkScopedToAppliance(t *testing.T) {
 		{"legit: MLDv2 report", icmp6("fe80::10", "ff02::16", 143), "a0", ReasonPassLinkLocal},
 	})
 }
+
+// withSrcMAC is frame sent by mac instead.
+func withSrcMAC(frame []byte, mac net.HardwareAddr) []byte {
+	out := append([]byte(nil), frame...)
+	copy(out[6:12], mac)
+	return out
+}
+
+// With one NIC every source routes back through it; in the neighbour mode
+// the frame must also come from the MAC the route back leads to, where the
+// appliance has resolved it. The fixture's 198.18.1.20 and 2001:db8:1::20
+// are hairpinMAC's, 198.19.1.10 serverMAC's; 198.18.1.10 is unresolved.
+func TestZoneReversePathNeighbor(t *testing.T) {
+	fx := newFibFixture(t)
+	fx.applyInFixtureNS(t, zoneSettings(ReversePathNeighbor))
+	v6 := zoneFrame6(t, "2001:db8:1::20", "2001:db8:2::10", layers.IPProtocolUDP, "", 9000, 0)
+	fx.expectAll(t, []zoneCase{
+		{"attack: v4 a neighbour's address from another MAC", withSrcMAC(udp4(t, "198.18.1.20", "198.19.1.10", 9000), serverMAC), "a0", ReasonDropReversePath},
+		{"attack: v6 a neighbour's address from another MAC", withSrcMAC(v6, serverMAC), "a0", ReasonDropReversePath},
+		{"attack: still strict about the NIC", withSrcMAC(udp4(t, "198.18.1.20", "198.19.1.10", 9001), hairpinMAC), "b0", ReasonDropReversePath},
+		{"legit: v4 from the neighbour itself", withSrcMAC(udp4(t, "198.18.1.20", "198.19.1.10", 9000), hairpinMAC), "a0", ReasonFwdRedirect},
+		{"legit: v6 from the neighbour itself", withSrcMAC(v6, hairpinMAC), "a0", ReasonFwdRedirect},
+		{"legit: an unresolved neighbour cannot be checked", udp4(t, "198.18.1.10", "198.19.1.10", 9000), "a0", ReasonFwdRedirect},
+	})
+	fx.applyInFixtureNS(t, zoneSettings(ReversePathStrict))
+	fx.expect(t, withSrcMAC(udp4(t, "198.18.1.20", "198.19.1.10", 9002), serverMAC), "a0", ReasonFwdRedirect)
+}

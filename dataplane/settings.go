@@ -135,13 +135,19 @@ const (
 	ReversePathLoose
 	// ReversePathOff: sources are not checked against routes.
 	ReversePathOff
+	// ReversePathNeighbor is strict, and where the route back's next hop
+	// is resolved the frame must come from that neighbour's MAC: hosts
+	// sharing the appliance's one NIC cannot forge each other's
+	// addresses. Behind one gateway MAC (cloud fabrics) it adds nothing.
+	ReversePathNeighbor
 )
 
 // ReversePathModes are the modes by name, as the config spells them.
 var ReversePathModes = map[string]ReversePathMode{
-	"strict": ReversePathStrict,
-	"loose":  ReversePathLoose,
-	"off":    ReversePathOff,
+	"strict":   ReversePathStrict,
+	"loose":    ReversePathLoose,
+	"off":      ReversePathOff,
+	"neighbor": ReversePathNeighbor,
 }
 
 func (m ReversePathMode) String() string {
@@ -193,6 +199,8 @@ func (s Settings) runtimeConfig() (natwallNwRuntimeConfig, error) {
 		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_RP_LOOSE)
 	case ReversePathOff:
 		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_RP_OFF)
+	case ReversePathNeighbor:
+		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_RP_NEIGH)
 	default:
 		errs = append(errs, fmt.Errorf("reverse path: unknown mode %d", int(s.ReversePath)))
 	}

@@ -476,3 +476,19 @@ func TestAdversarialZoneLinkLocalToAppliance(t *testing.T) {
 		}
 	})
 }
+
+// Class 2 with one NIC: the arrival NIC cannot tell an outsider forging an
+// inside host's address from the host, but with reverse_path: neighbor the
+// frame must come from the neighbour the route back leads to.
+func TestAdversarialZoneOneNICNeighbor(t *testing.T) {
+	al := newAdversaryLab(t, lab.Options{Shape: lab.OneNIC, Servers: 2}, natConfig("reverse_path: neighbor\n"))
+	client, attacker, victim := al.Clients[0], al.Servers[0], al.Servers[1]
+	al.expectAdversarial(t, adversaryPacket{Name: "v4 an inside host's address from an outside host", From: attacker,
+		Src: adversaryAddrPort(client.IPv4, 5000), Dst: adversaryAddrPort(victim.IPv4, 6000), Proto: layers.IPProtocolUDP}, victim, false, "drop_reverse_path")
+	al.expectAdversarial(t, adversaryPacket{Name: "v6 an inside host's address from an outside host", From: attacker,
+		Src: adversaryAddrPort(client.IPv6, 5000), Dst: adversaryAddrPort(victim.IPv6, 6000), Proto: layers.IPProtocolUDP}, victim, false, "drop_reverse_path")
+	al.expectAdversarial(t, adversaryPacket{Name: "v4 the inside host itself", From: client,
+		Src: adversaryAddrPort(client.IPv4, 5000), Dst: adversaryAddrPort(victim.IPv4, 6000), Proto: layers.IPProtocolUDP}, victim, true, "fwd_tx")
+	al.expectAdversarial(t, adversaryPacket{Name: "v6 the inside host itself", From: client,
+		Src: adversaryAddrPort(client.IPv6, 5000), Dst: adversaryAddrPort(victim.IPv6, 6000), Proto: layers.IPProtocolUDP}, victim, true, "fwd_tx")
+}

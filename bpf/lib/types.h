@@ -144,6 +144,7 @@ enum nw_config_flags {
 	NW_CFG_VLAN_PASS = 1 << 3,    /* hand frames tagged with a VLAN ID to the kernel, unfiltered */
 	NW_CFG_RP_LOOSE = 1 << 4,     /* reverse path: any route back to the source will do */
 	NW_CFG_RP_OFF = 1 << 5,       /* reverse path: not checked (neither flag: strict) */
+	NW_CFG_RP_NEIGH = 1 << 6,     /* reverse path: strict, and from the route's next hop */
 };
 
 /* Runtime settings, written by the control plane. Held in a map rather than

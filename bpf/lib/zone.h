@@ -8,6 +8,7 @@
 
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 #include "types.h"
 #include "maps.h"
@@ -21,22 +22,43 @@ static __always_inline int arrived_outside(struct xdp_md *ctx)
 	return bpf_map_lookup_elem(&nw_outside_ifs, &ifindex) != NULL;
 }
 
+/* Whether the frame was sent by the neighbour whose MAC the route lookup
+ * found. */
+static __always_inline int frame_from(struct xdp_md *ctx, const __u8 *mac)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	const __u8 *src;
+
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	src = eth->h_source;
+	return src[0] == mac[0] && src[1] == mac[1] && src[2] == mac[2] && src[3] == mac[3] &&
+	       src[4] == mac[4] && src[5] == mac[5];
+}
+
 /* The reverse-path verdict on a route lookup towards a packet's source,
  * done as if a packet for the source had arrived on the same NIC. Strict,
  * as the kernel's rp_filter=1: the route must leave by the arrival NIC.
- * Loose (rp_filter=2): some route must exist. A source that is one of this
- * host's own addresses, or routes to a blackhole, unreachable or
- * prohibit route, fails both. Forwarding disabled on the NIC says nothing
- * about the source: the forward path hands such packets to the kernel,
- * which does not route them. */
-static __always_inline int rp_result(struct xdp_md *ctx, int rc, __u32 egress, __u32 flags)
+ * Loose (rp_filter=2): some route must exist. Neighbour: strict, and where
+ * the route's next hop is resolved, the frame must come from its MAC, which
+ * tells hosts on one segment apart when the NIC cannot (one NIC). A source
+ * that is one of this host's own addresses, or routes to a blackhole,
+ * unreachable or prohibit route, fails every mode. Forwarding disabled on
+ * the NIC says nothing about the source: the forward path hands such
+ * packets to the kernel, which does not route them. */
+static __always_inline int rp_result(struct xdp_md *ctx, int rc, const struct bpf_fib_lookup *fib,
+				     __u32 flags)
 {
 	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
 		return 0;
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH &&
 	    rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		return NW_DROP_REVERSE_PATH;
-	if (!(flags & NW_CFG_RP_LOOSE) && egress != ctx->ingress_ifindex)
+	if (!(flags & NW_CFG_RP_LOOSE) && fib->ifindex != ctx->ingress_ifindex)
+		return NW_DROP_REVERSE_PATH;
+	if ((flags & NW_CFG_RP_NEIGH) && rc == BPF_FIB_LKUP_RET_SUCCESS && !frame_from(ctx, fib->dmac))
 		return NW_DROP_REVERSE_PATH;
 	return 0;
 }
@@ -60,7 +82,7 @@ static __noinline int rp_check4(struct xdp_md *ctx, const struct nw_tuple4 *t, _
 	fib.ipv4_dst = t->saddr;
 	fib.ifindex = ctx->ingress_ifindex;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	return rp_result(ctx, rc, fib.ifindex, flags);
+	return rp_result(ctx, rc, &fib, flags);
 }
 
 static __noinline int rp_check6(struct xdp_md *ctx, const struct nw_tuple6 *t, __u32 flags)
@@ -78,7 +100,7 @@ static __noinline int rp_check6(struct xdp_md *ctx, const struct nw_tuple6 *t, _
 	__builtin_memcpy(fib.ipv6_dst, t->saddr, 16);
 	fib.ifindex = ctx->ingress_ifindex;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	return rp_result(ctx, rc, fib.ifindex, flags);
+	return rp_result(ctx, rc, &fib, flags);
 }
 
 /* IPv6 control of the link itself, which the kernel must always see and no
