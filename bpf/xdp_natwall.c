@@ -20,6 +20,7 @@
 #include "lib/reply.h"
 #include "lib/ct.h"
 #include "lib/tcp_window.h"
+#include "lib/zone.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -392,6 +393,8 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 	if (!ip)
 		return NW_MALFORMED_IPV4;
 	src_inside = inside4(t->saddr);
+	if (src_inside && arrived_outside(ctx))
+		return NW_DROP_SPOOFED_INSIDE;
 	scr->admit_src_inside = src_inside;
 	scr->admit_hairpin = 0;
 	reason = fib_lookup_ipv4(ctx, pkt, t, ip->tos, fib);
@@ -405,7 +408,7 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 		/* A hairpin: an inside host reaching another's mapping. */
 		scr->dnat = *owner;
 		scr->admit_hairpin = 1;
-		scr->admit_zone = NW_ZONE_OUTBOUND;
+		scr->admit_zone = zone_of(src_inside, inside4(owner->addr));
 	} else {
 		scr->admit_zone = zone_of(src_inside, inside4(t->daddr));
 	}
@@ -428,6 +431,9 @@ static __noinline int ct_new4(struct xdp_md *ctx, struct nw_pkt *pkt,
 	if (!scr)
 		return NW_DROP_INTERNAL;
 	ret = ct_tcp_may_create(ctx, pkt);
+	if (ret)
+		return ret;
+	ret = rp_check4(ctx, t, cfg->flags);
 	if (ret)
 		return ret;
 	ret = ct_create4(cfg, t, scr->admit_zone, scr->admit_rule_id,
@@ -526,6 +532,8 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 		if (ret != NW_ADMIT_NEW_FLOW && ret != NW_ADMIT_LOCAL)
 			return ret;
 		acl_pkt4(ap, pkt, t, scr->admit_zone);
+		if (scr->admit_hairpin)
+			acl_pkt4_hairpin(ap, &scr->dnat);
 		reason = stateful_verdict(ctx, pkt, ap, scr->admit_src_inside, now, &scr->admit_rule_id);
 		if (ret == NW_ADMIT_LOCAL)
 			return local_reason(reason);
@@ -654,7 +662,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	struct nw_acl_pkt *ap;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 rule_id = 0;
-	int dir = NW_CT_DIR_ORIGINAL, ret, reason, zone, src_inside, is_error = 0;
+	int dir = NW_CT_DIR_ORIGINAL, ret, reason, zone, src_inside, is_error = 0, link_scoped;
 	if (!scr)
 		return NW_DROP_INTERNAL;
 	ap = &scr->acl_pkt;
@@ -669,8 +677,11 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 
 	if (!ip6 || !cfg)
 		return NW_MALFORMED_IPV6;
-	/* Neighbour discovery and other link-scoped traffic is never routed. */
-	if (ipv6_is_link_scoped(&ip6->daddr) || ipv6_is_link_scoped(&ip6->saddr))
+	/* Link-scoped traffic is never routed. Neighbour discovery and MLD
+	 * go to the kernel unfiltered; the rest is this host's, and meets the
+	 * rules for it (link_scoped_route6). */
+	link_scoped = ipv6_is_link_scoped(&ip6->daddr) || ipv6_is_link_scoped(&ip6->saddr);
+	if (link_scoped && ipv6_link_control(pkt))
 		return NW_PASS_LINK_LOCAL;
 
 	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
@@ -727,15 +738,26 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	if (is_error)
 		return process_icmp_error6(ctx, pkt, now);
 
-	reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
+	if (link_scoped) {
+		ip6 = ipv6_header(ctx, pkt);
+		if (!ip6)
+			return NW_MALFORMED_IPV6;
+		reason = link_scoped_route6(ctx, pkt, ip6, fib);
+		if (reason == NW_DROP_LINK_SCOPED_SRC)
+			return reason;
+	} else {
+		reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
+	}
 	if (!e) {
-		if (reason == NW_PASS_LOCAL) {
+		src_inside = inside6(t->saddr);
+		if (src_inside && arrived_outside(ctx))
+			return NW_DROP_SPOOFED_INSIDE;
+		if (reason == NW_PASS_LOCAL || reason == NW_PASS_LINK_LOCAL) {
 			if (!local_opens(pkt))
-				return NW_PASS_LOCAL;
+				return reason;
 			acl_pkt6(ap, pkt, t, NW_ZONE_LOCAL);
 			return local_reason(stateful_verdict(ctx, pkt, ap, 0, now, &rule_id));
 		}
-		src_inside = inside6(t->saddr);
 		zone = zone_of(src_inside, inside6(t->daddr));
 		if (!ct_can_start(pkt))
 			return invalid_from_inside(ctx, pkt, cfg, src_inside);
@@ -746,6 +768,9 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 		if (ret)
 			return ret;
 		ret = ct_tcp_may_create(ctx, pkt);
+		if (ret)
+			return ret;
+		ret = rp_check6(ctx, t, cfg->flags);
 		if (ret)
 			return ret;
 		ret = ct_create6(t, zone, rule_id, now, &e);

@@ -54,7 +54,12 @@ type Config struct {
 	// File is the config file it was read from; empty when there was none.
 	File string
 
-	Interfaces         []string
+	Interfaces []string
+	// OutsideInterfaces are the Interfaces that face the outside: an
+	// inside source arriving on one is spoofed (docs/security.md).
+	OutsideInterfaces []string
+	// ReversePath is how a new flow's source must route back.
+	ReversePath        dataplane.ReversePathMode
 	XDPMode            dataplane.XDPMode
 	XDPGenericFallback bool
 	// InsideNetworks is $HOME_NET: traffic from them is outbound.
@@ -185,6 +190,8 @@ var configKeys = []configKey{
 	{key: "xdp_mode", kind: kindString, def: "native", usage: "XDP attach mode: native or generic", form: "one of native, generic"},
 	{key: "xdp_generic_fallback", kind: kindBool, def: false, usage: "attach in generic mode where the driver refuses native mode"},
 	{key: "inside_networks", kind: kindList, usage: "CIDRs of the protected networks, $HOME_NET (required)"},
+	{key: "outside_interfaces", kind: kindList, usage: "the interfaces facing the outside: inside sources arriving on them are dropped as spoofed (default: none)"},
+	{key: "reverse_path", kind: kindString, def: "strict", usage: "a new flow's source must route back out of its arrival NIC (strict), and from the route's next hop (neighbor), by any NIC (loose), or is not checked (off)", form: "one of strict, neighbor, loose, off"},
 	{key: "malformed_action", kind: kindString, def: "drop", usage: "what to do with packets that cannot be parsed: drop or pass", form: "one of drop, pass"},
 	{key: "vlan_action", kind: kindString, def: "drop", usage: "what to do with frames tagged with a VLAN ID other than 0: drop, or pass to the kernel's VLAN device unfiltered", form: "one of drop, pass"},
 	{key: "pin_dir", kind: kindString, def: dataplane.DefaultPinDir, usage: "bpffs directory for natwall's pinned maps and links", form: "an absolute path such as /sys/fs/bpf/natwall"},
@@ -771,6 +778,8 @@ func (l *configLoader) build() Config {
 		}
 	}
 
+	l.buildZones(&cfg)
+
 	if mode, ok := l.oneOf("xdp_mode", "native", "generic"); ok && mode == "generic" {
 		cfg.XDPMode = dataplane.ModeGeneric
 	}
@@ -911,6 +920,28 @@ func (l *configLoader) buildSNAT(cfg *Config) {
 	}
 	if enabled {
 		cfg.SNAT = n
+	}
+}
+
+// buildZones reads the settings that decide where a packet may come from.
+func (l *configLoader) buildZones(cfg *Config) {
+	outside, _ := l.list("outside_interfaces")
+	for i, name := range outside {
+		key := fmt.Sprintf("outside_interfaces[%d]", i)
+		switch {
+		case !slices.Contains(cfg.Interfaces, name):
+			l.fail(key, "%q is not one of interfaces", name)
+		case slices.Contains(outside[:i], name):
+			l.fail(key, "%q is listed twice", name)
+		default:
+			cfg.OutsideInterfaces = append(cfg.OutsideInterfaces, name)
+		}
+	}
+	if len(cfg.Interfaces) > 0 && len(cfg.OutsideInterfaces) == len(cfg.Interfaces) {
+		l.fail("outside_interfaces", "names every interface: inside hosts would have none to arrive on (with one NIC, leave it empty)")
+	}
+	if m, ok := l.oneOf("reverse_path", "strict", "neighbor", "loose", "off"); ok {
+		cfg.ReversePath = dataplane.ReversePathModes[m]
 	}
 }
 

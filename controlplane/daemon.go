@@ -94,7 +94,8 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	log.Info("natwall starting",
 		"version", build.Version, "revision", build.Revision, "config", cfg.File,
 		"interfaces", cfg.Interfaces, "xdp_mode", cfg.XDPMode.String(),
-		"inside_networks", cfg.InsideNetworks, "on_exit", string(cfg.OnExit))
+		"inside_networks", cfg.InsideNetworks, "outside_interfaces", cfg.OutsideInterfaces,
+		"reverse_path", cfg.ReversePath.String(), "on_exit", string(cfg.OnExit))
 
 	if cfg.MalformedAction == dataplane.MalformedPass {
 		// The kernel validates what it is handed, but it has no policy:

@@ -343,6 +343,8 @@ func withLiveFields(old, next Config) Config {
 	live.InsideNetworks = next.InsideNetworks
 	live.MalformedAction = next.MalformedAction
 	live.VLANAction = next.VLANAction
+	live.OutsideInterfaces = next.OutsideInterfaces
+	live.ReversePath = next.ReversePath
 	live.OnExit = next.OnExit
 	live.Log.Level = next.Log.Level
 	live.Revalidate = next.Revalidate
@@ -362,6 +364,8 @@ func runtimeSettings(cfg Config, sysctlRoot string, log *slog.Logger) (dataplane
 	s.VLANAction = cfg.VLANAction
 	s.Inside = cfg.InsideNetworks
 	s.InvalidTCPReset = cfg.Conntrack.InvalidTCPReset
+	s.OutsideInterfaces = cfg.OutsideInterfaces
+	s.ReversePath = cfg.ReversePath
 	if cfg.Conntrack.Timeouts != (dataplane.Timeouts{}) {
 		s.Timeouts = cfg.Conntrack.Timeouts
 	}

@@ -212,10 +212,15 @@ var zoneDirection = map[string]rules.Direction{
 
 // flowPacket is the first packet of f as the stateful stage saw it.
 func flowPacket(f dataplane.Flow) rules.Packet {
-	p := rules.Packet{Src: f.Src.Addr(), Dst: f.Dst.Addr(), Protocol: f.Proto, Direction: zoneDirection[dataplane.ZoneName(f.Zone)]}
+	dst := f.Dst
+	if f.DNAT {
+		// A hairpin is classified on the inside host it reaches.
+		dst = f.ReplySrc
+	}
+	p := rules.Packet{Src: f.Src.Addr(), Dst: dst.Addr(), Protocol: f.Proto, Direction: zoneDirection[dataplane.ZoneName(f.Zone)]}
 	switch f.Proto {
 	case 6, 17:
-		p.HasPorts, p.SrcPort, p.DstPort = true, f.Src.Port(), f.Dst.Port()
+		p.HasPorts, p.SrcPort, p.DstPort = true, f.Src.Port(), dst.Port()
 	case 1:
 		p.IsICMP, p.ICMPType = true, 8 // flows start with an echo request
 	case 58:

@@ -38,6 +38,13 @@ func TCPStateName(s TCPState) string {
 // Zone is the way a flow crosses the appliance.
 type Zone = natwallNwZone
 
+// Zones that callers (tests, revalidation) refer to by name.
+const (
+	ZoneOutbound = natwallNwZoneNW_ZONE_OUTBOUND
+	ZoneEastWest = natwallNwZoneNW_ZONE_EAST_WEST
+	ZoneLocal    = natwallNwZoneNW_ZONE_LOCAL
+)
+
 // ZoneName is the zone's name as rules, CLI and logs spell it.
 func ZoneName(z Zone) string {
 	switch z {

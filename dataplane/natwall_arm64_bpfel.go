@@ -105,6 +105,9 @@ const (
 	natwallNwConfigFlagsNW_CFG_SNAT_APDM       natwallNwConfigFlags = 2
 	natwallNwConfigFlagsNW_CFG_INVALID_TCP_RST natwallNwConfigFlags = 4
 	natwallNwConfigFlagsNW_CFG_VLAN_PASS       natwallNwConfigFlags = 8
+	natwallNwConfigFlagsNW_CFG_RP_LOOSE        natwallNwConfigFlags = 16
+	natwallNwConfigFlagsNW_CFG_RP_OFF          natwallNwConfigFlags = 32
+	natwallNwConfigFlagsNW_CFG_RP_NEIGH        natwallNwConfigFlags = 64
 )
 
 type natwallNwCounter struct {
@@ -286,7 +289,10 @@ const (
 	natwallNwReasonNW_DROP_TCP_BAD_CHECKSUM      natwallNwReason = 39
 	natwallNwReasonNW_DROP_TCP_RST_OUT_OF_WINDOW natwallNwReason = 40
 	natwallNwReasonNW_DROP_TCP_OUT_OF_WINDOW     natwallNwReason = 41
-	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 42
+	natwallNwReasonNW_DROP_SPOOFED_INSIDE        natwallNwReason = 42
+	natwallNwReasonNW_DROP_REVERSE_PATH          natwallNwReason = 43
+	natwallNwReasonNW_DROP_LINK_SCOPED_SRC       natwallNwReason = 44
+	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 45
 )
 
 type natwallNwRuleCounter struct {
@@ -405,32 +411,33 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	natwallMapNwAclBits   = "nw_acl_bits"
-	natwallMapNwAclGen    = "nw_acl_gen"
-	natwallMapNwAclLpm4   = "nw_acl_lpm4"
-	natwallMapNwAclLpm6   = "nw_acl_lpm6"
-	natwallMapNwAclPorts  = "nw_acl_ports"
-	natwallMapNwAclRules  = "nw_acl_rules"
-	natwallMapNwAclStages = "nw_acl_stages"
-	natwallMapNwConfig    = "nw_config"
-	natwallMapNwCounters  = "nw_counters"
-	natwallMapNwCt4       = "nw_ct4"
-	natwallMapNwCt4Rev    = "nw_ct4_rev"
-	natwallMapNwCt6       = "nw_ct6"
-	natwallMapNwEvents    = "nw_events"
-	natwallMapNwFrag4     = "nw_frag4"
-	natwallMapNwFrag6     = "nw_frag6"
-	natwallMapNwInside4   = "nw_inside4"
-	natwallMapNwInside6   = "nw_inside6"
-	natwallMapNwRuleHits  = "nw_rule_hits"
-	natwallMapNwScratch   = "nw_scratch"
-	natwallMapNwSnat4Fwd  = "nw_snat4_fwd"
-	natwallMapNwSnat4Rev  = "nw_snat4_rev"
-	natwallMapNwSnatExcl4 = "nw_snat_excl4"
-	natwallMapNwStats     = "nw_stats"
-	natwallMapNwTxPorts   = "nw_tx_ports"
-	natwallProgXdpNatwall = "xdp_natwall"
-	natwallVarNwBtfAnchor = "nw_btf_anchor"
+	natwallMapNwAclBits    = "nw_acl_bits"
+	natwallMapNwAclGen     = "nw_acl_gen"
+	natwallMapNwAclLpm4    = "nw_acl_lpm4"
+	natwallMapNwAclLpm6    = "nw_acl_lpm6"
+	natwallMapNwAclPorts   = "nw_acl_ports"
+	natwallMapNwAclRules   = "nw_acl_rules"
+	natwallMapNwAclStages  = "nw_acl_stages"
+	natwallMapNwConfig     = "nw_config"
+	natwallMapNwCounters   = "nw_counters"
+	natwallMapNwCt4        = "nw_ct4"
+	natwallMapNwCt4Rev     = "nw_ct4_rev"
+	natwallMapNwCt6        = "nw_ct6"
+	natwallMapNwEvents     = "nw_events"
+	natwallMapNwFrag4      = "nw_frag4"
+	natwallMapNwFrag6      = "nw_frag6"
+	natwallMapNwInside4    = "nw_inside4"
+	natwallMapNwInside6    = "nw_inside6"
+	natwallMapNwOutsideIfs = "nw_outside_ifs"
+	natwallMapNwRuleHits   = "nw_rule_hits"
+	natwallMapNwScratch    = "nw_scratch"
+	natwallMapNwSnat4Fwd   = "nw_snat4_fwd"
+	natwallMapNwSnat4Rev   = "nw_snat4_rev"
+	natwallMapNwSnatExcl4  = "nw_snat_excl4"
+	natwallMapNwStats      = "nw_stats"
+	natwallMapNwTxPorts    = "nw_tx_ports"
+	natwallProgXdpNatwall  = "xdp_natwall"
+	natwallVarNwBtfAnchor  = "nw_btf_anchor"
 )
 
 // loadNatwall returns the embedded CollectionSpec for natwall.
@@ -482,30 +489,31 @@ type natwallProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type natwallMapSpecs struct {
-	NwAclBits   *ebpf.MapSpec `ebpf:"nw_acl_bits"`
-	NwAclGen    *ebpf.MapSpec `ebpf:"nw_acl_gen"`
-	NwAclLpm4   *ebpf.MapSpec `ebpf:"nw_acl_lpm4"`
-	NwAclLpm6   *ebpf.MapSpec `ebpf:"nw_acl_lpm6"`
-	NwAclPorts  *ebpf.MapSpec `ebpf:"nw_acl_ports"`
-	NwAclRules  *ebpf.MapSpec `ebpf:"nw_acl_rules"`
-	NwAclStages *ebpf.MapSpec `ebpf:"nw_acl_stages"`
-	NwConfig    *ebpf.MapSpec `ebpf:"nw_config"`
-	NwCounters  *ebpf.MapSpec `ebpf:"nw_counters"`
-	NwCt4       *ebpf.MapSpec `ebpf:"nw_ct4"`
-	NwCt4Rev    *ebpf.MapSpec `ebpf:"nw_ct4_rev"`
-	NwCt6       *ebpf.MapSpec `ebpf:"nw_ct6"`
-	NwEvents    *ebpf.MapSpec `ebpf:"nw_events"`
-	NwFrag4     *ebpf.MapSpec `ebpf:"nw_frag4"`
-	NwFrag6     *ebpf.MapSpec `ebpf:"nw_frag6"`
-	NwInside4   *ebpf.MapSpec `ebpf:"nw_inside4"`
-	NwInside6   *ebpf.MapSpec `ebpf:"nw_inside6"`
-	NwRuleHits  *ebpf.MapSpec `ebpf:"nw_rule_hits"`
-	NwScratch   *ebpf.MapSpec `ebpf:"nw_scratch"`
-	NwSnat4Fwd  *ebpf.MapSpec `ebpf:"nw_snat4_fwd"`
-	NwSnat4Rev  *ebpf.MapSpec `ebpf:"nw_snat4_rev"`
-	NwSnatExcl4 *ebpf.MapSpec `ebpf:"nw_snat_excl4"`
-	NwStats     *ebpf.MapSpec `ebpf:"nw_stats"`
-	NwTxPorts   *ebpf.MapSpec `ebpf:"nw_tx_ports"`
+	NwAclBits    *ebpf.MapSpec `ebpf:"nw_acl_bits"`
+	NwAclGen     *ebpf.MapSpec `ebpf:"nw_acl_gen"`
+	NwAclLpm4    *ebpf.MapSpec `ebpf:"nw_acl_lpm4"`
+	NwAclLpm6    *ebpf.MapSpec `ebpf:"nw_acl_lpm6"`
+	NwAclPorts   *ebpf.MapSpec `ebpf:"nw_acl_ports"`
+	NwAclRules   *ebpf.MapSpec `ebpf:"nw_acl_rules"`
+	NwAclStages  *ebpf.MapSpec `ebpf:"nw_acl_stages"`
+	NwConfig     *ebpf.MapSpec `ebpf:"nw_config"`
+	NwCounters   *ebpf.MapSpec `ebpf:"nw_counters"`
+	NwCt4        *ebpf.MapSpec `ebpf:"nw_ct4"`
+	NwCt4Rev     *ebpf.MapSpec `ebpf:"nw_ct4_rev"`
+	NwCt6        *ebpf.MapSpec `ebpf:"nw_ct6"`
+	NwEvents     *ebpf.MapSpec `ebpf:"nw_events"`
+	NwFrag4      *ebpf.MapSpec `ebpf:"nw_frag4"`
+	NwFrag6      *ebpf.MapSpec `ebpf:"nw_frag6"`
+	NwInside4    *ebpf.MapSpec `ebpf:"nw_inside4"`
+	NwInside6    *ebpf.MapSpec `ebpf:"nw_inside6"`
+	NwOutsideIfs *ebpf.MapSpec `ebpf:"nw_outside_ifs"`
+	NwRuleHits   *ebpf.MapSpec `ebpf:"nw_rule_hits"`
+	NwScratch    *ebpf.MapSpec `ebpf:"nw_scratch"`
+	NwSnat4Fwd   *ebpf.MapSpec `ebpf:"nw_snat4_fwd"`
+	NwSnat4Rev   *ebpf.MapSpec `ebpf:"nw_snat4_rev"`
+	NwSnatExcl4  *ebpf.MapSpec `ebpf:"nw_snat_excl4"`
+	NwStats      *ebpf.MapSpec `ebpf:"nw_stats"`
+	NwTxPorts    *ebpf.MapSpec `ebpf:"nw_tx_ports"`
 }
 
 // natwallVariableSpecs contains global variables before they are loaded into the kernel.
@@ -535,30 +543,31 @@ func (o *natwallObjects) Close() error {
 //
 // It can be passed to loadNatwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type natwallMaps struct {
-	NwAclBits   *ebpf.Map `ebpf:"nw_acl_bits"`
-	NwAclGen    *ebpf.Map `ebpf:"nw_acl_gen"`
-	NwAclLpm4   *ebpf.Map `ebpf:"nw_acl_lpm4"`
-	NwAclLpm6   *ebpf.Map `ebpf:"nw_acl_lpm6"`
-	NwAclPorts  *ebpf.Map `ebpf:"nw_acl_ports"`
-	NwAclRules  *ebpf.Map `ebpf:"nw_acl_rules"`
-	NwAclStages *ebpf.Map `ebpf:"nw_acl_stages"`
-	NwConfig    *ebpf.Map `ebpf:"nw_config"`
-	NwCounters  *ebpf.Map `ebpf:"nw_counters"`
-	NwCt4       *ebpf.Map `ebpf:"nw_ct4"`
-	NwCt4Rev    *ebpf.Map `ebpf:"nw_ct4_rev"`
-	NwCt6       *ebpf.Map `ebpf:"nw_ct6"`
-	NwEvents    *ebpf.Map `ebpf:"nw_events"`
-	NwFrag4     *ebpf.Map `ebpf:"nw_frag4"`
-	NwFrag6     *ebpf.Map `ebpf:"nw_frag6"`
-	NwInside4   *ebpf.Map `ebpf:"nw_inside4"`
-	NwInside6   *ebpf.Map `ebpf:"nw_inside6"`
-	NwRuleHits  *ebpf.Map `ebpf:"nw_rule_hits"`
-	NwScratch   *ebpf.Map `ebpf:"nw_scratch"`
-	NwSnat4Fwd  *ebpf.Map `ebpf:"nw_snat4_fwd"`
-	NwSnat4Rev  *ebpf.Map `ebpf:"nw_snat4_rev"`
-	NwSnatExcl4 *ebpf.Map `ebpf:"nw_snat_excl4"`
-	NwStats     *ebpf.Map `ebpf:"nw_stats"`
-	NwTxPorts   *ebpf.Map `ebpf:"nw_tx_ports"`
+	NwAclBits    *ebpf.Map `ebpf:"nw_acl_bits"`
+	NwAclGen     *ebpf.Map `ebpf:"nw_acl_gen"`
+	NwAclLpm4    *ebpf.Map `ebpf:"nw_acl_lpm4"`
+	NwAclLpm6    *ebpf.Map `ebpf:"nw_acl_lpm6"`
+	NwAclPorts   *ebpf.Map `ebpf:"nw_acl_ports"`
+	NwAclRules   *ebpf.Map `ebpf:"nw_acl_rules"`
+	NwAclStages  *ebpf.Map `ebpf:"nw_acl_stages"`
+	NwConfig     *ebpf.Map `ebpf:"nw_config"`
+	NwCounters   *ebpf.Map `ebpf:"nw_counters"`
+	NwCt4        *ebpf.Map `ebpf:"nw_ct4"`
+	NwCt4Rev     *ebpf.Map `ebpf:"nw_ct4_rev"`
+	NwCt6        *ebpf.Map `ebpf:"nw_ct6"`
+	NwEvents     *ebpf.Map `ebpf:"nw_events"`
+	NwFrag4      *ebpf.Map `ebpf:"nw_frag4"`
+	NwFrag6      *ebpf.Map `ebpf:"nw_frag6"`
+	NwInside4    *ebpf.Map `ebpf:"nw_inside4"`
+	NwInside6    *ebpf.Map `ebpf:"nw_inside6"`
+	NwOutsideIfs *ebpf.Map `ebpf:"nw_outside_ifs"`
+	NwRuleHits   *ebpf.Map `ebpf:"nw_rule_hits"`
+	NwScratch    *ebpf.Map `ebpf:"nw_scratch"`
+	NwSnat4Fwd   *ebpf.Map `ebpf:"nw_snat4_fwd"`
+	NwSnat4Rev   *ebpf.Map `ebpf:"nw_snat4_rev"`
+	NwSnatExcl4  *ebpf.Map `ebpf:"nw_snat_excl4"`
+	NwStats      *ebpf.Map `ebpf:"nw_stats"`
+	NwTxPorts    *ebpf.Map `ebpf:"nw_tx_ports"`
 }
 
 func (m *natwallMaps) Close() error {
@@ -580,6 +589,7 @@ func (m *natwallMaps) Close() error {
 		m.NwFrag6,
 		m.NwInside4,
 		m.NwInside6,
+		m.NwOutsideIfs,
 		m.NwRuleHits,
 		m.NwScratch,
 		m.NwSnat4Fwd,

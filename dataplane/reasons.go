@@ -67,6 +67,9 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_TCP_BAD_CHECKSUM:      {"drop_tcp_bad_checksum", VerdictDrop},
 	natwallNwReasonNW_DROP_TCP_RST_OUT_OF_WINDOW: {"drop_tcp_rst_out_of_window", VerdictDrop},
 	natwallNwReasonNW_DROP_TCP_OUT_OF_WINDOW:     {"drop_tcp_out_of_window", VerdictDrop},
+	natwallNwReasonNW_DROP_SPOOFED_INSIDE:        {"drop_spoofed_inside", VerdictDrop},
+	natwallNwReasonNW_DROP_REVERSE_PATH:          {"drop_reverse_path", VerdictDrop},
+	natwallNwReasonNW_DROP_LINK_SCOPED_SRC:       {"drop_link_scoped_src", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -114,6 +117,13 @@ const (
 	ReasonDropTCPBadChecksum    = natwallNwReasonNW_DROP_TCP_BAD_CHECKSUM
 	ReasonDropTCPRSTOutOfWindow = natwallNwReasonNW_DROP_TCP_RST_OUT_OF_WINDOW
 	ReasonDropTCPOutOfWindow    = natwallNwReasonNW_DROP_TCP_OUT_OF_WINDOW
+)
+
+// Reasons of the zone checks (docs/security.md, "Zones and spoofed sources").
+const (
+	ReasonDropSpoofedInside = natwallNwReasonNW_DROP_SPOOFED_INSIDE
+	ReasonDropReversePath   = natwallNwReasonNW_DROP_REVERSE_PATH
+	ReasonDropLinkScopedSrc = natwallNwReasonNW_DROP_LINK_SCOPED_SRC
 )
 
 // Name is the reason's snake_case metric label.

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
@@ -111,6 +112,51 @@ type Settings struct {
 	// than 0. Priority tags (ID 0) are stripped and the frame goes
 	// through the policy like an untagged one.
 	VLANAction VLANAction
+	// OutsideInterfaces name the NICs that face the outside. A packet
+	// with an inside source arriving on one is spoofed and dropped
+	// (drop_spoofed_inside). Names are resolved in the calling thread's
+	// network namespace when the settings are applied.
+	OutsideInterfaces []string
+	// ReversePath is how a new flow's source is checked against the
+	// route back to it (drop_reverse_path). The zero value is strict.
+	ReversePath ReversePathMode
+}
+
+// ReversePathMode is how a new flow's source must route back, checked
+// with the kernel's FIB on the flow's first packet, as rp_filter does.
+type ReversePathMode int
+
+const (
+	// ReversePathStrict: the route back to the source leaves by the NIC
+	// the packet arrived on (rp_filter=1).
+	ReversePathStrict ReversePathMode = iota
+	// ReversePathLoose: some route back to the source exists, by any NIC
+	// (rp_filter=2), for asymmetric routing and multipath routes.
+	ReversePathLoose
+	// ReversePathOff: sources are not checked against routes.
+	ReversePathOff
+	// ReversePathNeighbor is strict, and where the route back's next hop
+	// is resolved the frame must come from that neighbour's MAC: hosts
+	// sharing the appliance's one NIC cannot forge each other's
+	// addresses. Behind one gateway MAC (cloud fabrics) it adds nothing.
+	ReversePathNeighbor
+)
+
+// ReversePathModes are the modes by name, as the config spells them.
+var ReversePathModes = map[string]ReversePathMode{
+	"strict":   ReversePathStrict,
+	"loose":    ReversePathLoose,
+	"off":      ReversePathOff,
+	"neighbor": ReversePathNeighbor,
+}
+
+func (m ReversePathMode) String() string {
+	for name, v := range ReversePathModes {
+		if v == m {
+			return name
+		}
+	}
+	return fmt.Sprintf("ReversePathMode(%d)", int(m))
 }
 
 // VLANAction is what happens to a frame of a VLAN natwall does not route.
@@ -146,6 +192,17 @@ func (s Settings) runtimeConfig() (natwallNwRuntimeConfig, error) {
 	}
 	if s.InvalidTCPReset {
 		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_INVALID_TCP_RST)
+	}
+	switch s.ReversePath {
+	case ReversePathStrict:
+	case ReversePathLoose:
+		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_RP_LOOSE)
+	case ReversePathOff:
+		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_RP_OFF)
+	case ReversePathNeighbor:
+		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_RP_NEIGH)
+	default:
+		errs = append(errs, fmt.Errorf("reverse path: unknown mode %d", int(s.ReversePath)))
 	}
 	if n := s.SNAT; n != nil {
 		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_SNAT)
@@ -225,6 +282,13 @@ func applySettings(objs *natwallObjects, s Settings) error {
 	if err := syncMap(objs.NwSnatExcl4, lpm4Keys(exclude)); err != nil {
 		return fmt.Errorf("snat exclusions: %w", err)
 	}
+	outside, err := interfaceIndexes(s.OutsideInterfaces)
+	if err != nil {
+		return fmt.Errorf("outside interfaces: %w", err)
+	}
+	if err := syncMap(objs.NwOutsideIfs, outside); err != nil {
+		return fmt.Errorf("outside interfaces: %w", err)
+	}
 	if err := objs.NwConfig.Put(uint32(0), cfg); err != nil {
 		return fmt.Errorf("write runtime config: %w", err)
 	}
@@ -280,4 +344,18 @@ func lpm6Keys(ps []netip.Prefix) []natwallNwLpm6Key {
 		keys[i] = natwallNwLpm6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
 	}
 	return keys
+}
+
+// interfaceIndexes resolves NIC names to the ifindexes the XDP program
+// sees as ingress_ifindex.
+func interfaceIndexes(names []string) ([]uint32, error) {
+	out := make([]uint32, 0, len(names))
+	for _, name := range names {
+		iface, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		out = append(out, uint32(iface.Index))
+	}
+	return out, nil
 }

@@ -61,6 +61,10 @@ type fibFixture struct {
 func fixtureSettings() Settings {
 	s := DefaultSettings()
 	s.Inside = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16"), netip.MustParsePrefix("2001:db8:1::/48")}
+	// The fixture routes only its connected subnets, and tests send from
+	// anywhere in the inside networks: the reverse-path check has its own
+	// tests (security_zone_test.go), with the default, strict.
+	s.ReversePath = ReversePathOff
 	return s
 }
 

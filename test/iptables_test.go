@@ -324,7 +324,9 @@ func TestRulesMatchIptables(t *testing.T) {
 	if err := os.WriteFile(rulesPath, []byte("stateful:\n  default_action: allow\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := startNatwall(t, nw.Lab, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n", filepath.Join(dir, "state"), rulesPath))
+	// The probes' sources are routed out of the outside NIC, as iptables'
+	// lab (rp_filter=0) routes them: the reverse path is loose here.
+	a := startNatwall(t, nw.Lab, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\nreverse_path: loose\n", filepath.Join(dir, "state"), rulesPath))
 	for _, c := range cases {
 		// iptables is slow to load a rule set, so both labs work at once.
 		done := make(chan error, 1)

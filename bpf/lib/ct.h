@@ -306,7 +306,10 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 			e->reply.dport = dnat->port;
 		e->st.flags |= NW_CT_DNAT;
 	}
-	if (zone == NW_ZONE_OUTBOUND && (cfg->flags & NW_CFG_SNAT) && !snat_excluded4(t->daddr)) {
+	/* A hairpinned flow is east-west, yet translated like an outbound
+	 * one, so that each host sees the other's external endpoint. */
+	if ((zone == NW_ZONE_OUTBOUND || dnat) && (cfg->flags & NW_CFG_SNAT) &&
+	    !snat_excluded4(t->daddr)) {
 		ret = snat_map4(cfg, t, now, ext);
 		if (ret < 0)
 			return ret;

@@ -300,3 +300,14 @@ struct {
 	__type(value, struct nw_rule_counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nw_rule_hits SEC(".maps");
+
+/* The NICs that face the outside (outside_interfaces), by ifindex: an
+ * inside source arriving on one of them is spoofed. Written whole by the
+ * control plane with the other settings. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_outside_ifs SEC(".maps");

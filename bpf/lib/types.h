@@ -59,6 +59,9 @@ enum nw_reason {
 	NW_DROP_TCP_BAD_CHECKSUM, /* TCP segment that would create or change a flow's state: bad IPv4 header or TCP checksum, or a fragment, which cannot be checked */
 	NW_DROP_TCP_RST_OUT_OF_WINDOW, /* RST outside the receiver's window (a blind reset): the flow lives on */
 	NW_DROP_TCP_OUT_OF_WINDOW, /* TCP segment outside the sequence or acknowledgement window natwall tracks */
+	NW_DROP_SPOOFED_INSIDE,   /* inside source arrived on an outside NIC (outside_interfaces) */
+	NW_DROP_REVERSE_PATH,     /* new flow whose source does not route back out of its arrival NIC (reverse_path) */
+	NW_DROP_LINK_SCOPED_SRC,  /* IPv6 link-local or multicast source, not for this host: never routed (RFC 4291 2.5.6) */
 
 	NW_REASON_MAX,
 };
@@ -142,6 +145,9 @@ enum nw_config_flags {
 	NW_CFG_SNAT_APDM = 1 << 1,    /* address-and-port-dependent mapping */
 	NW_CFG_INVALID_TCP_RST = 1 << 2, /* answer invalid inside TCP with RST */
 	NW_CFG_VLAN_PASS = 1 << 3,    /* hand frames tagged with a VLAN ID to the kernel, unfiltered */
+	NW_CFG_RP_LOOSE = 1 << 4,     /* reverse path: any route back to the source will do */
+	NW_CFG_RP_OFF = 1 << 5,       /* reverse path: not checked (neither flag: strict) */
+	NW_CFG_RP_NEIGH = 1 << 6,     /* reverse path: strict, and from the route's next hop */
 };
 
 /* Runtime settings, written by the control plane. Held in a map rather than
