@@ -321,6 +321,11 @@ static __noinline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt
 		reason = fib_lookup_ipv4(ctx, pkt, from, ip->tos, fib);
 		return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
 	}
+	/* A redirect names a better first hop on its sender's link: a host
+	 * discards one from beyond it (RFC 1122 3.2.2.2), and its gateway
+	 * field, which no translation covers, may name an inside host. */
+	if (pkt->icmp_type == 5)
+		return NW_DROP_ICMP_REDIRECT;
 	/* An error goes to the source of the packet it quotes (as Linux's
 	 * nf_conntrack_inet_error checks): else anyone could aim an error at
 	 * any inside host by quoting another host's flow. */

@@ -273,7 +273,8 @@ const (
 	natwallNwReasonNW_DROP_VLAN                natwallNwReason = 36
 	natwallNwReasonNW_DROP_IPV4SRC_ROUTE       natwallNwReason = 37
 	natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH natwallNwReason = 38
-	natwallNwReasonNW_REASON_MAX               natwallNwReason = 39
+	natwallNwReasonNW_DROP_ICMP_REDIRECT       natwallNwReason = 39
+	natwallNwReasonNW_REASON_MAX               natwallNwReason = 40
 )
 
 type natwallNwRuleCounter struct {

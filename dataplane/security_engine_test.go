@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net"
 	"reflect"
@@ -269,4 +270,56 @@ func TestICMPQueryFragmentsFollowTheirFlow(t *testing.T) {
 	if flows != 1 {
 		t.Fatalf("%d flows after one fragmented echo request, want 1", flows)
 	}
+}
+
+// icmpErrorOfType is icmpError4 as an error of another type and code,
+// with its checksum right; rest is the 4 bytes after the checksum.
+func icmpErrorOfType(t testing.TB, typ, code uint8, rest [4]byte, src, dst string, about []byte) []byte {
+	t.Helper()
+	f := icmpError4(t, src, dst, about)
+	icmp := f[14+20:]
+	icmp[0], icmp[1], icmp[2], icmp[3] = typ, code, 0, 0
+	copy(icmp[4:8], rest[:])
+	binary.BigEndian.PutUint16(icmp[2:], ipChecksum(icmp))
+	return f
+}
+
+// TestICMPQuenchTranslatedRedirectDropped: no inside address leaves in an
+// ICMP payload. A source quench from an inside host about a translated
+// reply is translated like any error; a redirect, whose gateway field no
+// translation covers and which is valid on its sender's link only, is
+// dropped in both directions.
+func TestICMPQuenchTranslatedRedirectDropped(t *testing.T) {
+	fx := newFibFixture(t)
+	fx.apply(t, natSettings(1024, 65535))
+	const in, server = "198.18.1.20", "198.19.1.10"
+	out := fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: in, dst: server, sport: 6000, dport: 9000}), "a0", ReasonFwdRedirect)
+	ext := decode4(t, out.out).sport
+	reply := fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: server, dst: natAddr, sport: 9000, dport: ext}), "b0", ReasonFwdRedirect)
+
+	quench := fx.expect(t, icmpErrorOfType(t, 4, 0, [4]byte{}, in, server, reply.out), "a0", ReasonFwdRedirect)
+	if quench.out[14+20] != 4 {
+		t.Fatalf("forwarded ICMP type %d, want 4", quench.out[14+20])
+	}
+	// decode4 reads the quoted header of the usual errors: make it one.
+	tot := int(binary.BigEndian.Uint16(quench.out[14+2:]))
+	if ipChecksum(quench.out[14+20:14+tot]) != 0 {
+		t.Fatalf("forwarded quench's ICMP checksum is wrong")
+	}
+	asUnreach := append([]byte(nil), quench.out[:14+tot]...)
+	icmp := asUnreach[14+20:]
+	icmp[0], icmp[1], icmp[2], icmp[3] = 3, 3, 0, 0
+	binary.BigEndian.PutUint16(icmp[2:], ipChecksum(icmp))
+	d := decode4(t, asUnreach)
+	if d.src != natAddr || d.dst != server || d.inner == nil || d.inner.dst != natAddr || d.inner.dport != ext {
+		t.Fatalf("source quench left as %s -> %s quoting %+v; want %s -> %s quoting a packet to %s:%d", d.src, d.dst, d.inner, natAddr, server, natAddr, ext)
+	}
+	inside := net.ParseIP(in).To4()
+	if i := bytes.Index(quench.out[14:], inside); i >= 0 {
+		t.Fatalf("the forwarded quench carries the inside address at IP offset %d", i)
+	}
+
+	gw := [4]byte{198, 18, 1, 21}
+	fx.expect(t, icmpErrorOfType(t, 5, 1, gw, in, server, reply.out), "a0", ReasonDropICMPRedirect)
+	fx.expect(t, icmpErrorOfType(t, 5, 1, [4]byte{198, 19, 1, 11}, server, natAddr, out.out), "b0", ReasonDropICMPRedirect)
 }

@@ -56,6 +56,7 @@ enum nw_reason {
 	NW_DROP_VLAN,             /* tagged with a VLAN ID (not a priority tag), vlan_action drop */
 	NW_DROP_IPV4_SRC_ROUTE,   /* IPv4 loose or strict source route option (accept_source_route=0) */
 	NW_DROP_ICMP_ERROR_MISMATCH, /* ICMP error not addressed to the source of the packet it quotes */
+	NW_DROP_ICMP_REDIRECT,    /* ICMP redirect about a forwarded flow: valid on its sender's link only, and its gateway field may name an inside host */
 
 	NW_REASON_MAX,
 };
