@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -59,6 +60,9 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return dp, nil
 		},
+		guardICMP: func(inside []netip.Prefix, log *slog.Logger) (io.Closer, error) {
+			return installICMPGuard(inside, log)
+		},
 	}
 	return d.run(ctx)
 }
@@ -71,6 +75,9 @@ type daemon struct {
 	openDataplane func(dataplane.Options) (Dataplane, error)
 	// interfaceExists reports a NIC missing from natwall's network namespace.
 	interfaceExists func(name string) error
+	// guardICMP installs the netfilter guard against the host's own ICMP
+	// errors quoting inside addresses (icmp_guard.go); nil installs none.
+	guardICMP func(inside []netip.Prefix, log *slog.Logger) (io.Closer, error)
 	// ready, if set, is called with the bound listeners once serving starts.
 	ready func(metrics, health *httpServer)
 }
@@ -125,6 +132,22 @@ func (d *daemon) run(ctx context.Context) (err error) {
 
 	if err := d.sysctls(); err != nil {
 		return errors.Join(err, closeListeners())
+	}
+
+	// With SNAT, the host's own ICMP errors about translated packets
+	// would carry inside addresses out: guarded before anything forwards.
+	// The guard stays with a dataplane left attached, which still
+	// translates.
+	if cfg.SNAT != nil && d.guardICMP != nil {
+		guard, gerr := d.guardICMP(cfg.InsideNetworks, log)
+		if gerr != nil {
+			return errors.Join(fmt.Errorf("install ICMP guard: %w", gerr), closeListeners())
+		}
+		defer func() {
+			if cfg.OnExit != ExitKeep {
+				err = errors.Join(err, guard.Close())
+			}
+		}()
 	}
 
 	settings := dataplane.DefaultSettings()
