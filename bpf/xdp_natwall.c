@@ -47,6 +47,26 @@ static __always_inline int tuple4_equal(const struct nw_tuple4 *a, const struct 
 	       a->dport == b->dport;
 }
 
+/* An ICMP message's place in its tuple: a query (or reply) puts its
+ * identifier in both ports. The type rides in dport until
+ * icmp_tuple_finish moves it, so that a later fragment gets its first
+ * fragment's type along with the identifier. */
+static __always_inline void icmp_tuple_start(__u8 proto, struct nw_pkt *pkt, __be16 *sport,
+					     __be16 *dport)
+{
+	if (icmp_is_query(proto, pkt->icmp_type))
+		*sport = pkt->sport;
+	*dport = pkt->icmp_type;
+}
+
+static __always_inline void icmp_tuple_finish(__u8 proto, __be16 sport, __be16 *dport, __u8 *icmp_type)
+{
+	if (proto != IPPROTO_ICMP && proto != IPPROTO_ICMPV6)
+		return;
+	*icmp_type = (__u8)*dport;
+	*dport = sport;
+}
+
 static __always_inline void acl_pkt_ports(struct nw_acl_pkt *ap, struct nw_pkt *pkt, __u8 proto,
 					  __be16 sport, __be16 dport, __u8 zone)
 {
@@ -130,6 +150,7 @@ static __always_inline int stateless_verdict(struct nw_pkt *pkt, struct nw_acl_p
 	if (!sc)
 		return NW_DROP_INTERNAL;
 	acl_classify(ap, NW_ACL_STATELESS, pkt->frame_len, &sc->acl_res);
+	acl_test_flip_gen(&sc->acl_res);
 	return sc->acl_res.action == NW_ACL_DROP ? NW_DROP_ACL_STATELESS : 0;
 }
 
@@ -150,7 +171,9 @@ static __always_inline int stateless_known(struct nw_ct_state *st, int dir, stru
 	return 1;
 }
 
-/* Records the pass stateless_verdict just gave a packet of flow st. */
+/* Records the pass stateless_verdict just gave a packet of flow st, under
+ * the generation that gave it: a reload since then makes the next packet
+ * classify again. */
 static __always_inline void stateless_remember(struct nw_ct_state *st, int dir, struct nw_pkt *pkt)
 {
 	struct nw_scratch *sc = scratch();
@@ -159,7 +182,7 @@ static __always_inline void stateless_remember(struct nw_ct_state *st, int dir, 
 	if (!st || !sc || pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
 		return;
 	st->stateless_rule[d] = sc->acl_res.rule_id;
-	st->stateless_tag[d] = acl_tag();
+	st->stateless_tag[d] = sc->acl_res.tag;
 }
 
 /* Routes a packet of a tracked IPv4 flow, rewriting it from tuple from to
@@ -282,7 +305,10 @@ static __noinline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt
 		k->sport = ports[1];
 		k->dport = ports[0];
 	} else if (k->proto == IPPROTO_ICMP) {
-		k->sport = k->dport = ports[2];
+		/* The quoted message's type is its first byte. */
+		k->icmp_type = icmp_reverse_type(IPPROTO_ICMP, *(__u8 *)ports);
+		if (icmp_is_query(IPPROTO_ICMP, k->icmp_type))
+			k->sport = k->dport = ports[2];
 	}
 
 	e = ct_lookup4(k, orig, &dir);
@@ -297,6 +323,11 @@ static __noinline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt
 		reason = fib_lookup_ipv4(ctx, pkt, from, ip->tos, fib);
 		return reason == NW_PASS_LOCAL ? NW_PASS_LOCAL : NW_DROP_ICMP_ERROR_NO_FLOW;
 	}
+	/* A redirect names a better first hop on its sender's link: a host
+	 * discards one from beyond it (RFC 1122 3.2.2.2), and its gateway
+	 * field, which no translation covers, may name an inside host. */
+	if (pkt->icmp_type == 5)
+		return NW_DROP_ICMP_REDIRECT;
 	/* An error goes to the source of the packet it quotes (as Linux's
 	 * nf_conntrack_inet_error checks): else anyone could aim an error at
 	 * any inside host by quoting another host's flow. */
@@ -487,8 +518,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 	case IPPROTO_ICMP:
 		if ((pkt->flags & NW_PKT_L4) && !(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
 			is_error = icmp4_is_error(pkt->icmp_type);
-			if (pkt->icmp_type == 8 || pkt->icmp_type == 0)
-				t->sport = t->dport = pkt->sport;
+			icmp_tuple_start(IPPROTO_ICMP, pkt, &t->sport, &t->dport);
 		}
 		break;
 	}
@@ -501,6 +531,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 	ret = frag_track(&nw_frag4, fk, pkt, now, &t->sport, &t->dport);
 	if (ret < 0)
 		return -ret;
+	icmp_tuple_finish(t->proto, t->sport, &t->dport, &t->icmp_type);
 
 	e = is_error ? NULL : ct_lookup4(t, orig, &dir);
 	if (e && ct_expired(cfg, &e->st, t->proto, now)) {
@@ -562,7 +593,8 @@ static __always_inline void tuple6_reverse(struct nw_tuple6 *out, const struct n
 	out->sport = t->dport;
 	out->dport = t->sport;
 	out->proto = t->proto;
-	out->pad[0] = out->pad[1] = out->pad[2] = 0;
+	out->icmp_type = icmp_reverse_type(t->proto, t->icmp_type);
+	out->pad[0] = out->pad[1] = 0;
 }
 
 static __always_inline struct nw_ct6_entry *ct_lookup6(const struct nw_tuple6 *t,
@@ -629,7 +661,9 @@ static __noinline int process_icmp_error6(struct xdp_md *ctx, struct nw_pkt *pkt
 		k->sport = ports[1];
 		k->dport = ports[0];
 	} else if (k->proto == IPPROTO_ICMPV6) {
-		k->sport = k->dport = ports[2];
+		k->icmp_type = icmp_reverse_type(IPPROTO_ICMPV6, *(__u8 *)ports);
+		if (icmp_is_query(IPPROTO_ICMPV6, k->icmp_type))
+			k->sport = k->dport = ports[2];
 	}
 	reason = fib_lookup_ipv6(ctx, pkt, ip6, fib);
 	e = ct_lookup6(k, orig, &dir);
@@ -696,8 +730,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	case IPPROTO_ICMPV6:
 		if ((pkt->flags & NW_PKT_L4) && !(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
 			is_error = icmp6_is_error(pkt->icmp_type);
-			if (pkt->icmp_type == 128 || pkt->icmp_type == 129)
-				t->sport = t->dport = pkt->sport;
+			icmp_tuple_start(IPPROTO_ICMPV6, pkt, &t->sport, &t->dport);
 		}
 		break;
 	}
@@ -709,6 +742,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	ret = frag_track(&nw_frag6, fk, pkt, now, &t->sport, &t->dport);
 	if (ret < 0)
 		return -ret;
+	icmp_tuple_finish(t->proto, t->sport, &t->dport, &t->icmp_type);
 
 	e = is_error ? NULL : ct_lookup6(t, orig, &dir);
 	if (e && ct_expired(cfg, &e->st, t->proto, now)) {

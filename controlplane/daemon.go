@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -66,6 +67,9 @@ func Run(ctx context.Context, cfg Config, source LoadOptions) error {
 			}
 			return dp, nil
 		},
+		guardICMP: func(inside []netip.Prefix, log *slog.Logger) (io.Closer, error) {
+			return installICMPGuard(inside, log)
+		},
 	}
 	return d.run(ctx)
 }
@@ -84,6 +88,9 @@ type daemon struct {
 	// pinnedInterfaces names the NICs a natwall left enforcing under a pin
 	// directory; nil means none.
 	pinnedInterfaces func(pinDir string) ([]string, error)
+	// guardICMP installs the netfilter guard against the host's own ICMP
+	// errors quoting inside addresses (icmp_guard.go); nil installs none.
+	guardICMP func(inside []netip.Prefix, log *slog.Logger) (io.Closer, error)
 	// ready, if set, is called with the bound listeners once serving starts.
 	ready func(metrics, health *httpServer)
 }
@@ -169,6 +176,30 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		return errors.Join(err, closeListeners())
 	}
 
+	// started is set once the dataplane enforces the configured rules; a
+	// start that fails before that undoes what it did.
+	started := false
+	// With SNAT, the host's own ICMP errors about translated packets
+	// would carry inside addresses out: guarded before anything forwards.
+	// The guard stays with a dataplane left attached, which still
+	// translates.
+	if cfg.SNAT != nil && d.guardICMP != nil {
+		guard, gerr := d.guardICMP(cfg.InsideNetworks, log)
+		if gerr != nil {
+			return errors.Join(fmt.Errorf("install ICMP guard: %w", gerr), closeListeners())
+		}
+		defer func() {
+			// The guard stays while a dataplane that translates stays:
+			// one left attached (on_exit: keep, read from d.cfg as a
+			// reload may change it), or a pinned one a failed takeover
+			// leaves enforcing.
+			stays := started && d.cfg.OnExit == ExitKeep || !started && len(pinned) > 0
+			if !stays {
+				err = errors.Join(err, guard.Close())
+			}
+		}()
+	}
+
 	settings, err := runtimeSettings(cfg, d.sysctlRoot, log)
 	if err != nil {
 		return errors.Join(err, closeListeners())
@@ -186,7 +217,6 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if err != nil {
 		return errors.Join(fmt.Errorf("open dataplane: %w", err), closeListeners())
 	}
-	started := false
 	defer func() {
 		if !started && len(pinned) == 0 {
 			err = errors.Join(err, d.abandonStart(dp))

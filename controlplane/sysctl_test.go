@@ -34,6 +34,7 @@ func kernelDefaults(ifaces ...string) map[string]string {
 	v := map[string]string{
 		"net/ipv4/ip_forward":          "0",
 		"net/ipv6/conf/all/forwarding": "0",
+		"net/ipv4/ip_local_port_range": "32768\t60999",
 	}
 	for _, dev := range append([]string{"all", "default"}, ifaces...) {
 		v["net/ipv4/conf/"+dev+"/rp_filter"] = "1"

@@ -61,6 +61,24 @@ func rawFrame(p rules.Packet) []byte {
 	return append(frame, l4...)
 }
 
+// setTCPChecksum fills in the TCP checksum of a frame rawFrame built, after
+// its TCP header changed: segments that open a flow must carry a valid one.
+func setTCPChecksum(frame []byte) {
+	var src, dst, seg []byte
+	v4 := binary.BigEndian.Uint16(frame[12:]) == 0x0800
+	if v4 {
+		src, dst, seg = frame[26:30], frame[30:34], frame[34:]
+	} else {
+		src, dst, seg = frame[22:38], frame[38:54], frame[54:]
+	}
+	seg[16], seg[17] = 0, 0
+	sum := pseudoChecksum6(src, dst, 6, seg)
+	if v4 {
+		sum = pseudoChecksum(src, dst, 6, seg)
+	}
+	binary.BigEndian.PutUint16(seg[16:], sum)
+}
+
 // The kernel's classifier against the Go reference: random stateless rule
 // sets compiled by package rules and loaded into the dataplane, random
 // packets through BPF_PROG_RUN, and every verdict compared with the rules

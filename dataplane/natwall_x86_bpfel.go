@@ -292,7 +292,8 @@ const (
 	natwallNwReasonNW_DROP_SPOOFED_INSIDE        natwallNwReason = 42
 	natwallNwReasonNW_DROP_REVERSE_PATH          natwallNwReason = 43
 	natwallNwReasonNW_DROP_LINK_SCOPED_SRC       natwallNwReason = 44
-	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 45
+	natwallNwReasonNW_DROP_ICMP_REDIRECT         natwallNwReason = 45
+	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 46
 )
 
 type natwallNwRuleCounter struct {
@@ -378,23 +379,25 @@ const (
 )
 
 type natwallNwTuple4 struct {
-	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
-	Sport uint16
-	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
+	_        structs.HostLayout
+	Saddr    uint32
+	Daddr    uint32
+	Sport    uint16
+	Dport    uint16
+	Proto    uint8
+	IcmpType uint8
+	Pad      [2]uint8
 }
 
 type natwallNwTuple6 struct {
-	_     structs.HostLayout
-	Saddr [16]uint8
-	Daddr [16]uint8
-	Sport uint16
-	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
+	_        structs.HostLayout
+	Saddr    [16]uint8
+	Daddr    [16]uint8
+	Sport    uint16
+	Dport    uint16
+	Proto    uint8
+	IcmpType uint8
+	Pad      [2]uint8
 }
 
 type natwallNwZone uint32
@@ -411,33 +414,34 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	natwallMapNwAclBits    = "nw_acl_bits"
-	natwallMapNwAclGen     = "nw_acl_gen"
-	natwallMapNwAclLpm4    = "nw_acl_lpm4"
-	natwallMapNwAclLpm6    = "nw_acl_lpm6"
-	natwallMapNwAclPorts   = "nw_acl_ports"
-	natwallMapNwAclRules   = "nw_acl_rules"
-	natwallMapNwAclStages  = "nw_acl_stages"
-	natwallMapNwConfig     = "nw_config"
-	natwallMapNwCounters   = "nw_counters"
-	natwallMapNwCt4        = "nw_ct4"
-	natwallMapNwCt4Rev     = "nw_ct4_rev"
-	natwallMapNwCt6        = "nw_ct6"
-	natwallMapNwEvents     = "nw_events"
-	natwallMapNwFrag4      = "nw_frag4"
-	natwallMapNwFrag6      = "nw_frag6"
-	natwallMapNwInside4    = "nw_inside4"
-	natwallMapNwInside6    = "nw_inside6"
-	natwallMapNwOutsideIfs = "nw_outside_ifs"
-	natwallMapNwRuleHits   = "nw_rule_hits"
-	natwallMapNwScratch    = "nw_scratch"
-	natwallMapNwSnat4Fwd   = "nw_snat4_fwd"
-	natwallMapNwSnat4Rev   = "nw_snat4_rev"
-	natwallMapNwSnatExcl4  = "nw_snat_excl4"
-	natwallMapNwStats      = "nw_stats"
-	natwallMapNwTxPorts    = "nw_tx_ports"
-	natwallProgXdpNatwall  = "xdp_natwall"
-	natwallVarNwBtfAnchor  = "nw_btf_anchor"
+	natwallMapNwAclBits                  = "nw_acl_bits"
+	natwallMapNwAclGen                   = "nw_acl_gen"
+	natwallMapNwAclLpm4                  = "nw_acl_lpm4"
+	natwallMapNwAclLpm6                  = "nw_acl_lpm6"
+	natwallMapNwAclPorts                 = "nw_acl_ports"
+	natwallMapNwAclRules                 = "nw_acl_rules"
+	natwallMapNwAclStages                = "nw_acl_stages"
+	natwallMapNwConfig                   = "nw_config"
+	natwallMapNwCounters                 = "nw_counters"
+	natwallMapNwCt4                      = "nw_ct4"
+	natwallMapNwCt4Rev                   = "nw_ct4_rev"
+	natwallMapNwCt6                      = "nw_ct6"
+	natwallMapNwEvents                   = "nw_events"
+	natwallMapNwFrag4                    = "nw_frag4"
+	natwallMapNwFrag6                    = "nw_frag6"
+	natwallMapNwInside4                  = "nw_inside4"
+	natwallMapNwInside6                  = "nw_inside6"
+	natwallMapNwOutsideIfs               = "nw_outside_ifs"
+	natwallMapNwRuleHits                 = "nw_rule_hits"
+	natwallMapNwScratch                  = "nw_scratch"
+	natwallMapNwSnat4Fwd                 = "nw_snat4_fwd"
+	natwallMapNwSnat4Rev                 = "nw_snat4_rev"
+	natwallMapNwSnatExcl4                = "nw_snat_excl4"
+	natwallMapNwStats                    = "nw_stats"
+	natwallMapNwTxPorts                  = "nw_tx_ports"
+	natwallProgXdpNatwall                = "xdp_natwall"
+	natwallVarNwBtfAnchor                = "nw_btf_anchor"
+	natwallVarNwTestFlipGenAfterClassify = "nw_test_flip_gen_after_classify"
 )
 
 // loadNatwall returns the embedded CollectionSpec for natwall.
@@ -520,7 +524,8 @@ type natwallMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type natwallVariableSpecs struct {
-	NwBtfAnchor *ebpf.VariableSpec `ebpf:"nw_btf_anchor"`
+	NwBtfAnchor                *ebpf.VariableSpec `ebpf:"nw_btf_anchor"`
+	NwTestFlipGenAfterClassify *ebpf.VariableSpec `ebpf:"nw_test_flip_gen_after_classify"`
 }
 
 // natwallObjects contains all objects after they have been loaded into the kernel.
@@ -604,7 +609,8 @@ func (m *natwallMaps) Close() error {
 //
 // It can be passed to loadNatwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type natwallVariables struct {
-	NwBtfAnchor *ebpf.Variable `ebpf:"nw_btf_anchor"`
+	NwBtfAnchor                *ebpf.Variable `ebpf:"nw_btf_anchor"`
+	NwTestFlipGenAfterClassify *ebpf.Variable `ebpf:"nw_test_flip_gen_after_classify"`
 }
 
 // natwallPrograms contains all programs after they have been loaded into the kernel.

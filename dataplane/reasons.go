@@ -70,6 +70,7 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_SPOOFED_INSIDE:        {"drop_spoofed_inside", VerdictDrop},
 	natwallNwReasonNW_DROP_REVERSE_PATH:          {"drop_reverse_path", VerdictDrop},
 	natwallNwReasonNW_DROP_LINK_SCOPED_SRC:       {"drop_link_scoped_src", VerdictDrop},
+	natwallNwReasonNW_DROP_ICMP_REDIRECT:         {"drop_icmp_redirect", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -117,6 +118,7 @@ const (
 	ReasonDropTCPBadChecksum    = natwallNwReasonNW_DROP_TCP_BAD_CHECKSUM
 	ReasonDropTCPRSTOutOfWindow = natwallNwReasonNW_DROP_TCP_RST_OUT_OF_WINDOW
 	ReasonDropTCPOutOfWindow    = natwallNwReasonNW_DROP_TCP_OUT_OF_WINDOW
+	ReasonDropICMPRedirect      = natwallNwReasonNW_DROP_ICMP_REDIRECT
 )
 
 // Reasons of the zone checks (docs/security.md, "Zones and spoofed sources").

@@ -188,8 +188,8 @@ func TestICMPStatelessVerdictNotKept(t *testing.T) {
 // is forwarded only with the flow it quotes (here none).
 func TestICMPOnlyRequestsOpenFlows(t *testing.T) {
 	fx := newFibFixture(t)
-	// Each to its own destination: query flows are not keyed by kind yet,
-	// so a second message to the same peer could match the first's flow.
+	// Each to its own destination, so that each message meets no flow
+	// (query kinds are keyed apart: TestICMPQueryFlowsKeyedByKind).
 	dsts := map[uint16]string{8: "198.19.1.10", 13: "198.19.1.11"}
 	icmp := func(typ uint16) []byte {
 		dst, ok := dsts[typ]

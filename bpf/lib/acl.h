@@ -117,16 +117,18 @@ static __always_inline void acl_count(__u32 rule_id, __u64 bytes)
 struct acl_scan {
 	struct nw_acl_bitvec *bv[NW_ACL_FIELDS];
 	__u64 cur;        /* candidate words left in summary word j */
+	__u64 acc;        /* matching rules of word w not examined yet */
+	__u32 w;
 	__u32 j;
 	__u32 nsummary;
 	__u32 base;
 	__u32 decided;
 };
 
-/* Examines the next candidate word, lowest first: ANDs the fields' words
- * there and looks for the first rule that decides. A bpf_loop callback, so
- * the verifier checks it once, whatever the number of words. Returns 1 to
- * stop. */
+/* Examines the next few matching rules, lowest first: those left in the
+ * current word, else the next candidate word's (the AND of the fields'
+ * words there). A bpf_loop callback, so the verifier checks it once,
+ * whatever the number of words. Returns 1 to stop. */
 static long acl_scan_word(__u32 i, void *data)
 {
 	struct acl_scan *sc = data;
@@ -140,24 +142,31 @@ static long acl_scan_word(__u32 i, void *data)
 	if (!scr || !b0 || !b1 || !b2 || !b3 || !b4 || !b5 || !b6)
 		return 1;
 	res = &scr->acl_scan_res;
-	/* Move on to the next summary word with candidates. */
-	for (int k = 0; k < NW_ACL_SUMMARY && !cur; k++) {
-		j = sc->j + 1;
-		if (j >= sc->nsummary || j >= NW_ACL_SUMMARY)
+	acc = sc->acc;
+	w = sc->w & (NW_ACL_WORDS - 1);
+	if (!acc) {
+		/* Move on to the next summary word with candidates. */
+		for (int k = 0; k < NW_ACL_SUMMARY && !cur; k++) {
+			j = sc->j + 1;
+			if (j >= sc->nsummary || j >= NW_ACL_SUMMARY)
+				return 1;
+			sc->j = j;
+			/* j < NW_ACL_SUMMARY, but clang proves that and drops
+			 * the mask the verifier needs: hide j from it. */
+			asm volatile("" : "+r"(j));
+			cur = scr->acl_summary[j & (NW_ACL_SUMMARY - 1)];
+		}
+		if (!cur)
 			return 1;
-		sc->j = j;
-		cur = scr->acl_summary[j & (NW_ACL_SUMMARY - 1)];
+		w = ((sc->j & (NW_ACL_SUMMARY - 1)) * 64 + ctz64(cur)) & (NW_ACL_WORDS - 1);
+		sc->cur = cur & (cur - 1);
+		acc = b0->words[w] & b1->words[w] & b2->words[w] & b3->words[w] &
+		      b4->words[w] & b5->words[w] & b6->words[w];
 	}
-	if (!cur)
-		return 1;
-	w = ((sc->j & (NW_ACL_SUMMARY - 1)) * 64 + ctz64(cur)) & (NW_ACL_WORDS - 1);
-	sc->cur = cur & (cur - 1);
-	acc = b0->words[w] & b1->words[w] & b2->words[w] & b3->words[w] &
-	      b4->words[w] & b5->words[w] & b6->words[w];
 
-	/* Bounded for the verifier: more alert rules than this in one word
-	 * leave acc non-zero, and the stage's default decides (fail closed
-	 * with a deny default). */
+	/* Bounded for the verifier. Alert rules beyond this many stay in
+	 * sc->acc for the next call: a run of alerts, however long, never
+	 * hides the rule that decides after it. */
 	for (int a = 0; a <= NW_ACL_MAX_ALERTS && acc; a++) {
 		__u32 key = sc->base * NW_ACL_MAX_RULES + ((w * 64 + ctz64(acc)) & (NW_ACL_MAX_RULES - 1));
 		struct nw_acl_rule *r = bpf_map_lookup_elem(&nw_acl_rules, &key);
@@ -182,7 +191,9 @@ static long acl_scan_word(__u32 i, void *data)
 		res->rule_id = r->rule_id;
 		return 1;
 	}
-	return acc ? 1 : 0;
+	sc->acc = acc;
+	sc->w = w;
+	return 0;
 }
 
 /* Classifies p in stage and counts the deciding rule. With no rule set
@@ -196,7 +207,10 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 			    struct nw_acl_result *res)
 {
 	__u32 zero = 0, *genp = bpf_map_lookup_elem(&nw_acl_gen, &zero);
-	__u32 gen = genp ? (*genp & 1) : 0;
+	/* Read once: the tables and the tag a flow records with the verdict
+	 * must come from the same generation, whenever a reload flips it. */
+	__u32 genv = genp ? *(volatile __u32 *)genp : 0;
+	__u32 gen = genv & 1;
 	__u32 base = gen * NW_ACL_STAGES + (stage & 1);
 	__u32 gs = gen << 8 | (stage & 1);
 	struct nw_acl_meta *meta = bpf_map_lookup_elem(&nw_acl_stages, &base);
@@ -207,6 +221,7 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 	if (!p || !res || !scr)
 		return -1;
 	ids = scr->acl_ids;
+	res->tag = genv + 1;
 	res->action = NW_ACL_NONE;
 	res->rule_id = 0;
 	res->alerts = 0;
@@ -264,7 +279,9 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 	sc.nsummary = nsummary;
 	sc.j = 0;
 	sc.cur = scr->acl_summary[0];
-	bpf_loop(NW_ACL_WORDS, acl_scan_word, &sc, 0);
+	/* One call per candidate word, plus one per NW_ACL_MAX_ALERTS + 1
+	 * matching rules: every rule bit at most once. */
+	bpf_loop(NW_ACL_WORDS + NW_ACL_MAX_RULES, acl_scan_word, &sc, 0);
 
 	res->alerts = scr->acl_scan_res.alerts;
 	for (int i = 0; i < NW_ACL_MAX_ALERTS; i++)
@@ -276,4 +293,21 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 out:
 	acl_count(res->rule_id, bytes);
 	return 0;
+}
+
+/* Test hook: when set before load to a generation g, a packet classified
+ * under g - 1 flips the classifier to g right after, as a reload landing
+ * between a packet's classification and the rest of its processing would.
+ * Zero in production, where the verifier prunes the branch. */
+volatile const __u32 nw_test_flip_gen_after_classify = 0;
+
+static __always_inline void acl_test_flip_gen(const struct nw_acl_result *res)
+{
+	__u32 zero = 0, *genp;
+
+	if (!nw_test_flip_gen_after_classify || res->tag != nw_test_flip_gen_after_classify)
+		return;
+	genp = bpf_map_lookup_elem(&nw_acl_gen, &zero);
+	if (genp)
+		*genp = nw_test_flip_gen_after_classify;
 }

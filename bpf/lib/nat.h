@@ -45,6 +45,40 @@ static __always_inline struct nw_runtime_config *runtime_config(void)
 	return bpf_map_lookup_elem(&nw_config, &zero);
 }
 
+/* The type of the message that answers an ICMP (proto) query of type, and
+ * the query a reply answers, as Linux's invmap tables have it; other types
+ * answer nothing and stay as they are, so they never match a query flow. */
+static __always_inline __u8 icmp_reverse_type(__u8 proto, __u8 type)
+{
+	if (proto == IPPROTO_ICMP) {
+		switch (type) {
+		case 8: return 0;   /* echo */
+		case 0: return 8;
+		case 13: return 14; /* timestamp */
+		case 14: return 13;
+		case 15: return 16; /* information */
+		case 16: return 15;
+		case 17: return 18; /* address mask */
+		case 18: return 17;
+		}
+	} else if (proto == IPPROTO_ICMPV6) {
+		switch (type) {
+		case 128: return 129; /* echo */
+		case 129: return 128;
+		case 139: return 140; /* node information */
+		case 140: return 139;
+		}
+	}
+	return type;
+}
+
+/* Whether an ICMP (proto) message of type is a query or its reply, which
+ * carry an identifier at the echo's place. */
+static __always_inline int icmp_is_query(__u8 proto, __u8 type)
+{
+	return icmp_reverse_type(proto, type) != type;
+}
+
 static __always_inline void tuple4_reverse(struct nw_tuple4 *out, const struct nw_tuple4 *t)
 {
 	out->saddr = t->daddr;
@@ -52,7 +86,8 @@ static __always_inline void tuple4_reverse(struct nw_tuple4 *out, const struct n
 	out->sport = t->dport;
 	out->dport = t->sport;
 	out->proto = t->proto;
-	out->pad[0] = out->pad[1] = out->pad[2] = 0;
+	out->icmp_type = icmp_reverse_type(t->proto, t->icmp_type);
+	out->pad[0] = out->pad[1] = 0;
 }
 
 static __always_inline int snat_excluded4(__be32 daddr)

@@ -62,6 +62,7 @@ enum nw_reason {
 	NW_DROP_SPOOFED_INSIDE,   /* inside source arrived on an outside NIC (outside_interfaces) */
 	NW_DROP_REVERSE_PATH,     /* new flow whose source does not route back out of its arrival NIC (reverse_path) */
 	NW_DROP_LINK_SCOPED_SRC,  /* IPv6 link-local or multicast source, not for this host: never routed (RFC 4291 2.5.6) */
+	NW_DROP_ICMP_REDIRECT,    /* ICMP redirect about a forwarded flow: valid on its sender's link only, and its gateway field may name an inside host */
 
 	NW_REASON_MAX,
 };
@@ -162,15 +163,18 @@ struct nw_runtime_config {
 	__u32 timeouts[NW_TIMEOUT_MAX]; /* seconds, enum nw_timeout */
 };
 
-/* An IPv4 flow as seen on the wire in one direction. ICMP echo puts the
- * identifier in both ports, so that reversing the tuple matches the reply. */
+/* An IPv4 flow as seen on the wire in one direction. ICMP queries put the
+ * identifier in both ports and the message type in icmp_type, which
+ * reversing the tuple turns into the reply's: a query flow is keyed by its
+ * kind, and only the matching reply answers it (as in Linux conntrack). */
 struct nw_tuple4 {
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 icmp_type;   /* ICMP: the message type; 0 for other protocols */
+	__u8 pad[2];
 };
 
 struct nw_tuple6 {
@@ -179,7 +183,8 @@ struct nw_tuple6 {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 icmp_type;   /* ICMPv6: the message type; 0 for other protocols */
+	__u8 pad[2];
 };
 
 /* One side of a TCP connection, for the window check (tcp_window.h), in
@@ -416,6 +421,7 @@ struct nw_acl_result {
 	__u32 rule_id;
 	__u32 alerts;
 	__u32 alert_ids[NW_ACL_MAX_ALERTS];
+	__u32 tag;        /* acl_tag of the generation that decided (never 0) */
 };
 
 struct nw_rule_counter {
