@@ -64,6 +64,7 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_VLAN:                {"drop_vlan", VerdictDrop},
 	natwallNwReasonNW_DROP_IPV4SRC_ROUTE:       {"drop_ipv4_src_route", VerdictDrop},
 	natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH: {"drop_icmp_error_mismatch", VerdictDrop},
+	natwallNwReasonNW_DROP_CT_SRC_LIMIT:        {"drop_ct_src_limit", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -108,6 +109,7 @@ const (
 	ReasonDropVLAN              = natwallNwReasonNW_DROP_VLAN
 	ReasonDropIPv4SrcRoute      = natwallNwReasonNW_DROP_IPV4SRC_ROUTE
 	ReasonDropICMPErrorMismatch = natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH
+	ReasonDropCTSrcLimit        = natwallNwReasonNW_DROP_CT_SRC_LIMIT
 )
 
 // Name is the reason's snake_case metric label.
