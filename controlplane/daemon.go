@@ -132,6 +132,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	settings.Inside = cfg.InsideNetworks
 	settings.SNAT = cfg.SNAT
 	settings.InvalidTCPReset = cfg.Conntrack.InvalidTCPReset
+	settings.UnansweredPerSource = cfg.Conntrack.UnansweredPerSource
 	if cfg.Conntrack.Timeouts != (dataplane.Timeouts{}) {
 		settings.Timeouts = cfg.Conntrack.Timeouts
 	}

@@ -299,7 +299,7 @@ type natwallNwRuntimeConfig struct {
 	SnatAddrCount   uint32
 	SnatAddrs       [16]uint32
 	Timeouts        [7]uint32
-	SrcFlowLimit    uint32
+	UnansweredPerSource    uint32
 	SrcWindow       uint32
 }
 

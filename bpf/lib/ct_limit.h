@@ -2,9 +2,9 @@
 /* What keeps one host, or a flood of spoofed ones, from filling the flow
  * table.
  *
- * Per source host, at most src_flow_limit unanswered flows. A flow counts
- * against its source (the original direction's source address, IPv6 by
- * /128) from its creation until its first reply or until the dataplane
+ * Per source host, at most unanswered_per_source unanswered flows. A flow
+ * counts against its source (the original direction's source address, IPv6
+ * by /128) from its creation until its first reply or until the dataplane
  * removes it. The control plane's collector removes expired flows without
  * telling the count, so instead of being decremented there, a flow is
  * counted in the window of src_window seconds (the longest timeout of an
@@ -79,7 +79,7 @@ static __always_inline struct nw_src_count *src_count(__u64 hi, __u64 lo,
 	__u32 zero = 0;
 
 	*cfg = bpf_map_lookup_elem(&nw_config, &zero);
-	if (!*cfg || !(*cfg)->src_flow_limit || !(*cfg)->src_window)
+	if (!*cfg || !(*cfg)->unanswered_per_source || !(*cfg)->src_window)
 		return NULL;
 	__builtin_memcpy(&k.addr[0], &hi, 8);
 	__builtin_memcpy(&k.addr[8], &lo, 8);
@@ -95,7 +95,7 @@ __noinline int src_admit(__u64 hi, __u64 lo, __u64 now)
 	if (!c || !cfg)
 		return 0;
 	src_roll(c, src_epoch(cfg, now));
-	return c->cur + c->prev >= cfg->src_flow_limit ? NW_DROP_CT_SRC_LIMIT : 0;
+	return c->cur + c->prev >= cfg->unanswered_per_source ? NW_DROP_CT_SRC_LIMIT : 0;
 }
 
 /* Counts a flow the source just opened. */
@@ -105,7 +105,7 @@ __noinline int src_opened(__u64 hi, __u64 lo, __u64 now)
 	struct nw_src_count *c = src_count(hi, lo, &cfg);
 	struct nw_src_key k;
 
-	if (!cfg || !cfg->src_flow_limit || !cfg->src_window)
+	if (!cfg || !cfg->unanswered_per_source || !cfg->src_window)
 		return 0;
 	if (!c) {
 		struct nw_src_count fresh = { .epoch = src_epoch(cfg, now), .cur = 1 };

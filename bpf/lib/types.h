@@ -155,7 +155,7 @@ struct nw_runtime_config {
 	__u32 timeouts[NW_TIMEOUT_MAX]; /* seconds, enum nw_timeout */
 	/* Unanswered flows one source host may hold (0: no limit), counted
 	 * in windows of src_window seconds (ct_limit.h). */
-	__u32 src_flow_limit;
+	__u32 unanswered_per_source;
 	__u32 src_window;
 };
 
