@@ -291,16 +291,16 @@ type natwallNwRuleCounter struct {
 }
 
 type natwallNwRuntimeConfig struct {
-	_               structs.HostLayout
-	MalformedAction natwallNwMalformedAction
-	Flags           uint32
-	SnatPortMin     uint16
-	SnatPortMax     uint16
-	SnatAddrCount   uint32
-	SnatAddrs       [16]uint32
-	Timeouts        [7]uint32
-	UnansweredPerSource    uint32
-	SrcWindow       uint32
+	_                   structs.HostLayout
+	MalformedAction     natwallNwMalformedAction
+	Flags               uint32
+	SnatPortMin         uint16
+	SnatPortMax         uint16
+	SnatAddrCount       uint32
+	SnatAddrs           [16]uint32
+	Timeouts            [7]uint32
+	UnansweredPerSource uint32
+	SrcWindow           uint32
 }
 
 type natwallNwScratchSpace struct {

@@ -20,7 +20,13 @@ func TestVerifiedInstructions(t *testing.T) {
 	}
 	var objs natwallObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		var ve *ebpf.VerifierError; if errors.As(err, &ve) { for _, l := range ve.Log[max(0, len(ve.Log)-400):] { t.Log(l) } }; t.Fatalf("load: %v", err)
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			for _, l := range ve.Log[max(0, len(ve.Log)-400):] {
+				t.Log(l)
+			}
+		}
+		t.Fatalf("load: %v", err)
 	}
 	defer objs.Close()
 	info, err := objs.XdpNatwall.Info()
