@@ -17,8 +17,9 @@
  * Early drop: when the table is full, a new flow evicts the oldest flow
  * that never saw a reply, as Linux's early_drop does. Creation order is
  * kept in a ring of the last NW_CT_ORDER_SIZE flows created; a scan cursor
- * walks it oldest first, a few records per new flow, so the cost lands on
- * new flows of a full table only, and answered flows are never evicted. */
+ * walks it oldest first, only for new flows of a full table, and skips the
+ * flows that were answered, which an answer never makes unanswered again:
+ * answered flows are never evicted. */
 #pragma once
 
 #include <linux/bpf.h>
@@ -26,8 +27,10 @@
 #include "types.h"
 #include "maps.h"
 
-/* Records a full table's new flow examines for one to evict. */
-#define NW_EARLY_DROP_SCAN 8
+/* Records a full table's new flow examines, at most, for one to evict. The
+ * cursor never goes back, so each record is examined about once: this
+ * bounds one packet's work, not the work per flow. */
+#define NW_EARLY_DROP_SCAN 64
 
 /* The key's 16 bytes as two scalars, so that global functions (verified
  * once, whatever calls them) can take a source address. */
