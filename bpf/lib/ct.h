@@ -495,65 +495,87 @@ static __always_inline int frag_commit(struct nw_pkt *pkt, int reason)
 }
 
 /* Early drop (ct_limit.h): evicts the oldest flow in creation order that
- * never saw a reply from a full IPv4 table. Returns 1 if it evicted one. */
-__noinline int ct_early_drop4(__u64 now)
+ * never saw a reply from a full table. The scan runs under bpf_loop, whose
+ * step the verifier checks once however many records it may examine. */
+struct nw_early_drop {
+	__u64 now;
+	__u32 evicted;
+};
+
+/* Examines one creation record; returns 1 to end the scan. */
+static long ct_early_drop4_step(__u32 i, void *arg)
 {
+	struct nw_early_drop *ed = arg;
 	__u32 key = 0;
 	struct nw_ct_order_pos *pos = bpf_map_lookup_elem(&nw_ct_order, &key);
 	struct nw_tuple4 orig, *rec;
 	struct nw_ct4_entry *e;
+	__s64 slot;
+	__u32 idx;
 
 	if (!pos)
-		return 0;
-	for (int i = 0; i < NW_EARLY_DROP_SCAN; i++) {
-		__s64 slot = ct_order_next(pos);
-		__u32 idx;
-
-		if (slot < 0)
-			return 0;
-		idx = slot;
-		rec = bpf_map_lookup_elem(&nw_ct4_order, &idx);
-		if (!rec)
-			return 0;
-		orig = *rec;
-		e = bpf_map_lookup_elem(&nw_ct4, &orig);
-		if (!e || (e->st.flags & NW_CT_SEEN_REPLY))
-			continue;
-		ct_delete4(&orig, e, NW_DROP_CT_FULL, now);
-		stat_inc(NW_STAT_CT_EARLY_DROP);
 		return 1;
-	}
-	return 0;
+	slot = ct_order_next(pos);
+	if (slot < 0)
+		return 1;
+	idx = slot;
+	rec = bpf_map_lookup_elem(&nw_ct4_order, &idx);
+	if (!rec)
+		return 1;
+	orig = *rec;
+	e = bpf_map_lookup_elem(&nw_ct4, &orig);
+	if (!e || (e->st.flags & NW_CT_SEEN_REPLY))
+		return 0;
+	ct_delete4(&orig, e, NW_DROP_CT_FULL, ed->now);
+	stat_inc(NW_STAT_CT_EARLY_DROP);
+	ed->evicted = 1;
+	return 1;
 }
 
-__noinline int ct_early_drop6(__u64 now)
+static long ct_early_drop6_step(__u32 i, void *arg)
 {
+	struct nw_early_drop *ed = arg;
 	__u32 key = 1;
 	struct nw_ct_order_pos *pos = bpf_map_lookup_elem(&nw_ct_order, &key);
 	struct nw_tuple6 orig, *rec;
 	struct nw_ct6_entry *e;
+	__s64 slot;
+	__u32 idx;
 
 	if (!pos)
-		return 0;
-	for (int i = 0; i < NW_EARLY_DROP_SCAN; i++) {
-		__s64 slot = ct_order_next(pos);
-		__u32 idx;
-
-		if (slot < 0)
-			return 0;
-		idx = slot;
-		rec = bpf_map_lookup_elem(&nw_ct6_order, &idx);
-		if (!rec)
-			return 0;
-		orig = *rec;
-		e = bpf_map_lookup_elem(&nw_ct6, &orig);
-		if (!e || (e->st.flags & NW_CT_SEEN_REPLY))
-			continue;
-		src_removed6(&e->st, &orig, now);
-		ct_event6(NW_EVENT_FLOW_END, NW_DROP_CT_FULL, &orig, e, now);
-		bpf_map_delete_elem(&nw_ct6, &orig);
-		stat_inc(NW_STAT_CT_EARLY_DROP);
 		return 1;
-	}
-	return 0;
+	slot = ct_order_next(pos);
+	if (slot < 0)
+		return 1;
+	idx = slot;
+	rec = bpf_map_lookup_elem(&nw_ct6_order, &idx);
+	if (!rec)
+		return 1;
+	orig = *rec;
+	e = bpf_map_lookup_elem(&nw_ct6, &orig);
+	if (!e || (e->st.flags & NW_CT_SEEN_REPLY))
+		return 0;
+	src_removed6(&e->st, &orig, ed->now);
+	ct_event6(NW_EVENT_FLOW_END, NW_DROP_CT_FULL, &orig, e, ed->now);
+	bpf_map_delete_elem(&nw_ct6, &orig);
+	stat_inc(NW_STAT_CT_EARLY_DROP);
+	ed->evicted = 1;
+	return 1;
+}
+
+/* Returns 1 if it evicted a flow. */
+__noinline int ct_early_drop4(__u64 now)
+{
+	struct nw_early_drop ed = { .now = now };
+
+	bpf_loop(NW_EARLY_DROP_SCAN, ct_early_drop4_step, &ed, 0);
+	return ed.evicted;
+}
+
+__noinline int ct_early_drop6(__u64 now)
+{
+	struct nw_early_drop ed = { .now = now };
+
+	bpf_loop(NW_EARLY_DROP_SCAN, ct_early_drop6_step, &ed, 0);
+	return ed.evicted;
 }
