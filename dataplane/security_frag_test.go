@@ -4,9 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/google/gopacket/layers"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +49,42 @@ func TestVerifiedInstructions(t *testing.T) {
 		t.Fatal("kernel does not report verified instructions")
 	}
 	t.Logf("xdp_natwall: %d verified instructions", n)
+	// The verifier refuses a program at 1,000,000: keep a tenth for the
+	// next change, which should find out here rather than at load.
+	if n > 900000 {
+		t.Errorf("%d verified instructions: within a tenth of the verifier's 1M limit", n)
+	}
+}
+
+// flowEnds drains the flow event ring and returns the flow ends in it,
+// decoded from struct nw_flow_event: type at byte 8, reason at 12, the
+// original source address at 24 and source port at 88.
+func flowEnds(t *testing.T, rd *ringbuf.Reader) []flowEnd {
+	t.Helper()
+	var out []flowEnd
+	for {
+		rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		rec, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out
+		}
+		must(t, err)
+		b := rec.RawSample
+		if b[8] != uint8(natwallNwEventTypeNW_EVENT_FLOW_END) {
+			continue
+		}
+		out = append(out, flowEnd{
+			reason: Reason(binary.LittleEndian.Uint32(b[12:])),
+			src:    netip.AddrFrom4([4]byte(b[24:28])),
+			sport:  binary.BigEndian.Uint16(b[88:]),
+		})
+	}
+}
+
+type flowEnd struct {
+	reason Reason
+	src    netip.Addr
+	sport  uint16
 }
 
 // runMany feeds frames to the program without reading counters between
@@ -175,10 +215,10 @@ func TestFragmentOfDroppedFirstIsDropped(t *testing.T) {
 }
 
 // frags6 builds the two fragments of a UDP datagram from src to dst, with
-// a Destination Options header after the Fragment header when destOpts:
+// an extension header of type ext (none when 0) after the Fragment header:
 // the first fragment carries it, and the Fragment header of both names it
 // as the next header rather than UDP.
-func frags6(t *testing.T, src, dst string, id uint32, destOpts bool) (first, second []byte) {
+func frags6(t *testing.T, src, dst string, id uint32, ext layers.IPProtocol) (first, second []byte) {
 	t.Helper()
 	s, d := net.ParseIP(src).To16(), net.ParseIP(dst).To16()
 	payload := make([]byte, 32)
@@ -193,9 +233,11 @@ func frags6(t *testing.T, src, dst string, id uint32, destOpts bool) (first, sec
 	binary.BigEndian.PutUint16(udp[6:], pseudoChecksum6(s, d, 17, udp))
 
 	fragmentable, next := udp, byte(17)
-	if destOpts {
-		fragmentable = append([]byte{17, 0, 1, 4, 0, 0, 0, 0}, udp...)
-		next = 60
+	switch ext {
+	case dstTyp: // PadN
+		fragmentable, next = append([]byte{17, 0, 1, 4, 0, 0, 0, 0}, udp...), byte(ext)
+	case rtTyp: // type 2, no segments left
+		fragmentable, next = append([]byte{17, 0, 2, 0, 0, 0, 0, 0}, udp...), byte(ext)
 	}
 	mk := func(data []byte, off int, more bool) []byte {
 		f := make([]byte, 14+40+8, 14+40+8+len(data))
@@ -226,23 +268,23 @@ func frags6(t *testing.T, src, dst string, id uint32, destOpts bool) (first, sec
 // Fragment header, and the offsets count from the Fragment header.
 func TestIPv6FragmentsWithExtensionHeaders(t *testing.T) {
 	fx := newFibFixture(t)
-	for i, destOpts := range []bool{false, true} {
-		first, second := frags6(t, "2001:db8:1::20", "2001:db8:2::10", uint32(0x5000+i), destOpts)
+	for i, ext := range []layers.IPProtocol{0, dstTyp, rtTyp} {
+		first, second := frags6(t, "2001:db8:1::20", "2001:db8:2::10", uint32(0x5000+i), ext)
 		fx.expect(t, first, "a0", ReasonFwdRedirect)
 		fx.expect(t, second, "a0", ReasonFwdRedirect)
 	}
 
 	// Attacks on the same path: a later fragment out of place, one of a
 	// datagram never admitted, one of a first fragment the policy dropped.
-	first, second := frags6(t, "2001:db8:1::21", "2001:db8:2::10", 0x6000, true)
+	first, second := frags6(t, "2001:db8:1::21", "2001:db8:2::10", 0x6000, dstTyp)
 	fx.expect(t, first, "a0", ReasonFwdRedirect)
 	shifted := append([]byte(nil), second...)
 	binary.BigEndian.PutUint16(shifted[14+40+2:], 16) // offset 16, inside the first fragment
 	fx.expect(t, shifted, "a0", ReasonDropFragOverlap)
 	fx.expect(t, second, "a0", ReasonFwdRedirect)
-	_, orphan := frags6(t, "2001:db8:1::22", "2001:db8:2::10", 0x6001, true)
+	_, orphan := frags6(t, "2001:db8:1::22", "2001:db8:2::10", 0x6001, dstTyp)
 	fx.expect(t, orphan, "a0", ReasonDropFragNoFirst)
-	inFirst, inSecond := frags6(t, "2001:db8:2::10", "2001:db8:1::20", 0x6002, true)
+	inFirst, inSecond := frags6(t, "2001:db8:2::10", "2001:db8:1::20", 0x6002, rtTyp)
 	fx.expect(t, inFirst, "b0", ReasonDropPolicy)
 	fx.expect(t, inSecond, "b0", ReasonDropFragNoFirst)
 }
@@ -256,6 +298,9 @@ func udpFlow(src, dst string, sport, dport uint16) l4spec {
 // never evicted, and without an unanswered flow the new one is refused.
 func TestEarlyDropEvictsOnlyUnansweredFlows(t *testing.T) {
 	fx := newFibFixture(t)
+	rd, err := ringbuf.NewReader(fx.objs.NwEvents)
+	must(t, err)
+	defer rd.Close()
 	const answered, established = 24, 8
 	for i := 0; i < answered; i++ {
 		fx.expect(t, frame4(t, udpFlow("198.18.1.20", "198.19.1.10", uint16(10000+i), 9000)), "a0", ReasonFwdRedirect)
@@ -280,6 +325,11 @@ func TestEarlyDropEvictsOnlyUnansweredFlows(t *testing.T) {
 	fx.expect(t, frame4(t, udpFlow("198.18.1.22", "198.19.1.10", 7000, 53)), "a0", ReasonFwdRedirect)
 	if n := fx.stat(t, natwallNwStatNW_STAT_CT_EARLY_DROP) - evicted; n != 1 {
 		t.Fatalf("early drops counted: %d, want 1", n)
+	}
+	// The control plane hears of it as a flow ended by the full table.
+	want := flowEnd{ReasonDropCTFull, netip.MustParseAddr("198.18.1.21"), 20000}
+	if ends := flowEnds(t, rd); len(ends) != 1 || ends[0] != want {
+		t.Fatalf("flow ends reported: %+v, want only %+v", ends, want)
 	}
 	// The evicted flow is gone: its late reply opens nothing from outside.
 	fx.expect(t, frame4(t, udpFlow("198.19.1.11", "198.18.1.21", 9000, 20000)), "b0", ReasonDropPolicy)
