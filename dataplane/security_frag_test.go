@@ -481,3 +481,33 @@ func TestUnansweredLimitReleasedOnExpiry(t *testing.T) {
 	fx.expect(t, open, "a0", ReasonFwdRedirect)
 	fx.expect(t, frame4(t, udpFlow("198.18.1.20", "198.19.1.10", 4445, 9000)), "a0", ReasonDropCTSrcLimit)
 }
+
+// A TCP handshake that the server answered but the client never completed
+// (a SYN flood at a server that answers leaves these) is evictable, as
+// Linux evicts flows that are not assured; the established one is not.
+func TestEarlyDropEvictsHalfOpenTCP(t *testing.T) {
+	fx := newFibFixture(t)
+	tcp := func(src, dst string, sport, dport uint16, flags string) []byte {
+		return frame4(t, l4spec{proto: layers.IPProtocolTCP, src: src, dst: dst, sport: sport, dport: dport, tcpFlags: flags})
+	}
+	fx.expect(t, tcp("198.18.1.20", "198.19.1.10", 30000, 443, "S"), "a0", ReasonFwdRedirect)
+	fx.expect(t, tcp("198.19.1.10", "198.18.1.20", 443, 30000, "SA"), "b0", ReasonFwdRedirect)
+	fx.expect(t, tcp("198.18.1.20", "198.19.1.10", 30000, 443, "A"), "a0", ReasonFwdRedirect)
+	fx.expect(t, tcp("198.18.1.20", "198.19.1.10", 30001, 443, "S"), "a0", ReasonFwdRedirect)
+	fx.expect(t, tcp("198.19.1.10", "198.18.1.20", 443, 30001, "SA"), "b0", ReasonFwdRedirect)
+	for i := 2; i < fixtureTableSize; i++ {
+		fx.expect(t, frame4(t, udpFlow("198.18.1.20", "198.19.1.10", uint16(10000+i), 9000)), "a0", ReasonFwdRedirect)
+		fx.expect(t, frame4(t, udpFlow("198.19.1.10", "198.18.1.20", 9000, uint16(10000+i))), "b0", ReasonFwdRedirect)
+	}
+	evicted := fx.stat(t, natwallNwStatNW_STAT_CT_EARLY_DROP)
+	fx.expect(t, frame4(t, udpFlow("198.18.1.21", "198.19.1.10", 7000, 53)), "a0", ReasonFwdRedirect)
+	if n := fx.stat(t, natwallNwStatNW_STAT_CT_EARLY_DROP) - evicted; n != 1 {
+		t.Fatalf("early drops counted: %d, want 1", n)
+	}
+	// The half-open one went: its late ACK belongs to no flow.
+	fx.expect(t, tcp("198.18.1.20", "198.19.1.10", 30001, 443, "A"), "a0", ReasonDropCTInvalid)
+	fx.expect(t, tcp("198.19.1.10", "198.18.1.20", 443, 30000, "A"), "b0", ReasonFwdRedirect)
+	// Nothing else is evictable now.
+	fx.expect(t, frame4(t, udpFlow("198.19.1.10", "198.18.1.21", 53, 7000)), "b0", ReasonFwdRedirect)
+	fx.expect(t, frame4(t, udpFlow("198.18.1.21", "198.19.1.10", 7001, 53)), "a0", ReasonDropCTFull)
+}

@@ -495,8 +495,18 @@ static __always_inline int frag_commit(struct nw_pkt *pkt, int reason)
 }
 
 /* Early drop (ct_limit.h): evicts the oldest flow in creation order that
- * never saw a reply from a full table. The scan runs under bpf_loop, whose
- * step the verifier checks once however many records it may examine. */
+ * never saw a reply, or a TCP flow whose handshake never completed (what
+ * Linux calls not assured: a SYN flood at a server that answers leaves
+ * those), from a full table. The scan runs under bpf_loop, whose step the
+ * verifier checks once however many records it may examine. */
+static __always_inline int ct_evictable(const struct nw_ct_state *st, __u8 proto)
+{
+	if (!(st->flags & NW_CT_SEEN_REPLY))
+		return 1;
+	return proto == IPPROTO_TCP &&
+	       (st->tcp_state == NW_TCP_SYN_SENT || st->tcp_state == NW_TCP_SYN_RECV);
+}
+
 struct nw_early_drop {
 	__u64 now;
 	__u32 evicted;
@@ -524,7 +534,7 @@ static long ct_early_drop4_step(__u32 i, void *arg)
 		return 1;
 	orig = *rec;
 	e = bpf_map_lookup_elem(&nw_ct4, &orig);
-	if (!e || (e->st.flags & NW_CT_SEEN_REPLY))
+	if (!e || !ct_evictable(&e->st, orig.proto))
 		return 0;
 	ct_delete4(&orig, e, NW_DROP_CT_FULL, ed->now);
 	stat_inc(NW_STAT_CT_EARLY_DROP);
@@ -553,7 +563,7 @@ static long ct_early_drop6_step(__u32 i, void *arg)
 		return 1;
 	orig = *rec;
 	e = bpf_map_lookup_elem(&nw_ct6, &orig);
-	if (!e || (e->st.flags & NW_CT_SEEN_REPLY))
+	if (!e || !ct_evictable(&e->st, orig.proto))
 		return 0;
 	src_removed6(&e->st, &orig, ed->now);
 	ct_event6(NW_EVENT_FLOW_END, NW_DROP_CT_FULL, &orig, e, ed->now);

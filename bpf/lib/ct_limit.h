@@ -15,11 +15,12 @@
  * be off by the few flows opened during a window change.
  *
  * Early drop: when the table is full, a new flow evicts the oldest flow
- * that never saw a reply, as Linux's early_drop does. Creation order is
+ * that never saw a reply, or TCP that never completed its handshake, as
+ * Linux's early_drop evicts flows that are not assured. Creation order is
  * kept in a ring of the last NW_CT_ORDER_SIZE flows created; a scan cursor
  * walks it oldest first, only for new flows of a full table, and skips the
- * flows that were answered, which an answer never makes unanswered again:
- * answered flows are never evicted. */
+ * flows that were answered or established, which they stay: such flows are
+ * never evicted, and each record is passed about once. */
 #pragma once
 
 #include <linux/bpf.h>
