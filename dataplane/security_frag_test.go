@@ -301,7 +301,7 @@ func TestEarlyDropEvictsOnlyUnansweredFlows(t *testing.T) {
 	rd, err := ringbuf.NewReader(fx.objs.NwEvents)
 	must(t, err)
 	defer rd.Close()
-	const answered, established = 24, 8
+	const answered, established = 16, 8
 	for i := 0; i < answered; i++ {
 		fx.expect(t, frame4(t, udpFlow("198.18.1.20", "198.19.1.10", uint16(10000+i), 9000)), "a0", ReasonFwdRedirect)
 		fx.expect(t, frame4(t, udpFlow("198.19.1.10", "198.18.1.20", 9000, uint16(10000+i))), "b0", ReasonFwdRedirect)

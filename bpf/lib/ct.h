@@ -497,8 +497,8 @@ static __always_inline int frag_commit(struct nw_pkt *pkt, int reason)
 /* Early drop (ct_limit.h): evicts the oldest flow in creation order that
  * never saw a reply, or a TCP flow whose handshake never completed (what
  * Linux calls not assured: a SYN flood at a server that answers leaves
- * those), from a full table. The scan runs under bpf_loop, whose step the
- * verifier checks once however many records it may examine. */
+ * those), from a full table. (bpf_loop would let the verifier check a
+ * step once, but needs Linux 5.17; natwall runs on 5.15.) */
 static __always_inline int ct_evictable(const struct nw_ct_state *st, __u8 proto)
 {
 	if (!(st->flags & NW_CT_SEEN_REPLY))
@@ -513,9 +513,8 @@ struct nw_early_drop {
 };
 
 /* Examines one creation record; returns 1 to end the scan. */
-static long ct_early_drop4_step(__u32 i, void *arg)
+static __always_inline long ct_early_drop4_step(struct nw_early_drop *ed)
 {
-	struct nw_early_drop *ed = arg;
 	__u32 key = 0;
 	struct nw_ct_order_pos *pos = bpf_map_lookup_elem(&nw_ct_order, &key);
 	struct nw_tuple4 orig, *rec;
@@ -542,9 +541,8 @@ static long ct_early_drop4_step(__u32 i, void *arg)
 	return 1;
 }
 
-static long ct_early_drop6_step(__u32 i, void *arg)
+static __always_inline long ct_early_drop6_step(struct nw_early_drop *ed)
 {
-	struct nw_early_drop *ed = arg;
 	__u32 key = 1;
 	struct nw_ct_order_pos *pos = bpf_map_lookup_elem(&nw_ct_order, &key);
 	struct nw_tuple6 orig, *rec;
@@ -578,7 +576,9 @@ __noinline int ct_early_drop4(__u64 now)
 {
 	struct nw_early_drop ed = { .now = now };
 
-	bpf_loop(NW_EARLY_DROP_SCAN, ct_early_drop4_step, &ed, 0);
+	for (int i = 0; i < NW_EARLY_DROP_SCAN; i++)
+		if (ct_early_drop4_step(&ed))
+			break;
 	return ed.evicted;
 }
 
@@ -586,6 +586,8 @@ __noinline int ct_early_drop6(__u64 now)
 {
 	struct nw_early_drop ed = { .now = now };
 
-	bpf_loop(NW_EARLY_DROP_SCAN, ct_early_drop6_step, &ed, 0);
+	for (int i = 0; i < NW_EARLY_DROP_SCAN; i++)
+		if (ct_early_drop6_step(&ed))
+			break;
 	return ed.evicted;
 }

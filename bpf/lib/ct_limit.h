@@ -31,7 +31,7 @@
 /* Records a full table's new flow examines, at most, for one to evict. The
  * cursor never goes back, so each record is examined about once: this
  * bounds one packet's work, not the work per flow. */
-#define NW_EARLY_DROP_SCAN 64
+#define NW_EARLY_DROP_SCAN 32
 
 /* The key's 16 bytes as two scalars, so that global functions (verified
  * once, whatever calls them) can take a source address. */
