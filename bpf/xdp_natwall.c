@@ -336,6 +336,7 @@ static __noinline int process_icmp_error4(struct xdp_md *ctx, struct nw_pkt *pkt
 		return NW_MALFORMED_IPV4;
 	if (ip->daddr != k->daddr)
 		return NW_DROP_ICMP_ERROR_MISMATCH;
+	src_first_reply4(&e->st, dir, orig, now);
 	ct_account(ctx, &e->st, dir, pkt, now);
 
 	*from = *k;
@@ -528,7 +529,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 	fk->daddr = t->daddr;
 	fk->id = bpf_htons(pkt->frag_id);
 	fk->proto = t->proto;
-	ret = frag_track(&nw_frag4, fk, pkt, now, &t->sport, &t->dport);
+	ret = frag_track(&nw_frag4, fk, pkt, now, &t->sport, &t->dport, &t->proto);
 	if (ret < 0)
 		return -ret;
 	icmp_tuple_finish(t->proto, t->sport, &t->dport, &t->icmp_type);
@@ -578,6 +579,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 		if (ret)
 			return ret;
 	}
+	src_first_reply4(&e->st, dir, orig, now);
 	ct_account(ctx, &e->st, dir, pkt, now);
 	if (dir == NW_CT_DIR_ORIGINAL)
 		tuple4_reverse(to, &e->reply);
@@ -679,6 +681,7 @@ static __noinline int process_icmp_error6(struct xdp_md *ctx, struct nw_pkt *pkt
 		if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]))
 			return NW_DROP_ICMP_ERROR_MISMATCH;
 	}
+	src_first_reply6(&e->st, dir, orig, now);
 	ct_account(ctx, &e->st, dir, pkt, now);
 	return finish6(ctx, pkt, fib, reason);
 }
@@ -737,9 +740,10 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 
 	__builtin_memcpy(fk->saddr, t->saddr, 16);
 	__builtin_memcpy(fk->daddr, t->daddr, 16);
+	/* IPv6 names a datagram by addresses and identification alone
+	 * (RFC 8200 4.5): a later fragment may not name the upper layer. */
 	fk->id = pkt->frag_id;
-	fk->proto = t->proto;
-	ret = frag_track(&nw_frag6, fk, pkt, now, &t->sport, &t->dport);
+	ret = frag_track(&nw_frag6, fk, pkt, now, &t->sport, &t->dport, &t->proto);
 	if (ret < 0)
 		return -ret;
 	icmp_tuple_finish(t->proto, t->sport, &t->dport, &t->icmp_type);
@@ -747,6 +751,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	e = is_error ? NULL : ct_lookup6(t, orig, &dir);
 	if (e && ct_expired(cfg, &e->st, t->proto, now)) {
 		stat_inc(NW_STAT_CT_EXPIRED_DP);
+		src_removed6(&e->st, orig, now);
 		ct_event6(NW_EVENT_FLOW_END, NW_REASON_NONE, orig, e, now);
 		bpf_map_delete_elem(&nw_ct6, orig);
 		e = NULL;
@@ -822,6 +827,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 		if (ret)
 			return ret;
 	}
+	src_first_reply6(&e->st, dir, orig, now);
 	ct_account(ctx, &e->st, dir, pkt, now);
 	return finish6(ctx, pkt, fib, reason);
 }
@@ -886,6 +892,6 @@ int xdp_natwall(struct xdp_md *ctx)
 	}
 
 	if (pkt.l3_proto == ETH_P_IP)
-		return nw_exit(ctx, &pkt, process_ipv4(ctx, &pkt));
-	return nw_exit(ctx, &pkt, process_ipv6(ctx, &pkt));
+		return nw_exit(ctx, &pkt, frag_commit(&pkt, process_ipv4(ctx, &pkt)));
+	return nw_exit(ctx, &pkt, frag_commit(&pkt, process_ipv6(ctx, &pkt)));
 }

@@ -105,6 +105,9 @@ type ConntrackConfig struct {
 	InvalidTCPReset bool
 	GCInterval      time.Duration
 	Timeouts        dataplane.Timeouts
+	// UnansweredPerSource limits the unanswered flows of one source
+	// host (dataplane.Settings.UnansweredPerSource); 0 is no limit.
+	UnansweredPerSource uint32
 }
 
 // MetricsConfig is the HTTP listener for /metrics and /healthz.
@@ -215,6 +218,7 @@ var configKeys = []configKey{
 	{key: "snat.exclude", kind: kindList, usage: "IPv4 destinations never translated"},
 	{key: "conntrack.table_size", kind: kindString, def: "262144", usage: "flows each flow table holds", form: "a whole number of flows from 1024 to 16777216"},
 	{key: "conntrack.invalid_tcp_reset", kind: kindBool, def: false, usage: "answer inside TCP of no known flow with a RST"},
+	{key: "conntrack.unanswered_per_source", kind: kindString, def: strconv.Itoa(dataplane.DefaultUnansweredPerSource), usage: "unanswered flows one source host may hold, 0 for no limit", form: "a whole number of flows from 0 to 16777216"},
 	{key: "conntrack.gc_interval", kind: kindString, def: "10s", usage: "how often expired flows are collected", form: "a duration with a unit, such as 10s"},
 	{key: "conntrack.timeouts.tcp_syn", kind: kindString, def: dataplane.DefaultTimeouts().TCPSyn.String(), usage: "idle timeout of TCP handshakes", form: "a duration with a unit, such as 300s"},
 	{key: "conntrack.timeouts.tcp_established", kind: kindString, def: dataplane.DefaultTimeouts().TCPEstablished.String(), usage: "idle timeout of established TCP", form: "a duration with a unit, such as 300s"},
@@ -1020,6 +1024,7 @@ func (l *configLoader) buildConntrack(cfg *Config) {
 		c.TableSize = uint32(n)
 	}
 	c.InvalidTCPReset = l.boolean("conntrack.invalid_tcp_reset")
+	c.UnansweredPerSource = l.flowCount("conntrack.unanswered_per_source", dataplane.MaxUnansweredPerSource)
 	c.GCInterval = l.duration("conntrack.gc_interval", 100*time.Millisecond, maxGCInterval)
 	t := &c.Timeouts
 	for _, f := range []struct {
@@ -1031,6 +1036,38 @@ func (l *configLoader) buildConntrack(cfg *Config) {
 	} {
 		*f.d = l.duration("conntrack.timeouts."+f.key, time.Second, maxTimeout)
 	}
+}
+
+// flowCount reads a whole number of flows from 0 to hi, checked before it
+// is narrowed to uint32.
+func (l *configLoader) flowCount(key string, hi int64) uint32 {
+	var n int64
+	switch v := l.raw(key).(type) {
+	case int:
+		n = int64(v)
+	case int64:
+		n = v
+	case uint64:
+		n = math.MaxInt64
+	default:
+		s, ok := l.str(key)
+		if !ok {
+			return 0 // reported
+		}
+		var err error
+		if n, err = strconv.ParseInt(s, 10, 64); err != nil {
+			if !isUnsignedNumber(s) {
+				l.fail(key, "%q is not a whole number of flows from 0 to %d", s, hi)
+				return 0
+			}
+			n = math.MaxInt64
+		}
+	}
+	if n < 0 || n > hi {
+		l.fail(key, "%v is not from 0 to %d flows", l.raw(key), hi)
+		return 0
+	}
+	return uint32(n)
 }
 
 // validInterfaceName mirrors the kernel's dev_valid_name.

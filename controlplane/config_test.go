@@ -43,7 +43,8 @@ func writeConfig(t *testing.T, name, text string) string {
 }
 
 func defaultConntrack() ConntrackConfig {
-	return ConntrackConfig{TableSize: 262144, GCInterval: 10 * time.Second, Timeouts: dataplane.DefaultTimeouts()}
+	return ConntrackConfig{TableSize: 262144, GCInterval: 10 * time.Second, Timeouts: dataplane.DefaultTimeouts(),
+		UnansweredPerSource: dataplane.DefaultUnansweredPerSource}
 }
 
 func TestLoadConfigExample(t *testing.T) {

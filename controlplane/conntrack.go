@@ -148,6 +148,7 @@ var (
 	flowsCreatedDesc  = prometheus.NewDesc("natwall_flows_created_total", "Flows the dataplane created (NAT Gateway's ConnectionAttemptCount).", []string{"family"}, nil)
 	flowsEstabDesc    = prometheus.NewDesc("natwall_flows_established_total", "TCP flows that completed their handshake (ConnectionEstablishedCount).", nil, nil)
 	flowsExpiredDesc  = prometheus.NewDesc("natwall_flows_expired_total", "Flows removed after their idle timeout (IdleTimeoutCount).", nil, nil)
+	earlyDropDesc     = prometheus.NewDesc("natwall_flows_early_dropped_total", "Flows that never saw a reply, evicted to make room in a full flow table.", nil, nil)
 	eventsLostDesc    = prometheus.NewDesc("natwall_flow_events_lost_total", "Flow events lost because the ring buffer was full.", nil, nil)
 	eventsDesc        = prometheus.NewDesc("natwall_flow_events_total", "Flow events read from the dataplane, by type.", []string{"type"}, nil)
 	portsInUseDesc    = prometheus.NewDesc("natwall_snat_ports_in_use", "External ports mapped, by address and protocol.", []string{"address", "protocol"}, nil)
@@ -165,7 +166,7 @@ var (
 func (t *flowTracker) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{flowsActiveDesc, flowCapacityDesc, flowsCreatedDesc, flowsEstabDesc, flowsExpiredDesc,
 		eventsLostDesc, eventsDesc, portsInUseDesc, portsCapDesc, portErrorsDesc, mappingsDesc, preservedDesc, hairpinDesc,
-		icmpTranslateDesc, flowPacketsDesc, flowBytesDesc} {
+		icmpTranslateDesc, flowPacketsDesc, flowBytesDesc, earlyDropDesc} {
 		ch <- d
 	}
 }
@@ -204,6 +205,7 @@ func (t *flowTracker) Collect(ch chan<- prometheus.Metric) {
 		counter(preservedDesc, stats[dataplane.StatSNATPortPreserved])
 		counter(hairpinDesc, stats[dataplane.StatHairpin])
 		counter(icmpTranslateDesc, stats[dataplane.StatICMPErrTranslated])
+		counter(earlyDropDesc, stats[dataplane.StatFlowsEarlyDropped])
 	} else {
 		t.log.Error("read dataplane stats", "error", err)
 	}

@@ -49,6 +49,8 @@ func testDaemonConfig() Config {
 		OnExit:          ExitDetach,
 		Metrics:         MetricsConfig{Listen: "127.0.0.1:0"},
 		Sysctl:          SysctlConfig{Manage: true},
+		// As LoadConfig fills it: 0 would mean no limit.
+		Conntrack: ConntrackConfig{UnansweredPerSource: dataplane.DefaultUnansweredPerSource},
 	}
 }
 

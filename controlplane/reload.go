@@ -351,6 +351,7 @@ func withLiveFields(old, next Config) Config {
 	live.SNAT = next.SNAT
 	live.Conntrack.InvalidTCPReset = next.Conntrack.InvalidTCPReset
 	live.Conntrack.Timeouts = next.Conntrack.Timeouts
+	live.Conntrack.UnansweredPerSource = next.Conntrack.UnansweredPerSource
 	if (len(old.RulePaths) == 0) == (len(next.RulePaths) == 0) {
 		live.RulePaths = next.RulePaths
 	}
@@ -366,6 +367,7 @@ func runtimeSettings(cfg Config, sysctlRoot string, log *slog.Logger) (dataplane
 	s.InvalidTCPReset = cfg.Conntrack.InvalidTCPReset
 	s.OutsideInterfaces = cfg.OutsideInterfaces
 	s.ReversePath = cfg.ReversePath
+	s.UnansweredPerSource = cfg.Conntrack.UnansweredPerSource
 	if cfg.Conntrack.Timeouts != (dataplane.Timeouts{}) {
 		s.Timeouts = cfg.Conntrack.Timeouts
 	}

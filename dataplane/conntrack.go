@@ -522,6 +522,9 @@ const (
 	StatEventsLost        = natwallNwStatNW_STAT_EVENTS_LOST
 	StatHairpin           = natwallNwStatNW_STAT_HAIRPIN
 	StatICMPErrTranslated = natwallNwStatNW_STAT_ICMP_ERROR_TRANSLATED
+	// StatFlowsEarlyDropped counts unanswered flows evicted from a full
+	// table to make room for a new one.
+	StatFlowsEarlyDropped = natwallNwStatNW_STAT_CT_EARLY_DROP
 	NumStats              = int(natwallNwStatNW_STAT_MAX)
 )
 

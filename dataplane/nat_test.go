@@ -346,6 +346,8 @@ func TestConntrackTableFull(t *testing.T) {
 	fx := newFibFixture(t)
 	for i := 0; i < fixtureTableSize; i++ {
 		fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: uint16(10000 + i), dport: 9000}), "a0", ReasonFwdRedirect)
+		// Answered: early drop evicts only flows that never were.
+		fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.19.1.10", dst: "198.18.1.20", sport: 9000, dport: uint16(10000 + i)}), "b0", ReasonFwdRedirect)
 	}
 	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolUDP, src: "198.18.1.20", dst: "198.19.1.10", sport: 20000, dport: 9000}), "a0", ReasonDropCTFull)
 	// Established flows are never evicted for new ones.

@@ -137,6 +137,12 @@ const (
 	natwallNwCtFlagsNW_CT_FIN_REPLY    natwallNwCtFlags = 16
 )
 
+type natwallNwCtOrderPos struct {
+	_    structs.HostLayout
+	Head uint64
+	Scan uint64
+}
+
 type natwallNwCtState struct {
 	_             structs.HostLayout
 	CreatedNs     uint64
@@ -221,7 +227,8 @@ type natwallNwFragState struct {
 	Sport   uint16
 	Dport   uint16
 	NextOff uint16
-	Pad     uint16
+	Proto   uint8
+	Pad     uint8
 	SeenNs  uint64
 }
 
@@ -293,7 +300,8 @@ const (
 	natwallNwReasonNW_DROP_REVERSE_PATH          natwallNwReason = 43
 	natwallNwReasonNW_DROP_LINK_SCOPED_SRC       natwallNwReason = 44
 	natwallNwReasonNW_DROP_ICMP_REDIRECT         natwallNwReason = 45
-	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 46
+	natwallNwReasonNW_DROP_CT_SRC_LIMIT          natwallNwReason = 46
+	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 47
 )
 
 type natwallNwRuleCounter struct {
@@ -303,19 +311,21 @@ type natwallNwRuleCounter struct {
 }
 
 type natwallNwRuntimeConfig struct {
-	_               structs.HostLayout
-	MalformedAction natwallNwMalformedAction
-	Flags           uint32
-	SnatPortMin     uint16
-	SnatPortMax     uint16
-	SnatAddrCount   uint32
-	SnatAddrs       [16]uint32
-	Timeouts        [7]uint32
+	_                   structs.HostLayout
+	MalformedAction     natwallNwMalformedAction
+	Flags               uint32
+	SnatPortMin         uint16
+	SnatPortMax         uint16
+	SnatAddrCount       uint32
+	SnatAddrs           [16]uint32
+	Timeouts            [7]uint32
+	UnansweredPerSource uint32
+	SrcWindow           uint32
 }
 
 type natwallNwScratchSpace struct {
 	_     structs.HostLayout
-	Bytes [920]uint8
+	Bytes [944]uint8
 }
 
 type natwallNwSnat4Endpoint struct {
@@ -336,6 +346,18 @@ type natwallNwSnat4Key struct {
 	Pad        [3]uint8
 }
 
+type natwallNwSrcCount struct {
+	_     structs.HostLayout
+	Epoch uint64
+	Cur   uint32
+	Prev  uint32
+}
+
+type natwallNwSrcKey struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+}
+
 type natwallNwStat uint32
 
 const (
@@ -349,7 +371,8 @@ const (
 	natwallNwStatNW_STAT_EVENTS_LOST           natwallNwStat = 7
 	natwallNwStatNW_STAT_HAIRPIN               natwallNwStat = 8
 	natwallNwStatNW_STAT_ICMP_ERROR_TRANSLATED natwallNwStat = 9
-	natwallNwStatNW_STAT_MAX                   natwallNwStat = 10
+	natwallNwStatNW_STAT_CT_EARLY_DROP         natwallNwStat = 10
+	natwallNwStatNW_STAT_MAX                   natwallNwStat = 11
 )
 
 type natwallNwTcpState uint32
@@ -424,8 +447,11 @@ const (
 	natwallMapNwConfig                   = "nw_config"
 	natwallMapNwCounters                 = "nw_counters"
 	natwallMapNwCt4                      = "nw_ct4"
+	natwallMapNwCt4Order                 = "nw_ct4_order"
 	natwallMapNwCt4Rev                   = "nw_ct4_rev"
 	natwallMapNwCt6                      = "nw_ct6"
+	natwallMapNwCt6Order                 = "nw_ct6_order"
+	natwallMapNwCtOrder                  = "nw_ct_order"
 	natwallMapNwEvents                   = "nw_events"
 	natwallMapNwFrag4                    = "nw_frag4"
 	natwallMapNwFrag6                    = "nw_frag6"
@@ -437,6 +463,7 @@ const (
 	natwallMapNwSnat4Fwd                 = "nw_snat4_fwd"
 	natwallMapNwSnat4Rev                 = "nw_snat4_rev"
 	natwallMapNwSnatExcl4                = "nw_snat_excl4"
+	natwallMapNwSrcFlows                 = "nw_src_flows"
 	natwallMapNwStats                    = "nw_stats"
 	natwallMapNwTxPorts                  = "nw_tx_ports"
 	natwallProgXdpNatwall                = "xdp_natwall"
@@ -503,8 +530,11 @@ type natwallMapSpecs struct {
 	NwConfig     *ebpf.MapSpec `ebpf:"nw_config"`
 	NwCounters   *ebpf.MapSpec `ebpf:"nw_counters"`
 	NwCt4        *ebpf.MapSpec `ebpf:"nw_ct4"`
+	NwCt4Order   *ebpf.MapSpec `ebpf:"nw_ct4_order"`
 	NwCt4Rev     *ebpf.MapSpec `ebpf:"nw_ct4_rev"`
 	NwCt6        *ebpf.MapSpec `ebpf:"nw_ct6"`
+	NwCt6Order   *ebpf.MapSpec `ebpf:"nw_ct6_order"`
+	NwCtOrder    *ebpf.MapSpec `ebpf:"nw_ct_order"`
 	NwEvents     *ebpf.MapSpec `ebpf:"nw_events"`
 	NwFrag4      *ebpf.MapSpec `ebpf:"nw_frag4"`
 	NwFrag6      *ebpf.MapSpec `ebpf:"nw_frag6"`
@@ -516,6 +546,7 @@ type natwallMapSpecs struct {
 	NwSnat4Fwd   *ebpf.MapSpec `ebpf:"nw_snat4_fwd"`
 	NwSnat4Rev   *ebpf.MapSpec `ebpf:"nw_snat4_rev"`
 	NwSnatExcl4  *ebpf.MapSpec `ebpf:"nw_snat_excl4"`
+	NwSrcFlows   *ebpf.MapSpec `ebpf:"nw_src_flows"`
 	NwStats      *ebpf.MapSpec `ebpf:"nw_stats"`
 	NwTxPorts    *ebpf.MapSpec `ebpf:"nw_tx_ports"`
 }
@@ -558,8 +589,11 @@ type natwallMaps struct {
 	NwConfig     *ebpf.Map `ebpf:"nw_config"`
 	NwCounters   *ebpf.Map `ebpf:"nw_counters"`
 	NwCt4        *ebpf.Map `ebpf:"nw_ct4"`
+	NwCt4Order   *ebpf.Map `ebpf:"nw_ct4_order"`
 	NwCt4Rev     *ebpf.Map `ebpf:"nw_ct4_rev"`
 	NwCt6        *ebpf.Map `ebpf:"nw_ct6"`
+	NwCt6Order   *ebpf.Map `ebpf:"nw_ct6_order"`
+	NwCtOrder    *ebpf.Map `ebpf:"nw_ct_order"`
 	NwEvents     *ebpf.Map `ebpf:"nw_events"`
 	NwFrag4      *ebpf.Map `ebpf:"nw_frag4"`
 	NwFrag6      *ebpf.Map `ebpf:"nw_frag6"`
@@ -571,6 +605,7 @@ type natwallMaps struct {
 	NwSnat4Fwd   *ebpf.Map `ebpf:"nw_snat4_fwd"`
 	NwSnat4Rev   *ebpf.Map `ebpf:"nw_snat4_rev"`
 	NwSnatExcl4  *ebpf.Map `ebpf:"nw_snat_excl4"`
+	NwSrcFlows   *ebpf.Map `ebpf:"nw_src_flows"`
 	NwStats      *ebpf.Map `ebpf:"nw_stats"`
 	NwTxPorts    *ebpf.Map `ebpf:"nw_tx_ports"`
 }
@@ -587,8 +622,11 @@ func (m *natwallMaps) Close() error {
 		m.NwConfig,
 		m.NwCounters,
 		m.NwCt4,
+		m.NwCt4Order,
 		m.NwCt4Rev,
 		m.NwCt6,
+		m.NwCt6Order,
+		m.NwCtOrder,
 		m.NwEvents,
 		m.NwFrag4,
 		m.NwFrag6,
@@ -600,6 +638,7 @@ func (m *natwallMaps) Close() error {
 		m.NwSnat4Fwd,
 		m.NwSnat4Rev,
 		m.NwSnatExcl4,
+		m.NwSrcFlows,
 		m.NwStats,
 		m.NwTxPorts,
 	)

@@ -71,6 +71,7 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_REVERSE_PATH:          {"drop_reverse_path", VerdictDrop},
 	natwallNwReasonNW_DROP_LINK_SCOPED_SRC:       {"drop_link_scoped_src", VerdictDrop},
 	natwallNwReasonNW_DROP_ICMP_REDIRECT:         {"drop_icmp_redirect", VerdictDrop},
+	natwallNwReasonNW_DROP_CT_SRC_LIMIT:          {"drop_ct_src_limit", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -119,6 +120,7 @@ const (
 	ReasonDropTCPRSTOutOfWindow = natwallNwReasonNW_DROP_TCP_RST_OUT_OF_WINDOW
 	ReasonDropTCPOutOfWindow    = natwallNwReasonNW_DROP_TCP_OUT_OF_WINDOW
 	ReasonDropICMPRedirect      = natwallNwReasonNW_DROP_ICMP_REDIRECT
+	ReasonDropCTSrcLimit        = natwallNwReasonNW_DROP_CT_SRC_LIMIT
 )
 
 // Reasons of the zone checks (docs/security.md, "Zones and spoofed sources").

@@ -120,6 +120,12 @@ type Settings struct {
 	// ReversePath is how a new flow's source is checked against the
 	// route back to it (drop_reverse_path). The zero value is strict.
 	ReversePath ReversePathMode
+	// UnansweredPerSource is how many unanswered flows one source host (an
+	// IPv4 address, an IPv6 /128) may hold; a new flow beyond it is
+	// dropped as drop_ct_src_limit. 0 means no limit. A flow counts from
+	// its first packet until its first reply, or until it is removed, and
+	// at most two windows of UnansweredWindow after it opened.
+	UnansweredPerSource uint32
 }
 
 // ReversePathMode is how a new flow's source must route back, checked
@@ -159,6 +165,22 @@ func (m ReversePathMode) String() string {
 	return fmt.Sprintf("ReversePathMode(%d)", int(m))
 }
 
+// DefaultUnansweredPerSource lets a host have a few thousand connection
+// attempts or unanswered datagrams in flight, far more than a client
+// needs, while 64 such hosts are needed to fill a default table.
+const DefaultUnansweredPerSource = 4096
+
+// MaxUnansweredPerSource is the largest per-source limit: a flow table's size.
+const MaxUnansweredPerSource = 16 << 20
+
+// UnansweredWindow is the window a source's unanswered flows are counted
+// in: the longest idle timeout an unanswered TCP, UDP or ICMP flow has.
+// The collector removes expired flows without touching the count, so a
+// flow stops counting once two newer windows began.
+func (t Timeouts) UnansweredWindow() time.Duration {
+	return max(t.TCPSyn, t.UDP, t.ICMP)
+}
+
 // VLANAction is what happens to a frame of a VLAN natwall does not route.
 type VLANAction int
 
@@ -172,9 +194,10 @@ const (
 	VLANPass
 )
 
-// DefaultSettings drop malformed packets and use DefaultTimeouts.
+// DefaultSettings drop malformed packets and use DefaultTimeouts and
+// DefaultUnansweredPerSource.
 func DefaultSettings() Settings {
-	return Settings{Timeouts: DefaultTimeouts()}
+	return Settings{Timeouts: DefaultTimeouts(), UnansweredPerSource: DefaultUnansweredPerSource}
 }
 
 func (s Settings) runtimeConfig() (natwallNwRuntimeConfig, error) {
@@ -187,6 +210,11 @@ func (s Settings) runtimeConfig() (natwallNwRuntimeConfig, error) {
 	timeouts, err := s.Timeouts.seconds()
 	errs = append(errs, err)
 	cfg.Timeouts = timeouts
+	if s.UnansweredPerSource > MaxUnansweredPerSource {
+		errs = append(errs, fmt.Errorf("unanswered flows per source %d: must be at most %d", s.UnansweredPerSource, MaxUnansweredPerSource))
+	}
+	cfg.UnansweredPerSource = s.UnansweredPerSource
+	cfg.SrcWindow = uint32(s.Timeouts.UnansweredWindow() / time.Second)
 	if s.VLANAction == VLANPass {
 		cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_VLAN_PASS)
 	}

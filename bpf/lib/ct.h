@@ -14,6 +14,7 @@
 #include "parse.h"
 #include "nat.h"
 #include "acl.h"
+#include "ct_limit.h"
 
 #define NW_TCP_FIN 0x01
 #define NW_TCP_SYN 0x02
@@ -269,6 +270,7 @@ static __always_inline void ct_delete4(const struct nw_tuple4 *orig, struct nw_c
 {
 	struct nw_tuple4 reply = e->reply;
 
+	src_removed4(&e->st, orig, now);
 	ct_event4(NW_EVENT_FLOW_END, reason, orig, e, now);
 	bpf_map_delete_elem(&nw_ct4_rev, &reply);
 	bpf_map_delete_elem(&nw_ct4, orig);
@@ -281,6 +283,7 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 				      __u64 now, struct nw_ct4_entry **out)
 {
 	struct nw_scratch *sc = scratch();
+	struct nw_src_words src = src_words4(t->saddr);
 	struct nw_snat4_endpoint *ext;
 	struct nw_ct4_entry *e;
 	long err;
@@ -288,6 +291,9 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 
 	if (!sc)
 		return -NW_DROP_INTERNAL;
+	/* Before any SNAT port is taken for a flow that cannot exist. */
+	if (src_admit(src.hi, src.lo, now))
+		return -NW_DROP_CT_SRC_LIMIT;
 	e = &sc->ct4;
 	ext = &sc->ext;
 	__builtin_memset(e, 0, sizeof(*e));
@@ -324,11 +330,15 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 	/* Claim the reply tuple first: if another flow owns it, this one
 	 * cannot exist, whatever the mapping said. */
 	err = bpf_map_update_elem(&nw_ct4_rev, &e->reply, t, BPF_NOEXIST);
+	if (err == -7 /* E2BIG: full */ && ct_early_drop4(now))
+		err = bpf_map_update_elem(&nw_ct4_rev, &e->reply, t, BPF_NOEXIST);
 	if (err == -17 /* EEXIST */)
 		return -NW_DROP_SNAT_COLLISION;
 	if (err)
 		return -NW_DROP_CT_FULL;
 	err = bpf_map_update_elem(&nw_ct4, t, e, BPF_NOEXIST);
+	if (err == -7 && ct_early_drop4(now))
+		err = bpf_map_update_elem(&nw_ct4, t, e, BPF_NOEXIST);
 	if (err) {
 		bpf_map_delete_elem(&nw_ct4_rev, &e->reply);
 		return err == -17 ? -NW_DROP_SNAT_COLLISION : -NW_DROP_CT_FULL;
@@ -337,6 +347,8 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 	if (!*out)
 		return -NW_DROP_CT_FULL;
 	stat_inc(NW_STAT_CT_NEW_V4);
+	ct_order_push(0, t, &nw_ct4_order, sizeof(*t));
+	src_opened(src.hi, src.lo, now);
 	if (dnat)
 		stat_inc(NW_STAT_HAIRPIN);
 	ct_event4(NW_EVENT_FLOW_NEW, 0, t, *out, now);
@@ -347,11 +359,14 @@ static __always_inline int ct_create6(const struct nw_tuple6 *t, __u8 zone, __u3
 				      __u64 now, struct nw_ct6_entry **out)
 {
 	struct nw_scratch *sc = scratch();
+	struct nw_src_words src = src_words6(t->saddr);
 	struct nw_ct6_entry *e;
 	long err;
 
 	if (!sc)
 		return -NW_DROP_INTERNAL;
+	if (src_admit(src.hi, src.lo, now))
+		return -NW_DROP_CT_SRC_LIMIT;
 	e = &sc->ct6;
 	__builtin_memset(e, 0, sizeof(*e));
 
@@ -361,6 +376,8 @@ static __always_inline int ct_create6(const struct nw_tuple6 *t, __u8 zone, __u3
 	e->st.rule_id = rule_id;
 	e->st.tcp_state = t->proto == IPPROTO_TCP ? NW_TCP_SYN_SENT : NW_TCP_NONE;
 	err = bpf_map_update_elem(&nw_ct6, t, e, BPF_NOEXIST);
+	if (err == -7 /* E2BIG: full */ && ct_early_drop6(now))
+		err = bpf_map_update_elem(&nw_ct6, t, e, BPF_NOEXIST);
 	if (err && err != -17)
 		return -NW_DROP_CT_FULL;
 	*out = bpf_map_lookup_elem(&nw_ct6, t);
@@ -368,6 +385,8 @@ static __always_inline int ct_create6(const struct nw_tuple6 *t, __u8 zone, __u3
 		return -NW_DROP_CT_FULL;
 	if (!err) {
 		stat_inc(NW_STAT_CT_NEW_V6);
+		ct_order_push(1, t, &nw_ct6_order, sizeof(*t));
+		src_opened(src.hi, src.lo, now);
 		ct_event6(NW_EVENT_FLOW_NEW, 0, t, *out, now);
 	}
 	return 0;
@@ -376,21 +395,34 @@ static __always_inline int ct_create6(const struct nw_tuple6 *t, __u8 zone, __u3
 /* Fragments: the first one's ports are remembered for the later ones,
  * which carry none. Later fragments must arrive in order and without
  * overlap; anything else is dropped (RFC 5722 treats overlap as an attack;
- * reordering is the documented cost). */
+ * reordering is the documented cost). A first fragment is only noted here:
+ * frag_commit records it once its verdict admits it, so that first
+ * fragments the policy drops never take the place of admitted datagrams in
+ * the LRU table, and their later fragments find no record
+ * (NW_DROP_FRAG_NO_FIRST). proto is the upper-layer protocol: an IPv6 later
+ * fragment names only the first header after its Fragment header, which
+ * may be another extension header; the first fragment's walk found the
+ * real one. */
 static __always_inline int frag_track(void *map, const void *key, struct nw_pkt *pkt, __u64 now,
-				      __be16 *sport, __be16 *dport)
+				      __be16 *sport, __be16 *dport, __u8 *proto)
 {
-	__u16 len = pkt->l3_off + pkt->l3_len - pkt->l4_off;
+	__u16 len = pkt->l3_off + pkt->l3_len - pkt->frag_data_off;
 	struct nw_frag_state *fs;
 
 	if (!(pkt->flags & NW_PKT_FRAGMENT))
 		return 0;
 	if (!(pkt->flags & NW_PKT_LATER_FRAGMENT)) {
-		struct nw_frag_state st = {
-			.sport = *sport, .dport = *dport, .next_off = len, .seen_ns = now,
-		};
+		struct nw_scratch *sc = scratch();
 
-		bpf_map_update_elem(map, key, &st, BPF_ANY);
+		if (!sc)
+			return -NW_DROP_INTERNAL;
+		__builtin_memset(&sc->frag_pending, 0, sizeof(sc->frag_pending));
+		sc->frag_pending.sport = *sport;
+		sc->frag_pending.dport = *dport;
+		sc->frag_pending.next_off = len;
+		sc->frag_pending.proto = *proto;
+		sc->frag_pending.seen_ns = now;
+		sc->frag_pending_set = 1;
 		return 0;
 	}
 	fs = bpf_map_lookup_elem(map, key);
@@ -400,9 +432,155 @@ static __always_inline int frag_track(void *map, const void *key, struct nw_pkt 
 		return -NW_DROP_FRAG_OVERLAP;
 	*sport = fs->sport;
 	*dport = fs->dport;
+	*proto = fs->proto;
 	fs->next_off += len;
 	fs->seen_ns = now;
 	if (!pkt->frag_more)
 		bpf_map_delete_elem(map, key);
 	return 0;
+}
+
+/* Whether a first fragment's verdict lets it on: forwarded, or handed to
+ * the kernel, whose later fragments must then follow it. */
+static __always_inline int frag_admitted(int reason)
+{
+	switch (reason) {
+	case NW_FWD_TX:
+	case NW_FWD_REDIRECT:
+	case NW_PASS_LOCAL:
+	case NW_PASS_NO_NEIGH:
+	case NW_PASS_TTL_EXPIRED:
+	case NW_PASS_FRAG_NEEDED:
+	case NW_PASS_NO_ROUTE:
+	case NW_PASS_FWD_DISABLED:
+	case NW_PASS_ROUTE_UNSUPPORTED:
+	case NW_PASS_EGRESS_UNMANAGED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static __noinline int frag_record_first(__u32 v4, int reason)
+{
+	struct nw_scratch *sc = scratch();
+
+	if (!sc || !sc->frag_pending_set)
+		return reason;
+	sc->frag_pending_set = 0;
+	if (!frag_admitted(reason))
+		return reason;
+	if (v4)
+		bpf_map_update_elem(&nw_frag4, &sc->frag4, &sc->frag_pending, BPF_ANY);
+	else
+		bpf_map_update_elem(&nw_frag6, &sc->frag6, &sc->frag_pending, BPF_ANY);
+	return reason;
+}
+
+/* After a packet's verdict: records a first fragment that was admitted.
+ * Returns the verdict. Packets that are not first fragments pass through
+ * on one test. */
+static __always_inline int frag_commit(struct nw_pkt *pkt, int reason)
+{
+	if ((pkt->flags & (NW_PKT_FRAGMENT | NW_PKT_LATER_FRAGMENT)) != NW_PKT_FRAGMENT)
+		return reason;
+	return frag_record_first(pkt->l3_proto == ETH_P_IP, reason);
+}
+
+/* Early drop (ct_limit.h): evicts the oldest flow in creation order that
+ * never saw a reply, or a TCP flow whose handshake never completed (what
+ * Linux calls not assured: a SYN flood at a server that answers leaves
+ * those), from a full table. (bpf_loop would let the verifier check a
+ * step once, but needs Linux 5.17; natwall runs on 5.15.) */
+static __always_inline int ct_evictable(const struct nw_ct_state *st, __u8 proto)
+{
+	if (!(st->flags & NW_CT_SEEN_REPLY))
+		return 1;
+	return proto == IPPROTO_TCP &&
+	       (st->tcp_state == NW_TCP_SYN_SENT || st->tcp_state == NW_TCP_SYN_RECV);
+}
+
+struct nw_early_drop {
+	__u64 now;
+	__u32 evicted;
+};
+
+/* Examines one creation record; returns 1 to end the scan. */
+static __always_inline long ct_early_drop4_step(struct nw_early_drop *ed)
+{
+	__u32 key = 0;
+	struct nw_ct_order_pos *pos = bpf_map_lookup_elem(&nw_ct_order, &key);
+	struct nw_tuple4 orig, *rec;
+	struct nw_ct4_entry *e;
+	__s64 slot;
+	__u32 idx;
+
+	if (!pos)
+		return 1;
+	slot = ct_order_next(pos);
+	if (slot < 0)
+		return 1;
+	idx = slot;
+	rec = bpf_map_lookup_elem(&nw_ct4_order, &idx);
+	if (!rec)
+		return 1;
+	orig = *rec;
+	e = bpf_map_lookup_elem(&nw_ct4, &orig);
+	if (!e || !ct_evictable(&e->st, orig.proto))
+		return 0;
+	ct_delete4(&orig, e, NW_DROP_CT_FULL, ed->now);
+	stat_inc(NW_STAT_CT_EARLY_DROP);
+	ed->evicted = 1;
+	return 1;
+}
+
+static __always_inline long ct_early_drop6_step(struct nw_early_drop *ed)
+{
+	__u32 key = 1;
+	struct nw_ct_order_pos *pos = bpf_map_lookup_elem(&nw_ct_order, &key);
+	struct nw_tuple6 orig, *rec;
+	struct nw_ct6_entry *e;
+	__s64 slot;
+	__u32 idx;
+
+	if (!pos)
+		return 1;
+	slot = ct_order_next(pos);
+	if (slot < 0)
+		return 1;
+	idx = slot;
+	rec = bpf_map_lookup_elem(&nw_ct6_order, &idx);
+	if (!rec)
+		return 1;
+	orig = *rec;
+	e = bpf_map_lookup_elem(&nw_ct6, &orig);
+	if (!e || !ct_evictable(&e->st, orig.proto))
+		return 0;
+	src_removed6(&e->st, &orig, ed->now);
+	ct_event6(NW_EVENT_FLOW_END, NW_DROP_CT_FULL, &orig, e, ed->now);
+	bpf_map_delete_elem(&nw_ct6, &orig);
+	stat_inc(NW_STAT_CT_EARLY_DROP);
+	ed->evicted = 1;
+	return 1;
+}
+
+/* Returns 1 if it evicted a flow. */
+__noinline int ct_early_drop4(__u64 now)
+{
+	struct nw_early_drop ed = { .now = now };
+
+	for (int i = 0; i < NW_EARLY_DROP_SCAN; i++)
+		if (ct_early_drop4_step(&ed))
+			break;
+	return ed.evicted;
+}
+
+__noinline int ct_early_drop6(__u64 now)
+{
+	struct nw_early_drop ed = { .now = now };
+
+	for (int i = 0; i < NW_EARLY_DROP_SCAN; i++)
+		if (ct_early_drop6_step(&ed))
+			break;
+	return ed.evicted;
 }

@@ -33,6 +33,10 @@ struct nw_scratch {
 	__u32 admit_src_inside;
 	__u32 admit_hairpin;
 	__u32 admit_rule_id;
+	/* frag_track -> frag_commit: a first fragment's record, written to
+	 * the fragment table only once the packet is admitted. */
+	struct nw_frag_state frag_pending;
+	__u32 frag_pending_set;
 };
 
 /* Opaque to the control plane, which never reads it (and whose generated
@@ -311,3 +315,42 @@ struct {
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nw_outside_ifs SEC(".maps");
+
+/* A source host's unanswered flows (struct nw_src_count). LRU: a flood of
+ * spoofed sources evicts idle hosts' counts, never a flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct nw_src_key);
+	__type(value, struct nw_src_count);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_src_flows SEC(".maps");
+
+/* The last NW_CT_ORDER_SIZE flows created, by creation number modulo the
+ * size: where early drop looks for unanswered flows to evict. */
+#define NW_CT_ORDER_SIZE 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NW_CT_ORDER_SIZE);
+	__type(key, __u32);
+	__type(value, struct nw_tuple4);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_ct4_order SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NW_CT_ORDER_SIZE);
+	__type(key, __u32);
+	__type(value, struct nw_tuple6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_ct6_order SEC(".maps");
+
+/* Positions in nw_ct4_order (key 0) and nw_ct6_order (key 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct nw_ct_order_pos);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_ct_order SEC(".maps");

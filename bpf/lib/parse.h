@@ -72,6 +72,11 @@ struct nw_pkt {
 	__u8 frag_more;       /* more fragments follow */
 	__u8 pad2;
 	__u32 frame_len;      /* bytes as received, before any rewrite */
+	/* Where the fragmentable part starts, which fragment offsets count
+	 * from: the L4 header in IPv4, the end of the Fragment header in
+	 * IPv6, whatever extension headers follow it in a first fragment. */
+	__u16 frag_data_off;
+	__u16 pad3;
 };
 
 static __always_inline int parse_eth(void *data, void *data_end, struct nw_pkt *pkt)
@@ -246,6 +251,7 @@ static __always_inline int parse_ipv4(struct xdp_md *ctx, void *data, void *data
 	}
 	if (frag & NW_IP_OFFSET)
 		pkt->flags |= NW_PKT_LATER_FRAGMENT;
+	pkt->frag_data_off = pkt->l3_off + hdr_len;
 
 	pkt->l3_len = tot_len;
 	pkt->l4_proto = ip->protocol;
@@ -337,6 +343,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct nw_pkt 
 			}
 			if (frag & NW_IPV6_FRAG_OFFSET)
 				pkt->flags |= NW_PKT_LATER_FRAGMENT;
+			pkt->frag_data_off = off + 8;
 			len = 8;
 			break;
 		}

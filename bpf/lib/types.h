@@ -63,6 +63,7 @@ enum nw_reason {
 	NW_DROP_REVERSE_PATH,     /* new flow whose source does not route back out of its arrival NIC (reverse_path) */
 	NW_DROP_LINK_SCOPED_SRC,  /* IPv6 link-local or multicast source, not for this host: never routed (RFC 4291 2.5.6) */
 	NW_DROP_ICMP_REDIRECT,    /* ICMP redirect about a forwarded flow: valid on its sender's link only, and its gateway field may name an inside host */
+	NW_DROP_CT_SRC_LIMIT,     /* the source host already has its limit of unanswered flows */
 
 	NW_REASON_MAX,
 };
@@ -79,6 +80,7 @@ enum nw_stat {
 	NW_STAT_EVENTS_LOST,     /* ring buffer full: flow event dropped */
 	NW_STAT_HAIRPIN,
 	NW_STAT_ICMP_ERROR_TRANSLATED,
+	NW_STAT_CT_EARLY_DROP,   /* unanswered flows evicted to make room in a full table */
 	NW_STAT_MAX,
 };
 
@@ -161,6 +163,10 @@ struct nw_runtime_config {
 	__u32 snat_addr_count;
 	__be32 snat_addrs[NW_SNAT_MAX_ADDRS];
 	__u32 timeouts[NW_TIMEOUT_MAX]; /* seconds, enum nw_timeout */
+	/* Unanswered flows one source host may hold (0: no limit), counted
+	 * in windows of src_window seconds (ct_limit.h). */
+	__u32 unanswered_per_source;
+	__u32 src_window;
 };
 
 /* An IPv4 flow as seen on the wire in one direction. ICMP queries put the
@@ -281,8 +287,30 @@ struct nw_frag_state {
 	__be16 sport;
 	__be16 dport;
 	__u16 next_off;       /* bytes: where the next in-order fragment starts */
-	__u16 pad;
+	__u8 proto;           /* the upper-layer protocol, which IPv6 later fragments do not name */
+	__u8 pad;
 	__u64 seen_ns;
+};
+
+/* A source host, for the per-source flow limit: IPv4 as ::ffff:a.b.c.d. */
+struct nw_src_key {
+	__u8 addr[16];
+};
+
+/* A source host's unanswered flows, by the window they were opened in:
+ * epoch is now / src_window when cur started counting. A flow leaves the
+ * count when answered or removed by the dataplane, or when its window
+ * ages out, which covers the flows the control plane's collector removes. */
+struct nw_src_count {
+	__u64 epoch;
+	__u32 cur;
+	__u32 prev;
+};
+
+/* Where early drop stands in the order flows were created (ct_limit.h). */
+struct nw_ct_order_pos {
+	__u64 head;   /* creations recorded */
+	__u64 scan;   /* next record to examine */
 };
 
 /* A flow event for the control plane (flow logs, learning), IPv4 addresses
