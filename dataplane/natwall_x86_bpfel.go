@@ -105,6 +105,9 @@ const (
 	natwallNwConfigFlagsNW_CFG_SNAT_APDM       natwallNwConfigFlags = 2
 	natwallNwConfigFlagsNW_CFG_INVALID_TCP_RST natwallNwConfigFlags = 4
 	natwallNwConfigFlagsNW_CFG_VLAN_PASS       natwallNwConfigFlags = 8
+	natwallNwConfigFlagsNW_CFG_SNAT_OVERLOAD   natwallNwConfigFlags = 16
+	natwallNwConfigFlagsNW_CFG_SNAT_FILTER_EIF natwallNwConfigFlags = 32
+	natwallNwConfigFlagsNW_CFG_SNAT_FILTER_ADF natwallNwConfigFlags = 64
 )
 
 type natwallNwCounter struct {
@@ -273,7 +276,9 @@ const (
 	natwallNwReasonNW_DROP_VLAN                natwallNwReason = 36
 	natwallNwReasonNW_DROP_IPV4SRC_ROUTE       natwallNwReason = 37
 	natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH natwallNwReason = 38
-	natwallNwReasonNW_REASON_MAX               natwallNwReason = 39
+	natwallNwReasonNW_DROP_SNAT_HOST_QUOTA     natwallNwReason = 39
+	natwallNwReasonNW_DROP_SNAT_TRANSIENT      natwallNwReason = 40
+	natwallNwReasonNW_REASON_MAX               natwallNwReason = 41
 )
 
 type natwallNwRuleCounter struct {
@@ -291,6 +296,7 @@ type natwallNwRuntimeConfig struct {
 	SnatAddrCount   uint32
 	SnatAddrs       [16]uint32
 	Timeouts        [7]uint32
+	SnatHostQuota   uint32
 }
 
 type natwallNwScratchSpace struct {
@@ -316,6 +322,57 @@ type natwallNwSnat4Key struct {
 	Pad        [3]uint8
 }
 
+type natwallNwSnat4Perm struct {
+	_                structs.HostLayout
+	MappingCreatedNs uint64
+}
+
+type natwallNwSnat4PermKey struct {
+	_          structs.HostLayout
+	ExtAddr    uint32
+	RemoteAddr uint32
+	ExtPort    uint16
+	Proto      uint8
+	Pad        uint8
+}
+
+type natwallNwSnatCountKey struct {
+	_     structs.HostLayout
+	Addr  uint32
+	Proto uint8
+	Owner uint8
+	Pad   [2]uint8
+}
+
+type natwallNwSnatCountOwner uint32
+
+const (
+	natwallNwSnatCountOwnerNW_SNAT_COUNT_EXTERNAL natwallNwSnatCountOwner = 0
+	natwallNwSnatCountOwnerNW_SNAT_COUNT_HOST     natwallNwSnatCountOwner = 1
+)
+
+type natwallNwSnatReleaseArg struct {
+	_   structs.HostLayout
+	Key natwallNwSnatCountKey
+	N   int64
+}
+
+type natwallNwSnatReq struct {
+	_          structs.HostLayout
+	Rev        natwallNwSnat4Key
+	Inside     natwallNwSnat4Endpoint
+	Daddr      uint32
+	Dport      uint16
+	Sport      uint16
+	Flags      uint32
+	Quota      uint32
+	Min        uint16
+	Max        uint16
+	Port       uint16
+	Overloaded uint8
+	Pad        uint8
+}
+
 type natwallNwStat uint32
 
 const (
@@ -329,7 +386,10 @@ const (
 	natwallNwStatNW_STAT_EVENTS_LOST           natwallNwStat = 7
 	natwallNwStatNW_STAT_HAIRPIN               natwallNwStat = 8
 	natwallNwStatNW_STAT_ICMP_ERROR_TRANSLATED natwallNwStat = 9
-	natwallNwStatNW_STAT_MAX                   natwallNwStat = 10
+	natwallNwStatNW_STAT_SNAT_OVERLOADED       natwallNwStat = 10
+	natwallNwStatNW_STAT_SNAT_RETRIED          natwallNwStat = 11
+	natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED  natwallNwStat = 12
+	natwallNwStatNW_STAT_MAX                   natwallNwStat = 13
 )
 
 type natwallNwTcpState uint32
@@ -392,32 +452,36 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	natwallMapNwAclBits   = "nw_acl_bits"
-	natwallMapNwAclGen    = "nw_acl_gen"
-	natwallMapNwAclLpm4   = "nw_acl_lpm4"
-	natwallMapNwAclLpm6   = "nw_acl_lpm6"
-	natwallMapNwAclPorts  = "nw_acl_ports"
-	natwallMapNwAclRules  = "nw_acl_rules"
-	natwallMapNwAclStages = "nw_acl_stages"
-	natwallMapNwConfig    = "nw_config"
-	natwallMapNwCounters  = "nw_counters"
-	natwallMapNwCt4       = "nw_ct4"
-	natwallMapNwCt4Rev    = "nw_ct4_rev"
-	natwallMapNwCt6       = "nw_ct6"
-	natwallMapNwEvents    = "nw_events"
-	natwallMapNwFrag4     = "nw_frag4"
-	natwallMapNwFrag6     = "nw_frag6"
-	natwallMapNwInside4   = "nw_inside4"
-	natwallMapNwInside6   = "nw_inside6"
-	natwallMapNwRuleHits  = "nw_rule_hits"
-	natwallMapNwScratch   = "nw_scratch"
-	natwallMapNwSnat4Fwd  = "nw_snat4_fwd"
-	natwallMapNwSnat4Rev  = "nw_snat4_rev"
-	natwallMapNwSnatExcl4 = "nw_snat_excl4"
-	natwallMapNwStats     = "nw_stats"
-	natwallMapNwTxPorts   = "nw_tx_ports"
-	natwallProgXdpNatwall = "xdp_natwall"
-	natwallVarNwBtfAnchor = "nw_btf_anchor"
+	natwallMapNwAclBits      = "nw_acl_bits"
+	natwallMapNwAclGen       = "nw_acl_gen"
+	natwallMapNwAclLpm4      = "nw_acl_lpm4"
+	natwallMapNwAclLpm6      = "nw_acl_lpm6"
+	natwallMapNwAclPorts     = "nw_acl_ports"
+	natwallMapNwAclRules     = "nw_acl_rules"
+	natwallMapNwAclStages    = "nw_acl_stages"
+	natwallMapNwConfig       = "nw_config"
+	natwallMapNwCounters     = "nw_counters"
+	natwallMapNwCt4          = "nw_ct4"
+	natwallMapNwCt4Rev       = "nw_ct4_rev"
+	natwallMapNwCt6          = "nw_ct6"
+	natwallMapNwEvents       = "nw_events"
+	natwallMapNwFrag4        = "nw_frag4"
+	natwallMapNwFrag6        = "nw_frag6"
+	natwallMapNwInside4      = "nw_inside4"
+	natwallMapNwInside6      = "nw_inside6"
+	natwallMapNwRuleHits     = "nw_rule_hits"
+	natwallMapNwScratch      = "nw_scratch"
+	natwallMapNwSnat4Fwd     = "nw_snat4_fwd"
+	natwallMapNwSnat4Perm    = "nw_snat4_perm"
+	natwallMapNwSnat4Rev     = "nw_snat4_rev"
+	natwallMapNwSnatCount    = "nw_snat_count"
+	natwallMapNwSnatExcl4    = "nw_snat_excl4"
+	natwallMapNwSnatReq      = "nw_snat_req"
+	natwallMapNwStats        = "nw_stats"
+	natwallMapNwTxPorts      = "nw_tx_ports"
+	natwallProgNwSnatRelease = "nw_snat_release"
+	natwallProgXdpNatwall    = "xdp_natwall"
+	natwallVarNwBtfAnchor    = "nw_btf_anchor"
 )
 
 // loadNatwall returns the embedded CollectionSpec for natwall.
@@ -462,7 +526,8 @@ type natwallSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type natwallProgramSpecs struct {
-	XdpNatwall *ebpf.ProgramSpec `ebpf:"xdp_natwall"`
+	NwSnatRelease *ebpf.ProgramSpec `ebpf:"nw_snat_release"`
+	XdpNatwall    *ebpf.ProgramSpec `ebpf:"xdp_natwall"`
 }
 
 // natwallMapSpecs contains maps before they are loaded into the kernel.
@@ -489,8 +554,11 @@ type natwallMapSpecs struct {
 	NwRuleHits  *ebpf.MapSpec `ebpf:"nw_rule_hits"`
 	NwScratch   *ebpf.MapSpec `ebpf:"nw_scratch"`
 	NwSnat4Fwd  *ebpf.MapSpec `ebpf:"nw_snat4_fwd"`
+	NwSnat4Perm *ebpf.MapSpec `ebpf:"nw_snat4_perm"`
 	NwSnat4Rev  *ebpf.MapSpec `ebpf:"nw_snat4_rev"`
+	NwSnatCount *ebpf.MapSpec `ebpf:"nw_snat_count"`
 	NwSnatExcl4 *ebpf.MapSpec `ebpf:"nw_snat_excl4"`
+	NwSnatReq   *ebpf.MapSpec `ebpf:"nw_snat_req"`
 	NwStats     *ebpf.MapSpec `ebpf:"nw_stats"`
 	NwTxPorts   *ebpf.MapSpec `ebpf:"nw_tx_ports"`
 }
@@ -542,8 +610,11 @@ type natwallMaps struct {
 	NwRuleHits  *ebpf.Map `ebpf:"nw_rule_hits"`
 	NwScratch   *ebpf.Map `ebpf:"nw_scratch"`
 	NwSnat4Fwd  *ebpf.Map `ebpf:"nw_snat4_fwd"`
+	NwSnat4Perm *ebpf.Map `ebpf:"nw_snat4_perm"`
 	NwSnat4Rev  *ebpf.Map `ebpf:"nw_snat4_rev"`
+	NwSnatCount *ebpf.Map `ebpf:"nw_snat_count"`
 	NwSnatExcl4 *ebpf.Map `ebpf:"nw_snat_excl4"`
+	NwSnatReq   *ebpf.Map `ebpf:"nw_snat_req"`
 	NwStats     *ebpf.Map `ebpf:"nw_stats"`
 	NwTxPorts   *ebpf.Map `ebpf:"nw_tx_ports"`
 }
@@ -570,8 +641,11 @@ func (m *natwallMaps) Close() error {
 		m.NwRuleHits,
 		m.NwScratch,
 		m.NwSnat4Fwd,
+		m.NwSnat4Perm,
 		m.NwSnat4Rev,
+		m.NwSnatCount,
 		m.NwSnatExcl4,
+		m.NwSnatReq,
 		m.NwStats,
 		m.NwTxPorts,
 	)
@@ -588,11 +662,13 @@ type natwallVariables struct {
 //
 // It can be passed to loadNatwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type natwallPrograms struct {
-	XdpNatwall *ebpf.Program `ebpf:"xdp_natwall"`
+	NwSnatRelease *ebpf.Program `ebpf:"nw_snat_release"`
+	XdpNatwall    *ebpf.Program `ebpf:"xdp_natwall"`
 }
 
 func (p *natwallPrograms) Close() error {
 	return _NatwallClose(
+		p.NwSnatRelease,
 		p.XdpNatwall,
 	)
 }

@@ -64,6 +64,8 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_VLAN:                {"drop_vlan", VerdictDrop},
 	natwallNwReasonNW_DROP_IPV4SRC_ROUTE:       {"drop_ipv4_src_route", VerdictDrop},
 	natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH: {"drop_icmp_error_mismatch", VerdictDrop},
+	natwallNwReasonNW_DROP_SNAT_HOST_QUOTA:     {"drop_snat_host_quota", VerdictDrop},
+	natwallNwReasonNW_DROP_SNAT_TRANSIENT:      {"drop_snat_transient", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -108,6 +110,8 @@ const (
 	ReasonDropVLAN              = natwallNwReasonNW_DROP_VLAN
 	ReasonDropIPv4SrcRoute      = natwallNwReasonNW_DROP_IPV4SRC_ROUTE
 	ReasonDropICMPErrorMismatch = natwallNwReasonNW_DROP_ICMP_ERROR_MISMATCH
+	ReasonDropSNATHostQuota     = natwallNwReasonNW_DROP_SNAT_HOST_QUOTA
+	ReasonDropSNATTransient     = natwallNwReasonNW_DROP_SNAT_TRANSIENT
 )
 
 // Name is the reason's snake_case metric label.

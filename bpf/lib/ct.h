@@ -326,6 +326,7 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 		if (t->proto == IPPROTO_ICMP && !dnat)
 			e->reply.sport = ext->port;
 		e->st.flags |= NW_CT_SNAT;
+		snat_permit4(cfg, t, ext);
 	}
 
 	/* Claim the reply tuple first: if another flow owns it, this one
@@ -345,7 +346,7 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 		return -NW_DROP_CT_FULL;
 	stat_inc(NW_STAT_CT_NEW_V4);
 	if (dnat)
-		stat_inc(NW_STAT_HAIRPIN);
+		stat_inc(zone == NW_ZONE_INBOUND ? NW_STAT_SNAT_FILTER_ADMITTED : NW_STAT_HAIRPIN);
 	ct_event4(NW_EVENT_FLOW_NEW, 0, t, *out, now);
 	return 0;
 }

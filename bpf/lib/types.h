@@ -56,6 +56,8 @@ enum nw_reason {
 	NW_DROP_VLAN,             /* tagged with a VLAN ID (not a priority tag), vlan_action drop */
 	NW_DROP_IPV4_SRC_ROUTE,   /* IPv4 loose or strict source route option (accept_source_route=0) */
 	NW_DROP_ICMP_ERROR_MISMATCH, /* ICMP error not addressed to the source of the packet it quotes */
+	NW_DROP_SNAT_HOST_QUOTA,  /* the inside host holds its quota of external ports */
+	NW_DROP_SNAT_TRANSIENT,   /* a port claim failed, and failed again, for a reason other than "taken" or "full" */
 
 	NW_REASON_MAX,
 };
@@ -72,6 +74,9 @@ enum nw_stat {
 	NW_STAT_EVENTS_LOST,     /* ring buffer full: flow event dropped */
 	NW_STAT_HAIRPIN,
 	NW_STAT_ICMP_ERROR_TRANSLATED,
+	NW_STAT_SNAT_OVERLOADED,   /* mappings that share an external port across destinations */
+	NW_STAT_SNAT_RETRIED,      /* port claims retried after a failure other than "taken" */
+	NW_STAT_SNAT_FILTER_ADMITTED, /* inbound flows opened to a mapping by the filtering mode */
 	NW_STAT_MAX,
 };
 
@@ -139,6 +144,9 @@ enum nw_config_flags {
 	NW_CFG_SNAT_APDM = 1 << 1,    /* address-and-port-dependent mapping */
 	NW_CFG_INVALID_TCP_RST = 1 << 2, /* answer invalid inside TCP with RST */
 	NW_CFG_VLAN_PASS = 1 << 3,    /* hand frames tagged with a VLAN ID to the kernel, unfiltered */
+	NW_CFG_SNAT_OVERLOAD = 1 << 4,   /* a full address shares ports across destinations */
+	NW_CFG_SNAT_FILTER_EIF = 1 << 5, /* endpoint-independent filtering */
+	NW_CFG_SNAT_FILTER_ADF = 1 << 6, /* address-dependent filtering */
 };
 
 /* Runtime settings, written by the control plane. Held in a map rather than
@@ -151,6 +159,7 @@ struct nw_runtime_config {
 	__u32 snat_addr_count;
 	__be32 snat_addrs[NW_SNAT_MAX_ADDRS];
 	__u32 timeouts[NW_TIMEOUT_MAX]; /* seconds, enum nw_timeout */
+	__u32 snat_host_quota;  /* external ports one inside host may hold, per protocol; 0: no quota */
 };
 
 /* An IPv4 flow as seen on the wire in one direction. ICMP echo puts the
@@ -394,6 +403,43 @@ struct nw_rule_counter {
 	__u64 bytes;
 };
 
+/* Whose ports a SNAT in-use count counts. */
+enum nw_snat_count_owner {
+	NW_SNAT_COUNT_EXTERNAL = 0, /* an external address */
+	NW_SNAT_COUNT_HOST = 1,     /* an inside host (its quota) */
+};
+
+/* Endpoint-independent mappings in use, per address and protocol. The
+ * dataplane adds one per port it claims; the control plane's collector
+ * takes off what it frees, through nw_snat_release. */
+struct nw_snat_count_key {
+	__be32 addr;
+	__u8 proto;
+	__u8 owner;   /* enum nw_snat_count_owner */
+	__u8 pad[2];
+};
+
+/* The argument of nw_snat_release: a count to decrease, and by how much. */
+struct nw_snat_release_arg {
+	struct nw_snat_count_key key;
+	__s64 n;
+};
+
+/* Address-dependent filtering: the outside addresses an external port's
+ * inside endpoint has sent to, tied to one mapping by its creation time so
+ * that a reallocated port inherits nothing. */
+struct nw_snat4_perm_key {
+	__be32 ext_addr;
+	__be32 remote_addr;
+	__be16 ext_port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct nw_snat4_perm {
+	__u64 mapping_created_ns;
+};
+
 /* Types the Go side needs that no map mentions. A pointer to this puts them
  * all in the object's BTF, which is where bpf2go generates Go types from. */
 struct nw_btf_anchor {
@@ -407,4 +453,6 @@ struct nw_btf_anchor {
 	enum nw_acl_field acl_field;
 	enum nw_acl_action acl_action;
 	struct nw_flow_event event;
+	enum nw_snat_count_owner snat_count_owner;
+	struct nw_snat_release_arg snat_release;
 };
