@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -235,8 +236,41 @@ func unpinIncompatible(spec *ebpf.CollectionSpec, dir string) ([]string, error) 
 		}
 		dropped = append(dropped, name)
 	}
+	// The SNAT in-use counts describe the mapping tables: one without the
+	// others would count ports nobody holds, or miss ports held.
+	extra, err := unpinSNATTogether(dir, dropped)
+	dropped = append(dropped, extra...)
+	if err != nil {
+		return dropped, err
+	}
 	sort.Strings(dropped)
 	return dropped, nil
+}
+
+// snatTables are the maps whose state only makes sense together.
+var snatTables = []string{"nw_snat4_fwd", "nw_snat4_rev", "nw_snat_count"}
+
+// unpinSNATTogether unpins every SNAT table when dropped names one of them,
+// and returns the ones it removed.
+func unpinSNATTogether(dir string, dropped []string) ([]string, error) {
+	if !slices.ContainsFunc(dropped, func(n string) bool { return slices.Contains(snatTables, n) }) {
+		return nil, nil
+	}
+	var extra []string
+	for _, name := range snatTables {
+		if slices.Contains(dropped, name) {
+			continue
+		}
+		err := os.Remove(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return extra, fmt.Errorf("unpin %s: %w", name, err)
+		}
+		extra = append(extra, name)
+	}
+	return extra, nil
 }
 
 func (d *Dataplane) linkPin(iface string) string {
