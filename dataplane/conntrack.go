@@ -436,6 +436,9 @@ func (s *State) CollectMappings(now time.Time) (int, error) {
 	var e natwallNwCt4Entry
 	it := s.ct4.Iterate()
 	for it.Next(&k, &e) {
+		if m, ok := filteredInboundMapping(&k, &e); ok {
+			inUse[m] = true
+		}
 		if e.St.Flags&uint8(natwallNwCtFlagsNW_CT_SNAT) == 0 {
 			continue
 		}

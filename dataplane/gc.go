@@ -102,6 +102,9 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 			inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto,
 				RemoteAddr: k.Daddr, RemotePort: k.Dport}] = struct{}{}
 		}
+		if m, ok := filteredInboundMapping(k, e); ok {
+			inUse[m] = struct{}{}
+		}
 	}); err != nil {
 		return res, fmt.Errorf("walk IPv4 flows: %w", err)
 	}
@@ -125,6 +128,14 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 		// again, and keep it (and its mapping) if it is live.
 		fresh, ok := s.reload(f)
 		if ok && now.Sub(fresh.LastSeen) <= timeouts.Timeout(fresh) {
+			if fresh.key4 != nil && fresh.DNAT {
+				var e natwallNwCt4Entry
+				if s.ct4.Lookup(fresh.key4, &e) == nil {
+					if m, ok := filteredInboundMapping(fresh.key4, &e); ok {
+						inUse[m] = struct{}{}
+					}
+				}
+			}
 			if fresh.key4 != nil && fresh.SNAT {
 				k := *fresh.key4
 				var e natwallNwCt4Entry

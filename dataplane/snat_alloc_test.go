@@ -367,3 +367,64 @@ func TestSNATFilteringModes(t *testing.T) {
 		})
 	}
 }
+
+// Address-dependent permissions belong to one mapping: once the collector
+// frees it and the port goes to another host, the addresses the first host
+// talked to cannot reach the second.
+func TestSNATAddressDependentFilteringAfterReallocation(t *testing.T) {
+	fx := newFibFixture(t)
+	s := natSettings(1024, 65535)
+	s.SNAT.Filtering = FilterAddressDependent
+	fx.apply(t, s)
+	fx.expect(t, frame4(t, udpOut("198.18.1.20", 5000, "198.19.1.10", 9000)), "a0", ReasonFwdRedirect)
+	fx.expect(t, frame4(t, udpOut("198.19.1.10", 9001, natAddr, 5000)), "b0", ReasonFwdRedirect)
+
+	fx.ageAll(t, time.Hour)
+	res, err := fxState(fx).Collect(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MappingsFreed != 1 {
+		t.Fatalf("%d mappings freed, want 1", res.MappingsFreed)
+	}
+	// Another host now holds port 5000, and talks to another server.
+	got := decode4(t, fx.expect(t, frame4(t, udpOut("198.18.1.21", 5000, "198.19.1.11", 9000)), "a0", ReasonFwdRedirect).out)
+	if got.sport != 5000 {
+		t.Fatalf("second host got port %d, want 5000 (the test needs the port reused)", got.sport)
+	}
+	fx.expect(t, frame4(t, udpOut("198.19.1.10", 9002, natAddr, 5000)), "b0", ReasonPassLocal)
+	back := decode4(t, fx.expect(t, frame4(t, udpOut("198.19.1.11", 9001, natAddr, 5000)), "b0", ReasonFwdRedirect).out)
+	if back.dst != "198.18.1.21" {
+		t.Fatalf("admitted packet delivered to %s, want 198.18.1.21", back.dst)
+	}
+}
+
+// An inbound flow that a looser filtering mode admitted keeps its mapping
+// in use after the inside endpoint's own flows expire: the port is not
+// handed to another host while outside peers still reach the first.
+func TestSNATFilteredInboundFlowKeepsMapping(t *testing.T) {
+	fx := newFibFixture(t)
+	s := natSettings(1024, 65535)
+	s.SNAT.Filtering = FilterEndpointIndependent
+	fx.apply(t, s)
+	fx.expect(t, frame4(t, udpOut("198.18.1.20", 5000, "198.19.1.10", 9000)), "a0", ReasonFwdRedirect)
+	peer := frame4(t, udpOut("198.19.1.11", 7000, natAddr, 5000))
+	fx.expect(t, peer, "b0", ReasonFwdRedirect)
+	fx.ageAll(t, time.Hour)
+	fx.expect(t, peer, "b0", ReasonFwdRedirect) // the inbound flow is live again
+	res, err := fxState(fx).Collect(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MappingsFreed != 0 || len(res.Expired) != 1 {
+		t.Fatalf("collection expired %d flows and freed %d mappings, want 1 and 0", len(res.Expired), res.MappingsFreed)
+	}
+	if n := fx.inUse(t, false, natAddr, 17); n != 1 {
+		t.Fatalf("address in-use count %d, want 1", n)
+	}
+	fx.expect(t, frame4(t, udpOut("198.18.1.21", 5000, "198.19.1.10", 9000)), "a0", ReasonFwdRedirect)
+	got := decode4(t, fx.expect(t, peer, "b0", ReasonFwdRedirect).out)
+	if got.dst != "198.18.1.20" {
+		t.Fatalf("peer reached %s, want the mapping's owner 198.18.1.20", got.dst)
+	}
+}

@@ -33,6 +33,17 @@ func countedMapping(k *natwallNwSnat4Key) bool {
 	return false
 }
 
+// filteredInboundMapping is the mapping an inbound flow admitted by a
+// looser filtering mode reached (its original destination), which keeps
+// the mapping in use: freeing it would hand the port to another host while
+// this flow still delivers it to the first.
+func filteredInboundMapping(k *natwallNwTuple4, e *natwallNwCt4Entry) (natwallNwSnat4Key, bool) {
+	if e.St.Flags&uint8(natwallNwCtFlagsNW_CT_DNAT) == 0 || e.St.Zone != uint8(natwallNwZoneNW_ZONE_INBOUND) {
+		return natwallNwSnat4Key{}, false
+	}
+	return natwallNwSnat4Key{Addr: k.Daddr, Port: k.Dport, Proto: k.Proto}, true
+}
+
 // releaseCounts is what one collection takes off the in-use counts.
 type releaseCounts map[natwallNwSnatCountKey]int64
 
