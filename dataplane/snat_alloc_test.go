@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
+
+	"github.com/natwall/natwall/rules"
 )
 
 // The verifier's 1M-instruction budget is shared by every path through
@@ -427,4 +429,31 @@ func TestSNATFilteredInboundFlowKeepsMapping(t *testing.T) {
 	if got.dst != "198.18.1.20" {
 		t.Fatalf("peer reached %s, want the mapping's owner 198.18.1.20", got.dst)
 	}
+}
+
+// With a rule set, what endpoint-independent filtering admits is a new
+// inbound flow the stateful rules judge, with the mapping's inside
+// endpoint as its destination: a rule for that endpoint lets it in, and
+// the default deny keeps every other mapping closed.
+func TestSNATFilteringJudgedByRules(t *testing.T) {
+	fx := newFibFixture(t)
+	s := natSettings(1024, 65535)
+	s.SNAT.Filtering = FilterEndpointIndependent
+	fx.apply(t, s)
+	out := anyRule(30, rules.Allow)
+	out.zone = int(natwallNwZoneNW_ZONE_OUTBOUND)
+	open := anyRule(31, rules.Allow)
+	open.dst, open.proto, open.dportLo, open.dportHi = netip.MustParsePrefix("198.18.1.20/32"), 17, 5000, 5000
+	open.zone = int(natwallNwZoneNW_ZONE_INBOUND)
+	must(t, loadRules(&fx.objs, naiveStage(nil, rules.Pass, 1), naiveStage([]testRule{out, open}, rules.Deny, 2)))
+
+	fx.expect(t, frame4(t, udpOut("198.18.1.20", 5000, "198.19.1.10", 9000)), "a0", ReasonFwdRedirect)
+	closed := decode4(t, fx.expect(t, frame4(t, udpOut("198.18.1.21", 5000, "198.19.1.10", 9000)), "a0", ReasonFwdRedirect).out)
+	got := decode4(t, fx.expect(t, frame4(t, udpOut("198.19.1.11", 7000, natAddr, 5000)), "b0", ReasonFwdRedirect).out)
+	if got.dst != "198.18.1.20" || got.dport != 5000 {
+		t.Fatalf("admitted packet delivered to %s:%d", got.dst, got.dport)
+	}
+	fx.expect(t, frame4(t, udpOut("198.19.1.11", 7000, natAddr, closed.sport)), "b0", ReasonDropACLDeny)
+	// Replies of the inside endpoint's own flows are replies, not judged.
+	fx.expect(t, frame4(t, udpOut("198.19.1.10", 9000, natAddr, closed.sport)), "b0", ReasonFwdRedirect)
 }
