@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/test/lab"
 )
 
@@ -88,6 +89,12 @@ func TestSNATFirstPacketRaceTwoHosts(t *testing.T) {
 		if n := len(socks) - lost; len(distinct) < n {
 			t.Errorf("run %d: %d distinct external endpoints for %d answered endpoints", run, len(distinct), n)
 		}
+	}
+	if st, err := dataplane.OpenState(a.pinDir); err == nil {
+		if stats, err := st.Stats(); err == nil {
+			t.Logf("claims retried after a failure other than \"taken\": %d", stats[dataplane.StatSNATRetried])
+		}
+		st.Close()
 	}
 	after := a.packets(t)
 	for reason, v := range after {
