@@ -117,7 +117,7 @@ struct snat_probe {
 	struct nw_snat4_key rev;        /* external side, port filled per probe */
 	struct nw_snat4_endpoint inside;
 	struct nw_tuple4 reply;         /* overloading: the reply tuple a port would give */
-	__u32 start;
+	__u32 start;                    /* a small range's walk starts here */
 	__u32 range;
 	__u16 min;
 	__u8 found;
@@ -161,7 +161,17 @@ static long snat_probe_port(__u32 i, void *data)
 
 	if (p->range == 0)
 		return 1;
-	port = p->min + (p->start + i) % p->range;
+	/* Each probe is a port of its own, drawn at random. Probing on from
+	 * one random start would walk through any run of taken ports, and
+	 * preserved source ports make long runs: two hosts using the same
+	 * 1,280 consecutive source ports left a random start inside that run
+	 * with 128 taken ports ahead of it, and the flow was dropped as if
+	 * the address were full. A range no larger than the bound is walked
+	 * whole instead, from a random start, so no free port is missed. */
+	if (p->range <= NW_SNAT_MAX_PROBES)
+		port = p->min + (p->start + i) % p->range;
+	else
+		port = p->min + bpf_get_prandom_u32() % p->range;
 	p->rev.port = bpf_htons(port);
 	p->probes++;
 	r = snat_try_port(p);
@@ -176,8 +186,8 @@ static long snat_probe_port(__u32 i, void *data)
 	return 0;
 }
 
-/* Probes up to NW_SNAT_MAX_PROBES ports from a random one, as Linux's
- * nf_nat does: a packet never costs more than that many claims. */
+/* Probes up to NW_SNAT_MAX_PROBES random ports, the bound Linux's nf_nat
+ * has too: a packet never costs more than that many claims. */
 static __always_inline void snat_probe(struct snat_probe *p)
 {
 	if (p->found || p->failed)
