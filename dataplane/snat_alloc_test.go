@@ -457,3 +457,26 @@ func TestSNATFilteringJudgedByRules(t *testing.T) {
 	// Replies of the inside endpoint's own flows are replies, not judged.
 	fx.expect(t, frame4(t, udpOut("198.19.1.10", 9000, natAddr, closed.sport)), "b0", ReasonFwdRedirect)
 }
+
+// An echo's identifier is both "ports" of its tuple: overloading checks
+// the reply tuple with the external identifier on both sides.
+func TestSNATOverloadICMPEcho(t *testing.T) {
+	fx := newFibFixture(t)
+	s := natSettings(30000, 30001)
+	s.SNAT.Overload, s.SNAT.HostQuota = true, 2
+	fx.apply(t, s)
+	echo := func(src, dst string, id uint16) []byte {
+		return frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: src, dst: dst, icmpType: 8, icmpID: id})
+	}
+	fx.expect(t, echo(insideHost(0), "198.19.1.10", 7), "a0", ReasonFwdRedirect)
+	fx.expect(t, echo(insideHost(1), "198.19.1.10", 7), "a0", ReasonFwdRedirect)
+	fx.expect(t, echo("198.18.1.20", "198.19.1.10", 7), "a0", ReasonDropSNATExhausted)
+	out := decode4(t, fx.expect(t, echo("198.18.1.20", "198.19.1.11", 7), "a0", ReasonFwdRedirect).out)
+	if out.icmpID != 30000 && out.icmpID != 30001 {
+		t.Fatalf("overloaded echo left with identifier %d", out.icmpID)
+	}
+	back := decode4(t, fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.19.1.11", dst: natAddr, icmpType: 0, icmpID: out.icmpID}), "b0", ReasonFwdRedirect).out)
+	if back.dst != "198.18.1.20" || back.icmpID != 7 {
+		t.Fatalf("echo reply went to %s id %d, want 198.18.1.20 id 7", back.dst, back.icmpID)
+	}
+}

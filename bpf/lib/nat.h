@@ -139,6 +139,9 @@ static __always_inline int snat_try_port(struct snat_probe *p)
 
 	if (p->overload) {
 		p->reply.dport = p->rev.port;
+		/* An echo's reply carries the identifier as both "ports". */
+		if (p->reply.proto == IPPROTO_ICMP)
+			p->reply.sport = p->rev.port;
 		if (bpf_map_lookup_elem(&nw_ct4_rev, &p->reply))
 			return SNAT_TAKEN;
 	}
