@@ -3,6 +3,8 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -478,5 +480,40 @@ func TestSNATOverloadICMPEcho(t *testing.T) {
 	back := decode4(t, fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolICMPv4, src: "198.19.1.11", dst: natAddr, icmpType: 0, icmpID: out.icmpID}), "b0", ReasonFwdRedirect).out)
 	if back.dst != "198.18.1.20" || back.icmpID != 7 {
 		t.Fatalf("echo reply went to %s id %d, want 198.18.1.20 id 7", back.dst, back.icmpID)
+	}
+}
+
+// The in-use counts only describe the mapping tables they were kept with:
+// pins of one without the others are removed, so all start empty together.
+func TestSNATTablesUnpinnedTogether(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		pinned, dropped   []string
+		wantRemoved       []string
+		wantLeftUntouched []string
+	}{
+		{"all pinned", snatTables, nil, nil, snatTables},
+		{"counts missing (an older natwall)", []string{"nw_snat4_fwd", "nw_snat4_rev"}, nil, []string{"nw_snat4_fwd", "nw_snat4_rev"}, nil},
+		{"mappings dropped as incompatible", []string{"nw_snat4_fwd", "nw_snat_count"}, []string{"nw_snat4_rev"}, []string{"nw_snat4_fwd", "nw_snat_count"}, nil},
+		{"nothing pinned", nil, nil, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, n := range append(tc.pinned, "nw_ct4") {
+				must(t, os.WriteFile(filepath.Join(dir, n), nil, 0o600))
+			}
+			removed, err := unpinSNATTogether(dir, tc.dropped)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(removed) != fmt.Sprint(tc.wantRemoved) {
+				t.Fatalf("removed %v, want %v", removed, tc.wantRemoved)
+			}
+			for _, n := range append(tc.wantLeftUntouched, "nw_ct4") {
+				if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+					t.Errorf("%s: %v", n, err)
+				}
+			}
+		})
 	}
 }
