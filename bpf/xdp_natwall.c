@@ -433,11 +433,15 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 	if (reason == NW_PASS_LOCAL) {
 		if (src_inside && (cfg->flags & NW_CFG_SNAT) && !(pkt->flags & NW_PKT_LATER_FRAGMENT))
 			owner = snat_owner4(t);
+		else if ((cfg->flags & NW_CFG_SNAT) && !(pkt->flags & NW_PKT_LATER_FRAGMENT))
+			owner = snat_filter4(cfg, t);
 		if (!owner) {
 			scr->admit_zone = NW_ZONE_LOCAL;
 			return local_opens(pkt) ? NW_ADMIT_LOCAL : NW_PASS_LOCAL;
 		}
-		/* A hairpin: an inside host reaching another's mapping. */
+		/* A hairpin: an inside host reaching another's mapping; or, from
+		 * outside, a packet the filtering mode admits to a mapping: a
+		 * new inbound flow to the mapping's inside endpoint. */
 		scr->dnat = *owner;
 		scr->admit_hairpin = 1;
 		scr->admit_zone = zone_of(src_inside, inside4(owner->addr));
@@ -450,6 +454,16 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 	if (pkt->flags & NW_PKT_LATER_FRAGMENT)
 		return NW_DROP_FRAG_NO_FIRST;
 	return NW_ADMIT_NEW_FLOW;
+}
+
+/* Without a rule set the built-in policy admits no inbound flow; there the
+ * filtering mode the operator chose is the policy for mapped ports. A rule
+ * set judges such a flow like any other inbound one. */
+static __always_inline int filtered_verdict(int reason, struct nw_scratch *scr)
+{
+	if (reason == NW_DROP_POLICY && scr->admit_hairpin && scr->admit_zone == NW_ZONE_INBOUND)
+		return 0;
+	return reason;
 }
 
 /* Creates the flow the stateful stage admitted, and forwards its first packet. */
@@ -569,6 +583,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 		reason = stateful_verdict(ctx, pkt, ap, scr->admit_src_inside, now, &scr->admit_rule_id);
 		if (ret == NW_ADMIT_LOCAL)
 			return local_reason(reason);
+		reason = filtered_verdict(reason, scr);
 		if (reason)
 			return reason;
 		return ct_new4(ctx, pkt, cfg, t, now);
@@ -894,4 +909,19 @@ int xdp_natwall(struct xdp_md *ctx)
 	if (pkt.l3_proto == ETH_P_IP)
 		return nw_exit(ctx, &pkt, frag_commit(&pkt, process_ipv4(ctx, &pkt)));
 	return nw_exit(ctx, &pkt, frag_commit(&pkt, process_ipv6(ctx, &pkt)));
+}
+
+/* Takes freed mappings off the SNAT in-use counts (nw_snat_count),
+ * atomically with the dataplane's increments, which a map update from user
+ * space could not be. The control plane's collector runs it with
+ * BPF_PROG_RUN; it is never attached. */
+SEC("syscall")
+int nw_snat_release(struct nw_snat_release_arg *r)
+{
+	struct nw_snat_count_key k = r->key;
+	__s64 n = r->n, *v = bpf_map_lookup_elem(&nw_snat_count, &k);
+
+	if (v)
+		__sync_fetch_and_add(v, -n);
+	return 0;
 }

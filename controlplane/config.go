@@ -216,6 +216,9 @@ var configKeys = []configKey{
 	{key: "snat.port_range", kind: kindString, def: "1024-65535", usage: "external ports (and ICMP identifiers) to allocate", form: "a range lo-hi such as 1024-65535"},
 	{key: "snat.mapping", kind: kindString, def: dataplane.MappingEndpointIndependent.String(), usage: "endpoint-independent or address-port-dependent", form: "one of endpoint-independent, address-port-dependent"},
 	{key: "snat.exclude", kind: kindList, usage: "IPv4 destinations never translated"},
+	{key: "snat.overload", kind: kindBool, def: true, usage: "when an address has no free port, share ports across destinations (5-tuples stay unique)"},
+	{key: "snat.host_quota", kind: kindString, def: "auto", usage: "external ports one inside host may hold per address and protocol (auto: a quarter of snat.port_range)", form: "auto, or a whole number of ports within snat.port_range"},
+	{key: "snat.filtering", kind: kindString, def: dataplane.FilterAddressPortDependent.String(), usage: "which outside endpoints reach a mapping unsolicited", form: "one of endpoint-independent, address-dependent, address-port-dependent"},
 	{key: "conntrack.table_size", kind: kindString, def: "262144", usage: "flows each flow table holds", form: "a whole number of flows from 1024 to 16777216"},
 	{key: "conntrack.invalid_tcp_reset", kind: kindBool, def: false, usage: "answer inside TCP of no known flow with a RST"},
 	{key: "conntrack.unanswered_per_source", kind: kindString, def: strconv.Itoa(dataplane.DefaultUnansweredPerSource), usage: "unanswered flows one source host may hold, 0 for no limit", form: "a whole number of flows from 0 to 16777216"},
@@ -922,6 +925,16 @@ func (l *configLoader) buildSNAT(cfg *Config) {
 		}
 		n.Exclude = append(n.Exclude, p)
 	}
+	n.Overload = l.boolean("snat.overload")
+	l.snatQuota(n)
+	modes := []dataplane.FilteringMode{dataplane.FilterEndpointIndependent, dataplane.FilterAddressDependent, dataplane.FilterAddressPortDependent}
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = m.String()
+	}
+	if f, ok := l.oneOf("snat.filtering", names...); ok {
+		n.Filtering = modes[slices.Index(names, f)]
+	}
 	if enabled {
 		cfg.SNAT = n
 	}
@@ -947,6 +960,37 @@ func (l *configLoader) buildZones(cfg *Config) {
 	if m, ok := l.oneOf("reverse_path", "strict", "neighbor", "loose", "off"); ok {
 		cfg.ReversePath = dataplane.ReversePathModes[m]
 	}
+}
+
+// snatQuota reads snat.host_quota: auto (0, the dataplane's default), or
+// a number of ports no larger than the port range.
+func (l *configLoader) snatQuota(n *dataplane.SNAT) {
+	const key = "snat.host_quota"
+	ports := int64(n.PortMax) - int64(n.PortMin) + 1
+	var q int64
+	switch v := l.raw(key).(type) {
+	case int:
+		q = int64(v)
+	case int64:
+		q = v
+	case uint64:
+		q = math.MaxInt64
+	default:
+		s, ok := l.str(key)
+		if !ok || s == "auto" {
+			return
+		}
+		var err error
+		if q, err = strconv.ParseInt(s, 10, 64); err != nil {
+			l.fail(key, "%q is not auto or a whole number of ports", s)
+			return
+		}
+	}
+	if q < 1 || (ports > 0 && q > ports) {
+		l.fail(key, "%v is not from 1 to the %d ports of snat.port_range", l.raw(key), ports)
+		return
+	}
+	n.HostQuota = int(q)
 }
 
 // duration reads a key that must be a duration from lo to hi.

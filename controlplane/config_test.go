@@ -103,7 +103,7 @@ func TestLoadConfigValues(t *testing.T) {
 		{"defaults", minimalConfig, func(*Config) {}},
 		{"snat and conntrack", minimalConfig + "snat:\n  enabled: true\n  addresses: [198.19.1.1]\n  port_range: 20000-20015\n  mapping: address-port-dependent\n  exclude: [198.19.9.0/24]\nconntrack:\n  table_size: 4096\n  invalid_tcp_reset: true\n  gc_interval: 1s\n  timeouts:\n    udp: 2m\nrules:\n  paths: [/etc/natwall/rules]\n", func(c *Config) {
 			c.SNAT = &dataplane.SNAT{Addresses: []netip.Addr{netip.MustParseAddr("198.19.1.1")}, PortMin: 20000, PortMax: 20015,
-				Mode: dataplane.MappingAddressPortDependent, Exclude: []netip.Prefix{netip.MustParsePrefix("198.19.9.0/24")}}
+				Mode: dataplane.MappingAddressPortDependent, Exclude: []netip.Prefix{netip.MustParsePrefix("198.19.9.0/24")}, Overload: true}
 			c.Conntrack.TableSize, c.Conntrack.InvalidTCPReset, c.Conntrack.GCInterval, c.Conntrack.Timeouts.UDP = 4096, true, time.Second, 2*time.Minute
 			c.RulePaths = []string{"/etc/natwall/rules"}
 		}},

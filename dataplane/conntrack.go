@@ -123,6 +123,8 @@ type State struct {
 	snatFwd, snatRev        *ebpf.Map
 	config, stats, counters *ebpf.Map
 	ruleHits                *ebpf.Map
+	snatCount               *ebpf.Map
+	snatRelease             *ebpf.Program
 	owned                   bool
 }
 
@@ -137,7 +139,7 @@ func OpenState(pinDir string) (*State, error) {
 		"nw_ct4": &s.ct4, "nw_ct4_rev": &s.ct4Rev, "nw_ct6": &s.ct6,
 		"nw_snat4_fwd": &s.snatFwd, "nw_snat4_rev": &s.snatRev,
 		"nw_config": &s.config, "nw_stats": &s.stats, "nw_counters": &s.counters,
-		"nw_rule_hits": &s.ruleHits,
+		"nw_rule_hits": &s.ruleHits, "nw_snat_count": &s.snatCount,
 	} {
 		mm, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
 		if err != nil {
@@ -146,7 +148,30 @@ func OpenState(pinDir string) (*State, error) {
 		}
 		*m = mm
 	}
+	if err := s.loadRelease(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// loadRelease loads the program that decrements the pinned SNAT in-use
+// counts, for a State that did not load the dataplane itself.
+func (s *State) loadRelease() error {
+	spec, err := loadNatwall()
+	if err != nil {
+		return err
+	}
+	var objs struct {
+		Release *ebpf.Program `ebpf:"nw_snat_release"`
+	}
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+		MapReplacements: map[string]*ebpf.Map{"nw_snat_count": s.snatCount},
+	}); err != nil {
+		return fmt.Errorf("load nw_snat_release: %w", err)
+	}
+	s.snatRelease = objs.Release
+	return nil
 }
 
 // State returns the running dataplane's state; it is closed with the Dataplane.
@@ -155,7 +180,7 @@ func (d *Dataplane) State() *State {
 		ct4: d.objs.NwCt4, ct4Rev: d.objs.NwCt4Rev, ct6: d.objs.NwCt6,
 		snatFwd: d.objs.NwSnat4Fwd, snatRev: d.objs.NwSnat4Rev,
 		config: d.objs.NwConfig, stats: d.objs.NwStats, counters: d.objs.NwCounters,
-		ruleHits: d.objs.NwRuleHits,
+		ruleHits: d.objs.NwRuleHits, snatCount: d.objs.NwSnatCount, snatRelease: d.objs.NwSnatRelease,
 	}
 }
 
@@ -165,10 +190,13 @@ func (s *State) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, m := range []*ebpf.Map{s.ct4, s.ct4Rev, s.ct6, s.snatFwd, s.snatRev, s.config, s.stats, s.counters, s.ruleHits} {
+	for _, m := range []*ebpf.Map{s.ct4, s.ct4Rev, s.ct6, s.snatFwd, s.snatRev, s.config, s.stats, s.counters, s.ruleHits, s.snatCount} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
+	}
+	if s.snatRelease != nil {
+		errs = append(errs, s.snatRelease.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -415,6 +443,9 @@ func (s *State) CollectMappings(now time.Time) (int, error) {
 	var e natwallNwCt4Entry
 	it := s.ct4.Iterate()
 	for it.Next(&k, &e) {
+		if m, ok := filteredInboundMapping(&k, &e); ok {
+			inUse[m] = true
+		}
 		if e.St.Flags&uint8(natwallNwCtFlagsNW_CT_SNAT) == 0 {
 			continue
 		}
@@ -441,19 +472,12 @@ func (s *State) CollectMappings(now time.Time) (int, error) {
 	if err := it.Err(); err != nil {
 		return 0, fmt.Errorf("iterate mappings: %w", err)
 	}
+	fwd := make([]natwallNwSnat4Key, len(stale))
 	for i, rk := range stale {
-		fk := natwallNwSnat4Key{Addr: staleInside[i].Addr, Port: staleInside[i].Port, Proto: rk.Proto,
+		fwd[i] = natwallNwSnat4Key{Addr: staleInside[i].Addr, Port: staleInside[i].Port, Proto: rk.Proto,
 			RemoteAddr: rk.RemoteAddr, RemotePort: rk.RemotePort}
-		// Forward side first: a new flow then allocates afresh instead of
-		// reusing a mapping whose port is being released.
-		if err := s.snatFwd.Delete(fk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return i, err
-		}
-		if err := s.snatRev.Delete(rk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return i, err
-		}
 	}
-	return len(stale), nil
+	return s.deleteMappings(fwd, stale, staleInside)
 }
 
 // PortUsage is how many external ports one address has mapped, per protocol.
@@ -525,6 +549,9 @@ const (
 	// StatFlowsEarlyDropped counts unanswered flows evicted from a full
 	// table to make room for a new one.
 	StatFlowsEarlyDropped = natwallNwStatNW_STAT_CT_EARLY_DROP
+	StatSNATOverloaded    = natwallNwStatNW_STAT_SNAT_OVERLOADED
+	StatSNATRetried       = natwallNwStatNW_STAT_SNAT_RETRIED
+	StatSNATFilterAdmit   = natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED
 	NumStats              = int(natwallNwStatNW_STAT_MAX)
 )
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -190,6 +191,13 @@ func Open(opts Options) (_ *Dataplane, err error) {
 	load := func() error {
 		return spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}})
 	}
+	// Mappings pinned by a natwall that kept no in-use counts cannot be
+	// counted now: they start empty with the counts.
+	if dropped, err := unpinSNATTogether(opts.PinDir, nil); err != nil {
+		return nil, err
+	} else if len(dropped) > 0 {
+		d.log.Warn("pinned SNAT mappings have no in-use counts; starting them empty", "maps", dropped)
+	}
 	err = load()
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		// Another table size, or a natwall whose tables are laid out
@@ -260,8 +268,48 @@ func unpinIncompatible(spec *ebpf.CollectionSpec, dir string) ([]string, error) 
 		}
 		dropped = append(dropped, name)
 	}
+	// The SNAT in-use counts describe the mapping tables: one without the
+	// others would count ports nobody holds, or miss ports held.
+	extra, err := unpinSNATTogether(dir, dropped)
+	dropped = append(dropped, extra...)
+	if err != nil {
+		return dropped, err
+	}
 	sort.Strings(dropped)
 	return dropped, nil
+}
+
+// snatTables are the maps whose state only makes sense together.
+var snatTables = []string{"nw_snat4_fwd", "nw_snat4_rev", "nw_snat_count"}
+
+// unpinSNATTogether unpins every SNAT table when dropped names one of them,
+// or when one is not pinned at all (a natwall from before the counts), and
+// returns the ones it removed.
+func unpinSNATTogether(dir string, dropped []string) ([]string, error) {
+	missing := false
+	for _, name := range snatTables {
+		if _, err := os.Stat(filepath.Join(dir, name)); errors.Is(err, os.ErrNotExist) && !slices.Contains(dropped, name) {
+			missing = true
+		}
+	}
+	if !missing && !slices.ContainsFunc(dropped, func(n string) bool { return slices.Contains(snatTables, n) }) {
+		return nil, nil
+	}
+	var extra []string
+	for _, name := range snatTables {
+		if slices.Contains(dropped, name) {
+			continue
+		}
+		err := os.Remove(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return extra, fmt.Errorf("unpin %s: %w", name, err)
+		}
+		extra = append(extra, name)
+	}
+	return extra, nil
 }
 
 func (d *Dataplane) linkPin(iface string) string {

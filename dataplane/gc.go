@@ -65,6 +65,9 @@ type GCResult struct {
 	Usage TableUsage
 	// SNAT is the external ports mapped after the collection.
 	SNAT []PortUsage
+	// HostsAtQuota is how many inside hosts hold their whole SNAT port
+	// quota of some protocol.
+	HostsAtQuota int
 }
 
 // Collect is one garbage collection: it removes expired flows and unused
@@ -99,6 +102,9 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 			inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto,
 				RemoteAddr: k.Daddr, RemotePort: k.Dport}] = struct{}{}
 		}
+		if m, ok := filteredInboundMapping(k, e); ok {
+			inUse[m] = struct{}{}
+		}
 	}); err != nil {
 		return res, fmt.Errorf("walk IPv4 flows: %w", err)
 	}
@@ -122,6 +128,14 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 		// again, and keep it (and its mapping) if it is live.
 		fresh, ok := s.reload(f)
 		if ok && now.Sub(fresh.LastSeen) <= timeouts.Timeout(fresh) {
+			if fresh.key4 != nil && fresh.DNAT {
+				var e natwallNwCt4Entry
+				if s.ct4.Lookup(fresh.key4, &e) == nil {
+					if m, ok := filteredInboundMapping(fresh.key4, &e); ok {
+						inUse[m] = struct{}{}
+					}
+				}
+			}
 			if fresh.key4 != nil && fresh.SNAT {
 				k := *fresh.key4
 				var e natwallNwCt4Entry
@@ -178,11 +192,13 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 		}
 	}
 	var staleFwd, staleRev []natwallNwSnat4Key
+	var staleInside []natwallNwSnat4Endpoint
 	rk := make([]natwallNwSnat4Key, gcBatch)
 	rv := make([]natwallNwSnat4Endpoint, gcBatch)
 	if err := batchWalk(s.snatRev, rk, rv, func(k *natwallNwSnat4Key, inside *natwallNwSnat4Endpoint) {
 		if _, ok := inUse[*k]; !ok && now.Sub(clk.time(inside.CreatedNs)) >= mappingGrace {
 			staleRev = append(staleRev, *k)
+			staleInside = append(staleInside, *inside)
 			staleFwd = append(staleFwd, natwallNwSnat4Key{Addr: inside.Addr, Port: inside.Port, Proto: k.Proto,
 				RemoteAddr: k.RemoteAddr, RemotePort: k.RemotePort})
 			return
@@ -191,15 +207,13 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 	}); err != nil {
 		return res, fmt.Errorf("walk SNAT mappings: %w", err)
 	}
-	// Forward side first: a new flow then allocates afresh instead of
-	// reusing a mapping whose port is being released.
-	if err := deleteKeys(s.snatFwd, staleFwd); err != nil {
-		return res, fmt.Errorf("delete SNAT mappings: %w", err)
+	// Freed mappings come off the dataplane's in-use counts (snat_count.go).
+	if res.MappingsFreed, err = s.deleteMappings(staleFwd, staleRev, staleInside); err != nil {
+		return res, err
 	}
-	if err := deleteKeys(s.snatRev, staleRev); err != nil {
-		return res, fmt.Errorf("delete SNAT mappings: %w", err)
+	if res.HostsAtQuota, err = s.HostsAtQuota(); err != nil {
+		return res, err
 	}
-	res.MappingsFreed = len(staleRev)
 	for k, n := range counts {
 		res.SNAT = append(res.SNAT, PortUsage{Addr: addr4(k.addr), Proto: k.proto, Mappings: n, Capacity: capacity})
 	}

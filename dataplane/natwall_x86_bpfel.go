@@ -108,6 +108,9 @@ const (
 	natwallNwConfigFlagsNW_CFG_RP_LOOSE        natwallNwConfigFlags = 16
 	natwallNwConfigFlagsNW_CFG_RP_OFF          natwallNwConfigFlags = 32
 	natwallNwConfigFlagsNW_CFG_RP_NEIGH        natwallNwConfigFlags = 64
+	natwallNwConfigFlagsNW_CFG_SNAT_OVERLOAD   natwallNwConfigFlags = 128
+	natwallNwConfigFlagsNW_CFG_SNAT_FILTER_EIF natwallNwConfigFlags = 256
+	natwallNwConfigFlagsNW_CFG_SNAT_FILTER_ADF natwallNwConfigFlags = 512
 )
 
 type natwallNwCounter struct {
@@ -301,7 +304,9 @@ const (
 	natwallNwReasonNW_DROP_LINK_SCOPED_SRC       natwallNwReason = 44
 	natwallNwReasonNW_DROP_ICMP_REDIRECT         natwallNwReason = 45
 	natwallNwReasonNW_DROP_CT_SRC_LIMIT          natwallNwReason = 46
-	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 47
+	natwallNwReasonNW_DROP_SNAT_HOST_QUOTA       natwallNwReason = 47
+	natwallNwReasonNW_DROP_SNAT_TRANSIENT        natwallNwReason = 48
+	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 49
 )
 
 type natwallNwRuleCounter struct {
@@ -321,6 +326,7 @@ type natwallNwRuntimeConfig struct {
 	Timeouts            [7]uint32
 	UnansweredPerSource uint32
 	SrcWindow           uint32
+	SnatHostQuota       uint32
 }
 
 type natwallNwScratchSpace struct {
@@ -344,6 +350,57 @@ type natwallNwSnat4Key struct {
 	RemotePort uint16
 	Proto      uint8
 	Pad        [3]uint8
+}
+
+type natwallNwSnat4Perm struct {
+	_                structs.HostLayout
+	MappingCreatedNs uint64
+}
+
+type natwallNwSnat4PermKey struct {
+	_          structs.HostLayout
+	ExtAddr    uint32
+	RemoteAddr uint32
+	ExtPort    uint16
+	Proto      uint8
+	Pad        uint8
+}
+
+type natwallNwSnatCountKey struct {
+	_     structs.HostLayout
+	Addr  uint32
+	Proto uint8
+	Owner uint8
+	Pad   [2]uint8
+}
+
+type natwallNwSnatCountOwner uint32
+
+const (
+	natwallNwSnatCountOwnerNW_SNAT_COUNT_EXTERNAL natwallNwSnatCountOwner = 0
+	natwallNwSnatCountOwnerNW_SNAT_COUNT_HOST     natwallNwSnatCountOwner = 1
+)
+
+type natwallNwSnatReleaseArg struct {
+	_   structs.HostLayout
+	Key natwallNwSnatCountKey
+	N   int64
+}
+
+type natwallNwSnatReq struct {
+	_          structs.HostLayout
+	Rev        natwallNwSnat4Key
+	Inside     natwallNwSnat4Endpoint
+	Daddr      uint32
+	Dport      uint16
+	Sport      uint16
+	Flags      uint32
+	Quota      uint32
+	Min        uint16
+	Max        uint16
+	Port       uint16
+	Overloaded uint8
+	Pad        uint8
 }
 
 type natwallNwSrcCount struct {
@@ -372,7 +429,10 @@ const (
 	natwallNwStatNW_STAT_HAIRPIN               natwallNwStat = 8
 	natwallNwStatNW_STAT_ICMP_ERROR_TRANSLATED natwallNwStat = 9
 	natwallNwStatNW_STAT_CT_EARLY_DROP         natwallNwStat = 10
-	natwallNwStatNW_STAT_MAX                   natwallNwStat = 11
+	natwallNwStatNW_STAT_SNAT_OVERLOADED       natwallNwStat = 11
+	natwallNwStatNW_STAT_SNAT_RETRIED          natwallNwStat = 12
+	natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED  natwallNwStat = 13
+	natwallNwStatNW_STAT_MAX                   natwallNwStat = 14
 )
 
 type natwallNwTcpState uint32
@@ -461,11 +521,15 @@ const (
 	natwallMapNwRuleHits                 = "nw_rule_hits"
 	natwallMapNwScratch                  = "nw_scratch"
 	natwallMapNwSnat4Fwd                 = "nw_snat4_fwd"
+	natwallMapNwSnat4Perm                = "nw_snat4_perm"
 	natwallMapNwSnat4Rev                 = "nw_snat4_rev"
+	natwallMapNwSnatCount                = "nw_snat_count"
 	natwallMapNwSnatExcl4                = "nw_snat_excl4"
+	natwallMapNwSnatReq                  = "nw_snat_req"
 	natwallMapNwSrcFlows                 = "nw_src_flows"
 	natwallMapNwStats                    = "nw_stats"
 	natwallMapNwTxPorts                  = "nw_tx_ports"
+	natwallProgNwSnatRelease             = "nw_snat_release"
 	natwallProgXdpNatwall                = "xdp_natwall"
 	natwallVarNwBtfAnchor                = "nw_btf_anchor"
 	natwallVarNwTestFlipGenAfterClassify = "nw_test_flip_gen_after_classify"
@@ -513,7 +577,8 @@ type natwallSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type natwallProgramSpecs struct {
-	XdpNatwall *ebpf.ProgramSpec `ebpf:"xdp_natwall"`
+	NwSnatRelease *ebpf.ProgramSpec `ebpf:"nw_snat_release"`
+	XdpNatwall    *ebpf.ProgramSpec `ebpf:"xdp_natwall"`
 }
 
 // natwallMapSpecs contains maps before they are loaded into the kernel.
@@ -544,8 +609,11 @@ type natwallMapSpecs struct {
 	NwRuleHits   *ebpf.MapSpec `ebpf:"nw_rule_hits"`
 	NwScratch    *ebpf.MapSpec `ebpf:"nw_scratch"`
 	NwSnat4Fwd   *ebpf.MapSpec `ebpf:"nw_snat4_fwd"`
+	NwSnat4Perm  *ebpf.MapSpec `ebpf:"nw_snat4_perm"`
 	NwSnat4Rev   *ebpf.MapSpec `ebpf:"nw_snat4_rev"`
+	NwSnatCount  *ebpf.MapSpec `ebpf:"nw_snat_count"`
 	NwSnatExcl4  *ebpf.MapSpec `ebpf:"nw_snat_excl4"`
+	NwSnatReq    *ebpf.MapSpec `ebpf:"nw_snat_req"`
 	NwSrcFlows   *ebpf.MapSpec `ebpf:"nw_src_flows"`
 	NwStats      *ebpf.MapSpec `ebpf:"nw_stats"`
 	NwTxPorts    *ebpf.MapSpec `ebpf:"nw_tx_ports"`
@@ -603,8 +671,11 @@ type natwallMaps struct {
 	NwRuleHits   *ebpf.Map `ebpf:"nw_rule_hits"`
 	NwScratch    *ebpf.Map `ebpf:"nw_scratch"`
 	NwSnat4Fwd   *ebpf.Map `ebpf:"nw_snat4_fwd"`
+	NwSnat4Perm  *ebpf.Map `ebpf:"nw_snat4_perm"`
 	NwSnat4Rev   *ebpf.Map `ebpf:"nw_snat4_rev"`
+	NwSnatCount  *ebpf.Map `ebpf:"nw_snat_count"`
 	NwSnatExcl4  *ebpf.Map `ebpf:"nw_snat_excl4"`
+	NwSnatReq    *ebpf.Map `ebpf:"nw_snat_req"`
 	NwSrcFlows   *ebpf.Map `ebpf:"nw_src_flows"`
 	NwStats      *ebpf.Map `ebpf:"nw_stats"`
 	NwTxPorts    *ebpf.Map `ebpf:"nw_tx_ports"`
@@ -636,8 +707,11 @@ func (m *natwallMaps) Close() error {
 		m.NwRuleHits,
 		m.NwScratch,
 		m.NwSnat4Fwd,
+		m.NwSnat4Perm,
 		m.NwSnat4Rev,
+		m.NwSnatCount,
 		m.NwSnatExcl4,
+		m.NwSnatReq,
 		m.NwSrcFlows,
 		m.NwStats,
 		m.NwTxPorts,
@@ -656,11 +730,13 @@ type natwallVariables struct {
 //
 // It can be passed to loadNatwallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type natwallPrograms struct {
-	XdpNatwall *ebpf.Program `ebpf:"xdp_natwall"`
+	NwSnatRelease *ebpf.Program `ebpf:"nw_snat_release"`
+	XdpNatwall    *ebpf.Program `ebpf:"xdp_natwall"`
 }
 
 func (p *natwallPrograms) Close() error {
 	return _NatwallClose(
+		p.NwSnatRelease,
 		p.XdpNatwall,
 	)
 }

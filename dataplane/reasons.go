@@ -72,6 +72,8 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_LINK_SCOPED_SRC:       {"drop_link_scoped_src", VerdictDrop},
 	natwallNwReasonNW_DROP_ICMP_REDIRECT:         {"drop_icmp_redirect", VerdictDrop},
 	natwallNwReasonNW_DROP_CT_SRC_LIMIT:          {"drop_ct_src_limit", VerdictDrop},
+	natwallNwReasonNW_DROP_SNAT_HOST_QUOTA:       {"drop_snat_host_quota", VerdictDrop},
+	natwallNwReasonNW_DROP_SNAT_TRANSIENT:        {"drop_snat_transient", VerdictDrop},
 }
 
 // NumReasons is the number of reasons the dataplane counts.
@@ -121,6 +123,8 @@ const (
 	ReasonDropTCPOutOfWindow    = natwallNwReasonNW_DROP_TCP_OUT_OF_WINDOW
 	ReasonDropICMPRedirect      = natwallNwReasonNW_DROP_ICMP_REDIRECT
 	ReasonDropCTSrcLimit        = natwallNwReasonNW_DROP_CT_SRC_LIMIT
+	ReasonDropSNATHostQuota     = natwallNwReasonNW_DROP_SNAT_HOST_QUOTA
+	ReasonDropSNATTransient     = natwallNwReasonNW_DROP_SNAT_TRANSIENT
 )
 
 // Reasons of the zone checks (docs/security.md, "Zones and spoofed sources").

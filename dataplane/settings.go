@@ -81,6 +81,33 @@ func (m MappingMode) String() string {
 	return "endpoint-independent"
 }
 
+// FilteringMode is which unsolicited inbound packets reach an inside
+// endpoint through its endpoint-independent mapping (RFC 4787 REQ-8,
+// RFC 5382 REQ-3). Replies of a flow always do.
+type FilteringMode int
+
+const (
+	// FilterAddressPortDependent admits only a flow's own replies: the
+	// exact destination address and port the inside endpoint sent to.
+	FilterAddressPortDependent FilteringMode = iota
+	// FilterAddressDependent also admits any port of an address the
+	// mapping has sent to.
+	FilterAddressDependent
+	// FilterEndpointIndependent admits any outside endpoint to a mapped
+	// port.
+	FilterEndpointIndependent
+)
+
+func (m FilteringMode) String() string {
+	switch m {
+	case FilterAddressDependent:
+		return "address-dependent"
+	case FilterEndpointIndependent:
+		return "endpoint-independent"
+	}
+	return "address-port-dependent"
+}
+
 // MaxSNATAddresses is how many external addresses one appliance translates to.
 const MaxSNATAddresses = len(natwallNwRuntimeConfig{}.SnatAddrs)
 
@@ -94,6 +121,32 @@ type SNAT struct {
 	Mode             MappingMode
 	// Exclude lists destinations that are never translated.
 	Exclude []netip.Prefix
+	// Overload lets an address with no free port map a new inside
+	// endpoint to a port already in use, for destinations that port does
+	// not talk to yet (the 5-tuple stays unique), as Linux does.
+	Overload bool
+	// HostQuota is how many endpoint-independent ports one inside host may
+	// hold per external address and protocol. 0 is the default, a quarter
+	// of the port range; the range's size means no quota.
+	HostQuota int
+	// Filtering is which unsolicited inbound packets reach a mapping.
+	Filtering FilteringMode
+}
+
+// portRange is the number of ports in the range, 0 if it is empty.
+func (n *SNAT) portRange() int {
+	if n.PortMax < n.PortMin {
+		return 0
+	}
+	return int(n.PortMax) - int(n.PortMin) + 1
+}
+
+// Quota is the per-host port quota in force: HostQuota, or its default.
+func (n *SNAT) Quota() int {
+	if n.HostQuota > 0 {
+		return n.HostQuota
+	}
+	return max(n.portRange()/4, 1)
 }
 
 // Settings are the dataplane's runtime configuration, applied live.
@@ -252,6 +305,24 @@ func (s Settings) runtimeConfig() (natwallNwRuntimeConfig, error) {
 			errs = append(errs, fmt.Errorf("snat: port range %d-%d is empty or starts at 0", n.PortMin, n.PortMax))
 		}
 		cfg.SnatPortMin, cfg.SnatPortMax = n.PortMin, n.PortMax
+		if n.Overload {
+			cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_SNAT_OVERLOAD)
+		}
+		if n.HostQuota < 0 || n.HostQuota > n.portRange() {
+			errs = append(errs, fmt.Errorf("snat: host quota %d, want 0 (default) to the %d ports of the range", n.HostQuota, n.portRange()))
+		}
+		if q := n.Quota(); q < n.portRange() {
+			cfg.SnatHostQuota = uint32(q)
+		}
+		switch n.Filtering {
+		case FilterAddressPortDependent:
+		case FilterAddressDependent:
+			cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_SNAT_FILTER_ADF)
+		case FilterEndpointIndependent:
+			cfg.Flags |= uint32(natwallNwConfigFlagsNW_CFG_SNAT_FILTER_EIF)
+		default:
+			errs = append(errs, fmt.Errorf("snat: unknown filtering mode %d", n.Filtering))
+		}
 		for _, p := range n.Exclude {
 			if !p.Addr().Is4() {
 				errs = append(errs, fmt.Errorf("snat: exclusion %s is not IPv4", p))

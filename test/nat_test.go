@@ -271,7 +271,7 @@ func TestNATPortExhaustion(t *testing.T) {
 	const ports, clients = 16, 20
 	l := newLab(t, lab.Options{Shape: lab.TwoNIC})
 	watchForLeaks(t, l)
-	a := startNatwall(t, l, natConfig("  port_range: 20000-20015\n"))
+	a := startNatwall(t, l, natConfig("  port_range: 20000-20015\n  overload: false\n  host_quota: 16\n"))
 	server := l.Servers[0]
 	startUDPServer(t, server, 9000)
 	ctx := testContext(t)

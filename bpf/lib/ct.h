@@ -313,8 +313,10 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 		e->st.flags |= NW_CT_DNAT;
 	}
 	/* A hairpinned flow is east-west, yet translated like an outbound
-	 * one, so that each host sees the other's external endpoint. */
-	if ((zone == NW_ZONE_OUTBOUND || dnat) && (cfg->flags & NW_CFG_SNAT) &&
+	 * one, so that each host sees the other's external endpoint. An
+	 * inbound flow the filtering mode admits to a mapping keeps its
+	 * outside source. */
+	if ((zone == NW_ZONE_OUTBOUND || (dnat && zone == NW_ZONE_EAST_WEST)) && (cfg->flags & NW_CFG_SNAT) &&
 	    !snat_excluded4(t->daddr)) {
 		ret = snat_map4(cfg, t, now, ext);
 		if (ret < 0)
@@ -325,6 +327,7 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 		if (t->proto == IPPROTO_ICMP && !dnat)
 			e->reply.sport = ext->port;
 		e->st.flags |= NW_CT_SNAT;
+		snat_permit4(cfg, t, ext);
 	}
 
 	/* Claim the reply tuple first: if another flow owns it, this one
@@ -350,7 +353,7 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 	ct_order_push(0, t, &nw_ct4_order, sizeof(*t));
 	src_opened(src.hi, src.lo, now);
 	if (dnat)
-		stat_inc(NW_STAT_HAIRPIN);
+		stat_inc(zone == NW_ZONE_INBOUND ? NW_STAT_SNAT_FILTER_ADMITTED : NW_STAT_HAIRPIN);
 	ct_event4(NW_EVENT_FLOW_NEW, 0, t, *out, now);
 	return 0;
 }

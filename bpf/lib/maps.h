@@ -354,3 +354,25 @@ struct {
 	__type(value, struct nw_ct_order_pos);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nw_ct_order SEC(".maps");
+
+/* SNAT in-use counts (struct nw_snat_count_key), so that a full address or
+ * a host at its quota is known from one lookup instead of by probing.
+ * Entries are never deleted: a counter another CPU holds a pointer to must
+ * not be reused for another key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 17);
+	__type(key, struct nw_snat_count_key);
+	__type(value, __s64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_snat_count SEC(".maps");
+
+/* Address-dependent filtering permissions. LRU: an evicted permission makes
+ * filtering stricter, never looser. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct nw_snat4_perm_key);
+	__type(value, struct nw_snat4_perm);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_snat4_perm SEC(".maps");

@@ -97,48 +97,310 @@ static __always_inline int snat_excluded4(__be32 daddr)
 	return bpf_map_lookup_elem(&nw_snat_excl4, &k) != NULL;
 }
 
+/* What snat_map4 asks of the allocator (nw_snat_alloc4), in the per-CPU
+ * nw_snat_req map: a global function's arguments must fit in registers or
+ * memory it can be handed a pointer to. */
+struct nw_snat_req {
+	struct nw_snat4_key rev;          /* external side; addr, proto, remote (APDM) set */
+	struct nw_snat4_endpoint inside;  /* the inside endpoint, created_ns set */
+	__be32 daddr;                     /* the destination, for overloading */
+	__be16 dport;
+	__be16 sport;
+	__u32 flags;                      /* enum nw_config_flags */
+	__u32 quota;
+	__u16 min, max;
+	/* Out: the external port, and whether it is shared per destination. */
+	__be16 port;
+	__u8 overloaded;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nw_snat_req);
+} nw_snat_req SEC(".maps");
+
+/* How a port claim ended, from bpf_map_update_elem's errno. Only EEXIST
+ * means the port is taken. E2BIG is a full table. Anything else (a bucket
+ * lock that timed out or found a deadlock, an allocation failure) says
+ * nothing about the port: it is retried, once per packet, and never taken
+ * for exhaustion. */
+enum snat_claim {
+	SNAT_CLAIMED = 0,
+	SNAT_TAKEN,
+	SNAT_TABLE_FULL,
+	SNAT_TRANSIENT,
+};
+
+static __always_inline int snat_claim_result(long err)
+{
+	switch (err) {
+	case 0:
+		return SNAT_CLAIMED;
+	case -17: /* EEXIST */
+		return SNAT_TAKEN;
+	case -7: /* E2BIG */
+		return SNAT_TABLE_FULL;
+	default:
+		return SNAT_TRANSIENT;
+	}
+}
+
 struct snat_probe {
 	struct nw_snat4_key rev;        /* external side, port filled per probe */
 	struct nw_snat4_endpoint inside;
-	__u32 start;
+	struct nw_tuple4 reply;         /* overloading: the reply tuple a port would give */
+	__u32 start;                    /* a small range's walk starts here */
 	__u32 range;
 	__u16 min;
-	__u16 found;
+	__u8 found;
+	__u8 overload;
+	__u8 failed;                    /* enum snat_claim that stopped the search */
+	__u8 retried;
+	__u16 pad;
 	__u32 probes;
 };
+
+/* Claims p->rev at its current port, retrying once (per packet) a failure
+ * that is not about the port. Overloading also needs the flow's reply
+ * tuple free: an endpoint-independent flow on that port to the same
+ * destination endpoint already owns it. */
+static __always_inline int snat_try_port(struct snat_probe *p)
+{
+	long err;
+	int r;
+
+	if (p->overload) {
+		p->reply.dport = p->rev.port;
+		/* An echo's reply carries the identifier as both "ports". */
+		if (p->reply.proto == IPPROTO_ICMP)
+			p->reply.sport = p->rev.port;
+		if (bpf_map_lookup_elem(&nw_ct4_rev, &p->reply))
+			return SNAT_TAKEN;
+	}
+	err = bpf_map_update_elem(&nw_snat4_rev, &p->rev, &p->inside, BPF_NOEXIST);
+	r = snat_claim_result(err);
+	if (r != SNAT_TAKEN && r != SNAT_CLAIMED && !p->retried) {
+		p->retried = 1;
+		stat_inc(NW_STAT_SNAT_RETRIED);
+		err = bpf_map_update_elem(&nw_snat4_rev, &p->rev, &p->inside, BPF_NOEXIST);
+		r = snat_claim_result(err);
+	}
+	return r;
+}
 
 static long snat_probe_port(__u32 i, void *data)
 {
 	struct snat_probe *p = data;
 	__u32 port;
+	int r;
 
 	if (p->range == 0)
 		return 1;
-	port = p->min + (p->start + i) % p->range;
+	/* Each probe is a port of its own, drawn at random. Probing on from
+	 * one random start would walk through any run of taken ports, and
+	 * preserved source ports make long runs: two hosts using the same
+	 * 1,280 consecutive source ports left a random start inside that run
+	 * with 128 taken ports ahead of it, and the flow was dropped as if
+	 * the address were full. A range no larger than the bound is walked
+	 * whole instead, from a random start, so no free port is missed. */
+	if (p->range <= NW_SNAT_MAX_PROBES)
+		port = p->min + (p->start + i) % p->range;
+	else
+		port = p->min + bpf_get_prandom_u32() % p->range;
 	p->rev.port = bpf_htons(port);
 	p->probes++;
-	if (bpf_map_update_elem(&nw_snat4_rev, &p->rev, &p->inside, BPF_NOEXIST) == 0) {
+	r = snat_try_port(p);
+	if (r == SNAT_CLAIMED) {
 		p->found = 1;
+		return 1;
+	}
+	if (r != SNAT_TAKEN) {
+		p->failed = r;
 		return 1;
 	}
 	return 0;
 }
 
+/* Probes up to NW_SNAT_MAX_PROBES random ports, the bound Linux's nf_nat
+ * has too: a packet never costs more than that many claims. */
+static __always_inline void snat_probe(struct snat_probe *p)
+{
+	if (p->found || p->failed)
+		return;
+	p->start = bpf_get_prandom_u32() % p->range;
+	bpf_loop(p->range < NW_SNAT_MAX_PROBES ? p->range : NW_SNAT_MAX_PROBES,
+		 snat_probe_port, p, 0);
+	stat_add(NW_STAT_SNAT_PROBES, p->probes);
+}
+
+/* The in-use count at key, created at zero if missing. NULL when the count
+ * table is full: the port is then allocated uncounted, by probing. */
+static __always_inline __s64 *snat_count(struct nw_snat_count_key *key)
+{
+	__s64 zero = 0, *v = bpf_map_lookup_elem(&nw_snat_count, key);
+
+	if (v)
+		return v;
+	bpf_map_update_elem(&nw_snat_count, key, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&nw_snat_count, key);
+}
+
+static __always_inline int snat_claim_reason(int failed)
+{
+	if (failed == SNAT_TABLE_FULL)
+		return -NW_DROP_CT_FULL;
+	if (failed == SNAT_TRANSIENT)
+		return -NW_DROP_SNAT_TRANSIENT;
+	return -NW_DROP_SNAT_EXHAUSTED;
+}
+
+/* Claims an external port for req's inside endpoint: 0 with req->port set,
+ * or a negative reason. Endpoint-independent ports are counted per address
+ * and per inside host, so a full address, or a host at its quota, is known
+ * from the counts alone, without probing. When the address is full and
+ * NW_CFG_SNAT_OVERLOAD is set, a port is shared across destinations: the
+ * claim is then keyed by the destination endpoint, which keeps every
+ * 5-tuple unique.
+ *
+ * A global function: the verifier checks it once, on its own. */
+__noinline int nw_snat_alloc4(struct nw_snat_req *req)
+{
+	struct nw_snat_count_key ek = {}, hk = {};
+	struct snat_probe p = {};
+	__s64 *ext_used = NULL, *host_used = NULL;
+	int counted, full = 0;
+	__u16 sport;
+
+	if (!req)
+		return -NW_DROP_INTERNAL;
+	sport = bpf_ntohs(req->sport);
+	if (req->max < req->min)
+		return -NW_DROP_SNAT_EXHAUSTED;
+	p.rev = req->rev;
+	p.inside = req->inside;
+	p.min = req->min;
+	p.range = (__u32)req->max - req->min + 1;
+
+	/* Protocols without ports share the address alone. */
+	if (p.rev.proto != IPPROTO_TCP && p.rev.proto != IPPROTO_UDP && p.rev.proto != IPPROTO_ICMP) {
+		p.rev.port = req->sport;
+		p.failed = snat_try_port(&p);
+		if (p.failed != SNAT_CLAIMED)
+			return snat_claim_reason(p.failed);
+		req->port = p.rev.port;
+		return 0;
+	}
+
+	/* Address-and-port-dependent mappings are per destination: they hold
+	 * no port exclusively, and are not counted. */
+	counted = !(req->flags & NW_CFG_SNAT_APDM);
+	if (counted) {
+		ek.addr = p.rev.addr;
+		ek.proto = p.rev.proto;
+		ek.owner = NW_SNAT_COUNT_EXTERNAL;
+		hk.addr = p.inside.addr;
+		hk.proto = p.rev.proto;
+		hk.owner = NW_SNAT_COUNT_HOST;
+		ext_used = snat_count(&ek);
+		host_used = snat_count(&hk);
+		if (host_used && req->quota && *host_used >= req->quota)
+			return -NW_DROP_SNAT_HOST_QUOTA;
+		full = ext_used && *ext_used >= p.range;
+	}
+
+	if (!full) {
+		/* Port preservation (RFC 4787 REQ-3 recommends it). */
+		if (sport >= p.min && sport <= req->max) {
+			p.rev.port = req->sport;
+			p.failed = snat_try_port(&p);
+			if (p.failed == SNAT_CLAIMED) {
+				p.found = 1;
+				stat_inc(NW_STAT_SNAT_PORT_PRESERVED);
+			} else if (p.failed == SNAT_TAKEN) {
+				p.failed = 0;
+			}
+		}
+		snat_probe(&p);
+		if (p.found) {
+			if (ext_used)
+				__sync_fetch_and_add(ext_used, 1);
+			if (host_used)
+				__sync_fetch_and_add(host_used, 1);
+			req->port = p.rev.port;
+			return 0;
+		}
+		if (p.failed)
+			return snat_claim_reason(p.failed);
+	}
+	if (!counted || !(req->flags & NW_CFG_SNAT_OVERLOAD))
+		return -NW_DROP_SNAT_EXHAUSTED;
+
+	/* Overloading: the address has no port left for a new endpoint, so
+	 * a port is shared by destination endpoint (RFC 7857 §3), as Linux
+	 * does whenever the 5-tuple stays unique. */
+	p.rev.remote_addr = req->daddr;
+	p.rev.remote_port = req->dport;
+	p.overload = 1;
+	p.found = 0;
+	p.failed = 0;
+	p.probes = 0;
+	p.reply.saddr = req->daddr;
+	p.reply.daddr = p.rev.addr;
+	p.reply.sport = req->dport;
+	p.reply.proto = p.rev.proto;
+	snat_probe(&p);
+	if (!p.found)
+		return snat_claim_reason(p.failed);
+	stat_inc(NW_STAT_SNAT_OVERLOADED);
+	req->port = p.rev.port;
+	req->overloaded = 1;
+	return 0;
+}
+
+/* Gives back a port nw_snat_alloc4 claimed, and its count. */
+static __always_inline void snat_unclaim4(const struct nw_snat_req *req, struct nw_snat4_key *rev)
+{
+	struct nw_snat_count_key k = { .proto = rev->proto };
+	__s64 *v;
+
+	bpf_map_delete_elem(&nw_snat4_rev, rev);
+	if (req->overloaded || (req->flags & NW_CFG_SNAT_APDM) ||
+	    (rev->proto != IPPROTO_TCP && rev->proto != IPPROTO_UDP && rev->proto != IPPROTO_ICMP))
+		return;
+	k.addr = rev->addr;
+	k.owner = NW_SNAT_COUNT_EXTERNAL;
+	v = bpf_map_lookup_elem(&nw_snat_count, &k);
+	if (v)
+		__sync_fetch_and_add(v, -1);
+	k.addr = req->inside.addr;
+	k.owner = NW_SNAT_COUNT_HOST;
+	v = bpf_map_lookup_elem(&nw_snat_count, &k);
+	if (v)
+		__sync_fetch_and_add(v, -1);
+}
+
 /* Finds or creates the SNAT mapping for the inside endpoint of t and
  * returns the external endpoint in ext. Mapping is endpoint-independent
- * (RFC 4787 REQ-1) unless NW_CFG_SNAT_APDM, and the source port is kept
- * when it is free. Returns 0 or a negative reason. */
-static __noinline int snat_map4(struct nw_runtime_config *cfg, const struct nw_tuple4 *t,
+ * (RFC 4787 REQ-1) unless NW_CFG_SNAT_APDM, or unless the address is full
+ * and the mapping overloads a port for this destination; the source port
+ * is kept when it is free. Returns 0 or a negative reason. Inlined into
+ * its one caller: a frame of its own took the chain from xdp_natwall down
+ * to the allocator past the verifier's 512-byte combined stack. */
+static __always_inline int snat_map4(struct nw_runtime_config *cfg, const struct nw_tuple4 *t,
 				     __u64 now, struct nw_snat4_endpoint *ext)
 {
 	struct nw_snat4_key fwd = {
 		.addr = t->saddr, .port = t->sport, .proto = t->proto,
 	};
 	struct nw_snat4_endpoint *cur;
-	struct snat_probe p = {};
-	__u32 count = cfg->snat_addr_count;
-	__u16 sport = bpf_ntohs(t->sport);
+	struct nw_snat_req *req;
+	struct nw_snat4_key rev;
+	__u32 count = cfg->snat_addr_count, zero = 0;
 	__u32 idx;
+	int ret;
 
 	if (cfg->flags & NW_CFG_SNAT_APDM) {
 		fwd.remote_addr = t->daddr;
@@ -149,8 +411,23 @@ static __noinline int snat_map4(struct nw_runtime_config *cfg, const struct nw_t
 		*ext = *cur;
 		return 0;
 	}
+	if (cfg->flags & NW_CFG_SNAT_OVERLOAD && !(cfg->flags & NW_CFG_SNAT_APDM)) {
+		/* A port this endpoint overloaded for this destination. */
+		fwd.remote_addr = t->daddr;
+		fwd.remote_port = t->dport;
+		cur = bpf_map_lookup_elem(&nw_snat4_fwd, &fwd);
+		if (cur) {
+			*ext = *cur;
+			return 0;
+		}
+		fwd.remote_addr = 0;
+		fwd.remote_port = 0;
+	}
 	if (count == 0 || count > NW_SNAT_MAX_ADDRS)
 		return -NW_DROP_SNAT_EXHAUSTED;
+	req = bpf_map_lookup_elem(&nw_snat_req, &zero);
+	if (!req)
+		return -NW_DROP_INTERNAL;
 
 	/* Paired pooling (RFC 4787 REQ-2): the external address is a function
 	 * of the inside address alone. */
@@ -160,48 +437,40 @@ static __noinline int snat_map4(struct nw_runtime_config *cfg, const struct nw_t
 	asm volatile("" : "+r"(idx));
 	idx &= NW_SNAT_MAX_ADDRS - 1;
 
-	p.rev.addr = cfg->snat_addrs[idx];
-	p.rev.proto = t->proto;
-	p.rev.remote_addr = fwd.remote_addr;
-	p.rev.remote_port = fwd.remote_port;
-	p.inside.addr = t->saddr;
-	p.inside.port = t->sport;
-	p.inside.created_ns = now;
-	p.min = cfg->snat_port_min;
-	p.range = (__u32)cfg->snat_port_max - cfg->snat_port_min + 1;
-	if (cfg->snat_port_max < cfg->snat_port_min)
-		return -NW_DROP_SNAT_EXHAUSTED;
+	__builtin_memset(req, 0, sizeof(*req));
+	req->rev.addr = cfg->snat_addrs[idx];
+	req->rev.proto = t->proto;
+	req->rev.remote_addr = fwd.remote_addr;
+	req->rev.remote_port = fwd.remote_port;
+	req->inside.addr = t->saddr;
+	req->inside.port = t->sport;
+	req->inside.created_ns = now;
+	req->daddr = t->daddr;
+	req->dport = t->dport;
+	req->sport = t->sport;
+	req->flags = cfg->flags;
+	req->quota = cfg->snat_host_quota;
+	req->min = cfg->snat_port_min;
+	req->max = cfg->snat_port_max;
+	ret = nw_snat_alloc4(req);
+	if (ret < 0)
+		return ret;
 
-	/* Protocols without ports share the address alone. */
-	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP && t->proto != IPPROTO_ICMP) {
-		p.rev.port = t->sport;
-		if (bpf_map_update_elem(&nw_snat4_rev, &p.rev, &p.inside, BPF_NOEXIST))
-			return -NW_DROP_SNAT_EXHAUSTED;
-		p.found = 1;
-	} else if (sport >= p.min && sport <= cfg->snat_port_max) {
-		/* Port preservation (RFC 4787 REQ-3 recommends it). */
-		p.rev.port = t->sport;
-		if (bpf_map_update_elem(&nw_snat4_rev, &p.rev, &p.inside, BPF_NOEXIST) == 0) {
-			p.found = 1;
-			stat_inc(NW_STAT_SNAT_PORT_PRESERVED);
-		}
+	rev = req->rev;
+	rev.port = req->port;
+	if (req->overloaded) {
+		fwd.remote_addr = t->daddr;
+		fwd.remote_port = t->dport;
+		rev.remote_addr = t->daddr;
+		rev.remote_port = t->dport;
 	}
-	if (!p.found) {
-		p.start = bpf_get_prandom_u32() % p.range;
-		bpf_loop(p.range < NW_SNAT_MAX_PROBES ? p.range : NW_SNAT_MAX_PROBES,
-			 snat_probe_port, &p, 0);
-		stat_add(NW_STAT_SNAT_PROBES, p.probes);
-	}
-	if (!p.found)
-		return -NW_DROP_SNAT_EXHAUSTED;
-
-	ext->addr = p.rev.addr;
-	ext->port = p.rev.port;
+	ext->addr = rev.addr;
+	ext->port = rev.port;
 	ext->created_ns = now;
 	if (bpf_map_update_elem(&nw_snat4_fwd, &fwd, ext, BPF_NOEXIST)) {
 		/* Another CPU mapped the same inside endpoint first: give our
 		 * port back and share its mapping. */
-		bpf_map_delete_elem(&nw_snat4_rev, &p.rev);
+		snat_unclaim4(req, &rev);
 		cur = bpf_map_lookup_elem(&nw_snat4_fwd, &fwd);
 		if (!cur)
 			return -NW_DROP_CT_FULL;
@@ -221,6 +490,51 @@ static __always_inline struct nw_snat4_endpoint *snat_owner4(const struct nw_tup
 	};
 
 	return bpf_map_lookup_elem(&nw_snat4_rev, &rev);
+}
+
+/* Inbound filtering (RFC 4787 REQ-8, RFC 5382 REQ-3) of a TCP or UDP
+ * packet from outside, to an external endpoint, that belongs to no flow.
+ * Returns the inside endpoint of the endpoint-independent mapping it may
+ * reach, or NULL. Address-and-port-dependent filtering admits nothing
+ * here: only a flow's own reply tuple gets in, through conntrack. */
+static __always_inline struct nw_snat4_endpoint *snat_filter4(struct nw_runtime_config *cfg,
+							      const struct nw_tuple4 *t)
+{
+	struct nw_snat4_perm_key pk = {
+		.ext_addr = t->daddr, .remote_addr = t->saddr, .ext_port = t->dport, .proto = t->proto,
+	};
+	struct nw_snat4_endpoint *owner;
+	struct nw_snat4_perm *perm;
+
+	if (!(cfg->flags & (NW_CFG_SNAT_FILTER_EIF | NW_CFG_SNAT_FILTER_ADF)) ||
+	    (cfg->flags & NW_CFG_SNAT_APDM))
+		return NULL;
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
+		return NULL;
+	owner = snat_owner4(t);
+	if (!owner || (cfg->flags & NW_CFG_SNAT_FILTER_EIF))
+		return owner;
+	/* Address-dependent: only from an address this very mapping has
+	 * sent to; a port reallocated since belongs to another mapping. */
+	perm = bpf_map_lookup_elem(&nw_snat4_perm, &pk);
+	if (!perm || perm->mapping_created_ns != owner->created_ns)
+		return NULL;
+	return owner;
+}
+
+/* Records, for address-dependent filtering, that the mapping ext has sent
+ * to t's destination address. */
+static __always_inline void snat_permit4(struct nw_runtime_config *cfg, const struct nw_tuple4 *t,
+					 const struct nw_snat4_endpoint *ext)
+{
+	struct nw_snat4_perm_key pk = {
+		.ext_addr = ext->addr, .remote_addr = t->daddr, .ext_port = ext->port, .proto = t->proto,
+	};
+	struct nw_snat4_perm perm = { .mapping_created_ns = ext->created_ns };
+
+	if (!(cfg->flags & NW_CFG_SNAT_FILTER_ADF) || (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP))
+		return;
+	bpf_map_update_elem(&nw_snat4_perm, &pk, &perm, BPF_ANY);
 }
 
 /* The L4 checksum field of the header at l4, or NULL when the protocol has

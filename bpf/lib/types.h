@@ -64,6 +64,8 @@ enum nw_reason {
 	NW_DROP_LINK_SCOPED_SRC,  /* IPv6 link-local or multicast source, not for this host: never routed (RFC 4291 2.5.6) */
 	NW_DROP_ICMP_REDIRECT,    /* ICMP redirect about a forwarded flow: valid on its sender's link only, and its gateway field may name an inside host */
 	NW_DROP_CT_SRC_LIMIT,     /* the source host already has its limit of unanswered flows */
+	NW_DROP_SNAT_HOST_QUOTA,  /* the inside host holds its quota of external ports */
+	NW_DROP_SNAT_TRANSIENT,   /* a port claim failed, and failed again, for a reason other than "taken" or "full" */
 
 	NW_REASON_MAX,
 };
@@ -81,6 +83,9 @@ enum nw_stat {
 	NW_STAT_HAIRPIN,
 	NW_STAT_ICMP_ERROR_TRANSLATED,
 	NW_STAT_CT_EARLY_DROP,   /* unanswered flows evicted to make room in a full table */
+	NW_STAT_SNAT_OVERLOADED,   /* mappings that share an external port across destinations */
+	NW_STAT_SNAT_RETRIED,      /* port claims retried after a failure other than "taken" */
+	NW_STAT_SNAT_FILTER_ADMITTED, /* inbound flows opened to a mapping by the filtering mode */
 	NW_STAT_MAX,
 };
 
@@ -151,6 +156,9 @@ enum nw_config_flags {
 	NW_CFG_RP_LOOSE = 1 << 4,     /* reverse path: any route back to the source will do */
 	NW_CFG_RP_OFF = 1 << 5,       /* reverse path: not checked (neither flag: strict) */
 	NW_CFG_RP_NEIGH = 1 << 6,     /* reverse path: strict, and from the route's next hop */
+	NW_CFG_SNAT_OVERLOAD = 1 << 7,   /* a full address shares ports across destinations */
+	NW_CFG_SNAT_FILTER_EIF = 1 << 8, /* endpoint-independent filtering */
+	NW_CFG_SNAT_FILTER_ADF = 1 << 9, /* address-dependent filtering */
 };
 
 /* Runtime settings, written by the control plane. Held in a map rather than
@@ -167,6 +175,7 @@ struct nw_runtime_config {
 	 * in windows of src_window seconds (ct_limit.h). */
 	__u32 unanswered_per_source;
 	__u32 src_window;
+	__u32 snat_host_quota;  /* external ports one inside host may hold, per protocol; 0: no quota */
 };
 
 /* An IPv4 flow as seen on the wire in one direction. ICMP queries put the
@@ -457,6 +466,43 @@ struct nw_rule_counter {
 	__u64 bytes;
 };
 
+/* Whose ports a SNAT in-use count counts. */
+enum nw_snat_count_owner {
+	NW_SNAT_COUNT_EXTERNAL = 0, /* an external address */
+	NW_SNAT_COUNT_HOST = 1,     /* an inside host (its quota) */
+};
+
+/* Endpoint-independent mappings in use, per address and protocol. The
+ * dataplane adds one per port it claims; the control plane's collector
+ * takes off what it frees, through nw_snat_release. */
+struct nw_snat_count_key {
+	__be32 addr;
+	__u8 proto;
+	__u8 owner;   /* enum nw_snat_count_owner */
+	__u8 pad[2];
+};
+
+/* The argument of nw_snat_release: a count to decrease, and by how much. */
+struct nw_snat_release_arg {
+	struct nw_snat_count_key key;
+	__s64 n;
+};
+
+/* Address-dependent filtering: the outside addresses an external port's
+ * inside endpoint has sent to, tied to one mapping by its creation time so
+ * that a reallocated port inherits nothing. */
+struct nw_snat4_perm_key {
+	__be32 ext_addr;
+	__be32 remote_addr;
+	__be16 ext_port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct nw_snat4_perm {
+	__u64 mapping_created_ns;
+};
+
 /* Types the Go side needs that no map mentions. A pointer to this puts them
  * all in the object's BTF, which is where bpf2go generates Go types from. */
 struct nw_btf_anchor {
@@ -470,4 +516,6 @@ struct nw_btf_anchor {
 	enum nw_acl_field acl_field;
 	enum nw_acl_action acl_action;
 	struct nw_flow_event event;
+	enum nw_snat_count_owner snat_count_owner;
+	struct nw_snat_release_arg snat_release;
 };
