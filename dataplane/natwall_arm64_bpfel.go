@@ -388,19 +388,19 @@ type natwallNwSnatReleaseArg struct {
 }
 
 type natwallNwSnatReq struct {
-	_          structs.HostLayout
-	Rev        natwallNwSnat4Key
-	Inside     natwallNwSnat4Endpoint
-	Daddr      uint32
-	Dport      uint16
-	Sport      uint16
-	Flags      uint32
-	Quota      uint32
-	Min        uint16
-	Max        uint16
-	Port       uint16
-	Overloaded uint8
-	Pad        uint8
+	_             structs.HostLayout
+	Rev           natwallNwSnat4Key
+	Inside        natwallNwSnat4Endpoint
+	Daddr         uint32
+	Dport         uint16
+	Sport         uint16
+	Flags         uint32
+	Quota         uint32
+	Min           uint16
+	Max           uint16
+	Port          uint16
+	Overloaded    uint8
+	ReplyIcmpType uint8
 }
 
 type natwallNwSrcCount struct {

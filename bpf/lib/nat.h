@@ -112,7 +112,7 @@ struct nw_snat_req {
 	/* Out: the external port, and whether it is shared per destination. */
 	__be16 port;
 	__u8 overloaded;
-	__u8 pad;
+	__u8 reply_icmp_type;             /* ICMP: the reply's type, for the reply tuple */
 };
 
 struct {
@@ -351,6 +351,7 @@ __noinline int nw_snat_alloc4(struct nw_snat_req *req)
 	p.reply.daddr = p.rev.addr;
 	p.reply.sport = req->dport;
 	p.reply.proto = p.rev.proto;
+	p.reply.icmp_type = req->reply_icmp_type;
 	snat_probe(&p);
 	if (!p.found)
 		return snat_claim_reason(p.failed);
@@ -448,6 +449,7 @@ static __always_inline int snat_map4(struct nw_runtime_config *cfg, const struct
 	req->daddr = t->daddr;
 	req->dport = t->dport;
 	req->sport = t->sport;
+	req->reply_icmp_type = icmp_reverse_type(t->proto, t->icmp_type);
 	req->flags = cfg->flags;
 	req->quota = cfg->snat_host_quota;
 	req->min = cfg->snat_port_min;
