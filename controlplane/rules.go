@@ -161,13 +161,9 @@ const (
 	RevalidateClose Revalidate = "close"
 )
 
-var zoneDirection = map[string]rules.Direction{
-	"outbound": rules.Outbound, "inbound": rules.Inbound, "east-west": rules.EastWest, "transit": rules.Transit,
-}
-
 // flowPacket is the first packet of f as the stateful stage saw it.
 func flowPacket(f dataplane.Flow) rules.Packet {
-	p := rules.Packet{Src: f.Src.Addr(), Dst: f.Dst.Addr(), Protocol: f.Proto, Direction: zoneDirection[dataplane.ZoneName(f.Zone)]}
+	p := rules.Packet{Src: f.Src.Addr(), Dst: f.Dst.Addr(), Protocol: f.Proto, Direction: dataplane.ZoneDirection(f.Zone)}
 	switch f.Proto {
 	case 6, 17:
 		p.HasPorts, p.SrcPort, p.DstPort = true, f.Src.Port(), f.Dst.Port()

@@ -16,42 +16,8 @@ import (
 // TCPState is a tracked TCP connection's state.
 type TCPState = natwallNwTcpState
 
-// TCPStateName is the state's lowercase name, as CLI and logs print it.
-func TCPStateName(s TCPState) string {
-	switch s {
-	case natwallNwTcpStateNW_TCP_SYN_SENT:
-		return "syn_sent"
-	case natwallNwTcpStateNW_TCP_SYN_RECV:
-		return "syn_recv"
-	case natwallNwTcpStateNW_TCP_ESTABLISHED:
-		return "established"
-	case natwallNwTcpStateNW_TCP_FIN_WAIT:
-		return "fin_wait"
-	case natwallNwTcpStateNW_TCP_TIME_WAIT:
-		return "time_wait"
-	case natwallNwTcpStateNW_TCP_CLOSE:
-		return "close"
-	}
-	return ""
-}
-
 // Zone is the way a flow crosses the appliance.
 type Zone = natwallNwZone
-
-// ZoneName is the zone's name as rules, CLI and logs spell it.
-func ZoneName(z Zone) string {
-	switch z {
-	case natwallNwZoneNW_ZONE_OUTBOUND:
-		return "outbound"
-	case natwallNwZoneNW_ZONE_INBOUND:
-		return "inbound"
-	case natwallNwZoneNW_ZONE_EAST_WEST:
-		return "east-west"
-	case natwallNwZoneNW_ZONE_TRANSIT:
-		return "transit"
-	}
-	return fmt.Sprintf("zone_%d", uint32(z))
-}
 
 // Flow is one tracked flow. Src and Dst are the original direction as the
 // initiator sent it; ReplySrc and ReplyDst are what the responder's packets

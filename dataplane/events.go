@@ -104,7 +104,7 @@ func (r *EventReader) ReadInto(ev *FlowEvent) error {
 func (r *EventReader) Close() error { return r.rd.Close() }
 
 // flowEventSize is sizeof(struct nw_flow_event).
-const flowEventSize = 128
+const flowEventSize = 144
 
 func eventAddr(family uint8, b []byte) netip.Addr {
 	if family == 4 {
@@ -144,6 +144,11 @@ func DecodeFlowEvent(b []byte, clk monoClock, ev *FlowEvent) error {
 			PacketsReply: ne.Uint64(b[112:]),
 			BytesReply:   ne.Uint64(b[120:]),
 		},
+	}
+	// Alerts describe a first packet, not a flow: they carry no lifetime.
+	if created := ne.Uint64(b[128:]); created != 0 {
+		ev.Flow.Created = clk.time(created)
+		ev.Flow.LastSeen = clk.time(ne.Uint64(b[136:]))
 	}
 	return nil
 }
