@@ -71,6 +71,13 @@ type GCResult struct {
 // SNAT mappings, and counts what is left, in a single batched walk of each
 // table instead of one per question and one syscall per entry.
 func (s *State) Collect(now time.Time) (GCResult, error) {
+	return s.CollectVisiting(now, nil)
+}
+
+// CollectVisiting is Collect that also shows live every flow it keeps,
+// from the same walk: flow logs report long flows this way without a walk
+// of their own. f is valid only during the call.
+func (s *State) CollectVisiting(now time.Time, live func(f *Flow)) (GCResult, error) {
 	var res GCResult
 	var cfg natwallNwRuntimeConfig
 	if err := s.config.Lookup(uint32(0), &cfg); err != nil {
@@ -94,6 +101,9 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 			expired = append(expired, f)
 			return
 		}
+		if live != nil {
+			live(&f)
+		}
 		if e.St.Flags&uint8(natwallNwCtFlagsNW_CT_SNAT) != 0 {
 			inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto}] = struct{}{}
 			inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto,
@@ -109,6 +119,8 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 		f := flow6(*k, e, clk)
 		if now.Sub(f.LastSeen) > timeouts.Timeout(f) {
 			expired = append(expired, f)
+		} else if live != nil {
+			live(&f)
 		}
 	}); err != nil {
 		return res, fmt.Errorf("walk IPv6 flows: %w", err)
