@@ -77,6 +77,7 @@ type Config struct {
 	Revalidate Revalidate
 	SNAT       *dataplane.SNAT
 	Conntrack  ConntrackConfig
+	EVE        EVEConfig
 }
 
 // ConntrackConfig sizes and times the flow tables.
@@ -816,6 +817,7 @@ func (l *configLoader) build() Config {
 	}
 	l.buildSNAT(&cfg)
 	l.buildConntrack(&cfg)
+	l.buildEVE(&cfg)
 	return cfg
 }
 

@@ -67,6 +67,7 @@ func TestLoadConfigExample(t *testing.T) {
 		StateDir:           DefaultStateDir,
 		Revalidate:         RevalidateKeep,
 		Conntrack:          defaultConntrack(),
+		EVE:                defaultEVE(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("LoadConfig(example) =\n%+v\nwant\n%+v", cfg, want)
@@ -88,6 +89,7 @@ func TestLoadConfigValues(t *testing.T) {
 		StateDir:        DefaultStateDir,
 		Revalidate:      RevalidateKeep,
 		Conntrack:       defaultConntrack(),
+		EVE:             defaultEVE(),
 	}
 	tests := []struct {
 		name string
