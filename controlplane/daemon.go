@@ -12,12 +12,12 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
+	"github.com/natwall/natwall/controlplane/flows"
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/rules"
 )
@@ -73,6 +73,9 @@ type daemon struct {
 	interfaceExists func(name string) error
 	// ready, if set, is called with the bound listeners once serving starts.
 	ready func(metrics, health *httpServer)
+	// flows is the flow stream, once the dataplane is open: the API's
+	// live tail subscribes to it.
+	flows *flows.Stream
 }
 
 func (d *daemon) run(ctx context.Context) (err error) {
@@ -123,6 +126,12 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		return err
 	}
 
+	eve, err := openEVE(cfg.EVE)
+	if err != nil {
+		return errors.Join(err, closeListeners())
+	}
+	defer func() { err = errors.Join(err, eve.Close()) }()
+
 	if err := d.sysctls(); err != nil {
 		return errors.Join(err, closeListeners())
 	}
@@ -170,14 +179,9 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	serveCtx, stopServing := context.WithCancelCause(ctx)
 	defer stopServing(nil)
 	var wg sync.WaitGroup
+	stopFlows := func() {}
 	if fs, ok := dp.(flowSource); ok {
-		interval := cfg.Conntrack.GCInterval
-		if interval <= 0 {
-			interval = 10 * time.Second
-		}
-		tracker := &flowTracker{src: fs, log: log, interval: interval}
-		registry.MustRegister(tracker)
-		wg.Go(func() { tracker.run(serveCtx) })
+		d.flows, stopFlows = d.startFlows(serveCtx, &wg, fs, registry, eve)
 	}
 	if rl != nil {
 		wg.Go(func() { rl.reloadOnHangup(serveCtx) })
@@ -211,6 +215,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	}
 	stopServing(nil)
 	wg.Wait()
+	stopFlows()
 	return errors.Join(serveErrs[:]...)
 }
 
