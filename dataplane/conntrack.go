@@ -83,6 +83,7 @@ type State struct {
 	config, stats, counters *ebpf.Map
 	ruleHits                *ebpf.Map
 	owned                   bool
+	gc                      *gcScratch
 }
 
 // OpenState opens the pinned state under pinDir, for tools such as the
@@ -173,6 +174,15 @@ func flowState(f *Flow, st *natwallNwCtState, clk monoClock) {
 }
 
 func flow4(k natwallNwTuple4, e *natwallNwCt4Entry, clk monoClock) Flow {
+	f := flow4Value(k, e, clk)
+	kk := k
+	f.key4 = &kk
+	return f
+}
+
+// flow4Value is flow4 without the key that Delete and reload need: it
+// does not allocate.
+func flow4Value(k natwallNwTuple4, e *natwallNwCt4Entry, clk monoClock) Flow {
 	f := Flow{
 		Proto:    k.Proto,
 		Src:      netip.AddrPortFrom(addr4(k.Saddr), port(k.Sport)),
@@ -180,21 +190,25 @@ func flow4(k natwallNwTuple4, e *natwallNwCt4Entry, clk monoClock) Flow {
 		ReplySrc: netip.AddrPortFrom(addr4(e.Reply.Saddr), port(e.Reply.Sport)),
 		ReplyDst: netip.AddrPortFrom(addr4(e.Reply.Daddr), port(e.Reply.Dport)),
 	}
-	kk := k
-	f.key4 = &kk
 	flowState(&f, &e.St, clk)
 	return f
 }
 
 func flow6(k natwallNwTuple6, e *natwallNwCt6Entry, clk monoClock) Flow {
+	f := flow6Value(k, e, clk)
+	kk := k
+	f.key6 = &kk
+	return f
+}
+
+// flow6Value is flow6 without the key; it does not allocate.
+func flow6Value(k natwallNwTuple6, e *natwallNwCt6Entry, clk monoClock) Flow {
 	f := Flow{
 		Proto: k.Proto,
 		Src:   netip.AddrPortFrom(netip.AddrFrom16(k.Saddr), port(k.Sport)),
 		Dst:   netip.AddrPortFrom(netip.AddrFrom16(k.Daddr), port(k.Dport)),
 	}
 	f.ReplySrc, f.ReplyDst = f.Dst, f.Src
-	kk := k
-	f.key6 = &kk
 	flowState(&f, &e.St, clk)
 	return f
 }
@@ -294,10 +308,12 @@ func (s *State) Timeouts() (Timeouts, error) {
 }
 
 // Timeout is the idle timeout that applies to f.
-func (t Timeouts) Timeout(f Flow) time.Duration {
-	switch f.Proto {
+func (t Timeouts) Timeout(f Flow) time.Duration { return t.timeoutOf(f.Proto, f.TCPState) }
+
+func (t Timeouts) timeoutOf(proto uint8, state TCPState) time.Duration {
+	switch proto {
 	case unix.IPPROTO_TCP:
-		switch f.TCPState {
+		switch state {
 		case natwallNwTcpStateNW_TCP_ESTABLISHED:
 			return t.TCPEstablished
 		case natwallNwTcpStateNW_TCP_FIN_WAIT, natwallNwTcpStateNW_TCP_TIME_WAIT:
