@@ -126,3 +126,21 @@ func TestProtoNames(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesSpellProtocolsAsTheTable: the rules' protocol names are the
+// table's, so a rule, a flow log and the CLI name a protocol alike.
+func TestRulesSpellProtocolsAsTheTable(t *testing.T) {
+	for p, info := range protoInfos {
+		if info.name == "" {
+			continue
+		}
+		src := rules.Source{Name: "r.yaml", Data: []byte("stateful:\n  rules:\n    - {id: r, priority: 1, action: allow, protocol: " + info.name + "}\n")}
+		rs, err := rules.Parse([]rules.Source{src}, rules.Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", info.name, err)
+		}
+		if got := rs.Stateful[0].Protocol; got != p {
+			t.Errorf("rules read protocol %q as %d, the table has %d", info.name, got, p)
+		}
+	}
+}
