@@ -92,8 +92,8 @@ func TestDaemonFailedStartRemovesSocket(t *testing.T) {
 	}
 }
 
-func flowEvent(typ dataplane.FlowEventType, proto uint8, src, dst string) dataplane.FlowEvent {
-	return dataplane.FlowEvent{Type: typ, Time: time.Unix(1700000000, 0), Flow: dataplane.Flow{
+func flowEvent(typ dataplane.FlowEventType, proto uint8, src, dst string) *dataplane.FlowEvent {
+	return &dataplane.FlowEvent{Type: typ, Time: time.Unix(1700000000, 0), Flow: dataplane.Flow{
 		Proto: proto, Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst),
 		ReplySrc: netip.MustParseAddrPort(dst), ReplyDst: netip.MustParseAddrPort(src)}}
 }
@@ -101,7 +101,7 @@ func flowEvent(typ dataplane.FlowEventType, proto uint8, src, dst string) datapl
 func TestFlowHubFiltersAndDrops(t *testing.T) {
 	hub := newFlowHub()
 	// No subscriber: events cost nothing and go nowhere.
-	hub.FlowEvent(flowEvent(dataplane.FlowStarted, 17, "198.18.0.2:4000", "198.19.0.9:53"))
+	hub.HandleFlowEvent(flowEvent(dataplane.FlowStarted, 17, "198.18.0.2:4000", "198.19.0.9:53"))
 
 	ctx, cancel := context.WithCancel(t.Context())
 	udp, err := hub.Subscribe(ctx, api.FlowFilter{Proto: api.ProtoUDP, Types: []string{"flow_end"}})
@@ -112,10 +112,10 @@ func TestFlowHubFiltersAndDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub.FlowEvent(flowEvent(dataplane.FlowStarted, 17, "198.18.0.2:4000", "198.19.0.9:53"))
-	hub.FlowEvent(flowEvent(dataplane.FlowEnded, 6, "198.18.0.2:4001", "198.19.0.9:443"))
-	hub.FlowEvent(flowEvent(dataplane.FlowEnded, 17, "198.18.0.2:4000", "198.19.0.9:53"))
-	hub.FlowEvent(flowEvent(dataplane.FlowEnded, 17, "198.18.0.2:4002", "198.20.0.1:53"))
+	hub.HandleFlowEvent(flowEvent(dataplane.FlowStarted, 17, "198.18.0.2:4000", "198.19.0.9:53"))
+	hub.HandleFlowEvent(flowEvent(dataplane.FlowEnded, 6, "198.18.0.2:4001", "198.19.0.9:443"))
+	hub.HandleFlowEvent(flowEvent(dataplane.FlowEnded, 17, "198.18.0.2:4000", "198.19.0.9:53"))
+	hub.HandleFlowEvent(flowEvent(dataplane.FlowEnded, 17, "198.18.0.2:4002", "198.20.0.1:53"))
 
 	if ev := <-udp; ev.Type != "flow_end" || ev.Flow.Proto != "udp" || ev.Flow.Src != "198.18.0.2:4000" {
 		t.Errorf("udp subscriber got %+v", ev)
@@ -131,14 +131,14 @@ func TestFlowHubFiltersAndDrops(t *testing.T) {
 
 	// A subscriber that does not read loses events, counted on the next.
 	for range flowSubscriberBuffer + 5 {
-		hub.FlowEvent(flowEvent(dataplane.FlowStarted, 6, "198.18.0.3:5000", "198.19.0.1:80"))
+		hub.HandleFlowEvent(flowEvent(dataplane.FlowStarted, 6, "198.18.0.3:5000", "198.19.0.1:80"))
 	}
 	for range flowSubscriberBuffer {
 		if ev := <-all; ev.Lost != 0 {
 			t.Fatalf("a buffered event says %d lost", ev.Lost)
 		}
 	}
-	hub.FlowEvent(flowEvent(dataplane.FlowEnded, 6, "198.18.0.3:5000", "198.19.0.1:80"))
+	hub.HandleFlowEvent(flowEvent(dataplane.FlowEnded, 6, "198.18.0.3:5000", "198.19.0.1:80"))
 	if ev := <-all; ev.Lost != 5 || ev.Type != "flow_end" {
 		t.Errorf("after the overflow: %+v, want 5 lost", ev)
 	}
@@ -151,5 +151,5 @@ func TestFlowHubFiltersAndDrops(t *testing.T) {
 	if n := hub.active.Load(); n != 0 {
 		t.Errorf("%d subscribers left after cancel", n)
 	}
-	hub.FlowEvent(flowEvent(dataplane.FlowStarted, 6, "198.18.0.3:5000", "198.19.0.1:80")) // must not send on a closed channel
+	hub.HandleFlowEvent(flowEvent(dataplane.FlowStarted, 6, "198.18.0.3:5000", "198.19.0.1:80")) // must not send on a closed channel
 }

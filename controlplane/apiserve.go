@@ -15,10 +15,12 @@ import (
 
 // apiProviders implements the API's providers over the daemon's dataplane.
 type apiProviders struct {
-	config   func() Config // the running config, as the last reload left it
-	dp       Dataplane
-	state    func() *dataplane.State // nil without a flow source
-	tracker  *flowTracker            // nil without a flow source
+	config func() Config // the running config, as the last reload left it
+	dp     Dataplane
+	state  func() *dataplane.State // nil without a flow source
+	// usage is the flow tables' fill at the last collection; nil without
+	// a flow source.
+	usage    func() dataplane.TableUsage
 	reloader *reloader
 }
 
@@ -72,9 +74,9 @@ func (p *apiProviders) Status(ctx context.Context) (api.Status, error) {
 			st.LastReload = &last
 		}
 	}
-	if p.tracker != nil {
+	if p.usage != nil {
 		// The last collection's count: counting now would walk the tables.
-		u := p.tracker.lastUsage()
+		u := p.usage()
 		st.FlowTable = api.TableFill{FlowsV4: u.FlowsV4, FlowsV6: u.FlowsV6, Capacity: u.Capacity}
 	}
 	if p.state != nil {
@@ -187,12 +189,6 @@ func apiFlow(f dataplane.Flow) api.Flow {
 		PacketsOrig: f.PacketsOrig, BytesOrig: f.BytesOrig, PacketsReply: f.PacketsReply, BytesReply: f.BytesReply}
 }
 
-func (t *flowTracker) lastUsage() dataplane.TableUsage {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.usage
-}
-
 // apiReloader implements api.Reloader with the daemon's reloader.
 type apiReloader struct{ r *reloader }
 
@@ -210,9 +206,9 @@ func (a apiReloader) LastResult() api.ReloadResult { return a.r.LastResult() }
 // before it loses some.
 const flowSubscriberBuffer = 1024
 
-// flowHub is the API's flow source: a sink of the flow tracker that fans
+// flowHub is the API's flow source: a sink of the flow stream that fans
 // events out to subscribers. A subscriber that does not keep up loses
-// events; the tracker never waits for one.
+// events; the stream never waits for one.
 type flowHub struct {
 	active atomic.Int32
 	mu     sync.Mutex
@@ -245,8 +241,11 @@ func (h *flowHub) Subscribe(ctx context.Context, f api.FlowFilter) (<-chan api.F
 	return sub.ch, nil
 }
 
-// FlowEvent implements FlowSink.
-func (h *flowHub) FlowEvent(ev dataplane.FlowEvent) {
+// Flush implements flows.Sink: events go out as they come.
+func (h *flowHub) Flush() {}
+
+// HandleFlowEvent implements flows.Sink.
+func (h *flowHub) HandleFlowEvent(ev *dataplane.FlowEvent) {
 	if h.active.Load() == 0 {
 		return
 	}

@@ -91,6 +91,7 @@ type Config struct {
 	// SNAT is nil when outbound flows are not translated.
 	SNAT      *dataplane.SNAT
 	Conntrack ConntrackConfig
+	EVE       EVEConfig
 }
 
 // ReloadConfig says what starts a reload besides SIGHUP and the API.
@@ -882,6 +883,7 @@ func (l *configLoader) build() Config {
 	cfg.Reload.Watch = l.boolean("reload.watch")
 	l.buildSNAT(&cfg)
 	l.buildConntrack(&cfg)
+	l.buildEVE(&cfg)
 	return cfg
 }
 

@@ -71,6 +71,7 @@ func TestLoadConfigExample(t *testing.T) {
 		Revalidate:         RevalidateKeep,
 		Reload:             ReloadConfig{Watch: true},
 		Conntrack:          defaultConntrack(),
+		EVE:                defaultEVE(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("LoadConfig(example) =\n%+v\nwant\n%+v", cfg, want)
@@ -94,6 +95,7 @@ func TestLoadConfigValues(t *testing.T) {
 		Revalidate:      RevalidateKeep,
 		Reload:          ReloadConfig{Watch: true},
 		Conntrack:       defaultConntrack(),
+		EVE:             defaultEVE(),
 	}
 	tests := []struct {
 		name string

@@ -13,13 +13,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
 	"github.com/natwall/natwall/controlplane/api"
+	"github.com/natwall/natwall/controlplane/flows"
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/rules"
 )
@@ -93,6 +93,9 @@ type daemon struct {
 	guardICMP func(inside []netip.Prefix, log *slog.Logger) (io.Closer, error)
 	// ready, if set, is called with the bound listeners once serving starts.
 	ready func(metrics, health *httpServer)
+	// flows is the flow stream, once the dataplane is open: the API's
+	// live tail subscribes to it.
+	flows *flows.Stream
 }
 
 func (d *daemon) run(ctx context.Context) (err error) {
@@ -160,6 +163,12 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		}
 		return err
 	}
+
+	eve, err := openEVE(cfg.EVE)
+	if err != nil {
+		return errors.Join(err, closeListeners())
+	}
+	defer func() { err = errors.Join(err, eve.Close()) }()
 
 	if err := d.sysctls(); err != nil {
 		return errors.Join(err, closeListeners())
@@ -267,16 +276,17 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	var wg sync.WaitGroup
 	providers := &apiProviders{config: rl.config, dp: dp, reloader: rl}
 	var hub *flowHub
+	stopFlows := func() {}
 	if fs, ok := dp.(flowSource); ok {
-		interval := cfg.Conntrack.GCInterval
-		if interval <= 0 {
-			interval = 10 * time.Second
-		}
+		var coll *flows.Collector
+		d.flows, coll, stopFlows = d.startFlows(serveCtx, &wg, fs, registry, eve)
 		hub = newFlowHub()
-		tracker := &flowTracker{src: fs, log: log, interval: interval, sinks: []FlowSink{hub}}
-		providers.state, providers.tracker = fs.State, tracker
-		registry.MustRegister(tracker)
-		wg.Go(func() { tracker.run(serveCtx) })
+		d.flows.AddSink("api", hub, flows.Filter{}, 0)
+		providers.state = fs.State
+		providers.usage = func() dataplane.TableUsage {
+			res, _, _ := coll.Last()
+			return res.Usage
+		}
 	}
 	wg.Go(func() { rl.reloadOnHangup(serveCtx) })
 	if d.cfg.Reload.Watch {
@@ -334,6 +344,7 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	}
 	stopServing(nil)
 	wg.Wait()
+	stopFlows()
 	return errors.Join(serveErrs[:]...)
 }
 

@@ -206,10 +206,6 @@ const (
 	RevalidateClose Revalidate = "close"
 )
 
-var zoneDirection = map[string]rules.Direction{
-	"outbound": rules.Outbound, "inbound": rules.Inbound, "east-west": rules.EastWest, "transit": rules.Transit,
-}
-
 // flowPacket is the first packet of f as the stateful stage saw it.
 func flowPacket(f dataplane.Flow) rules.Packet {
 	dst := f.Dst
@@ -217,7 +213,7 @@ func flowPacket(f dataplane.Flow) rules.Packet {
 		// A hairpin is classified on the inside host it reaches.
 		dst = f.ReplySrc
 	}
-	p := rules.Packet{Src: f.Src.Addr(), Dst: dst.Addr(), Protocol: f.Proto, Direction: zoneDirection[dataplane.ZoneName(f.Zone)]}
+	p := rules.Packet{Src: f.Src.Addr(), Dst: dst.Addr(), Protocol: f.Proto, Direction: dataplane.ZoneDirection(f.Zone)}
 	switch f.Proto {
 	case 6, 17:
 		p.HasPorts, p.SrcPort, p.DstPort = true, f.Src.Port(), dst.Port()

@@ -16,25 +16,6 @@ import (
 // TCPState is a tracked TCP connection's state.
 type TCPState = natwallNwTcpState
 
-// TCPStateName is the state's lowercase name, as CLI and logs print it.
-func TCPStateName(s TCPState) string {
-	switch s {
-	case natwallNwTcpStateNW_TCP_SYN_SENT:
-		return "syn_sent"
-	case natwallNwTcpStateNW_TCP_SYN_RECV:
-		return "syn_recv"
-	case natwallNwTcpStateNW_TCP_ESTABLISHED:
-		return "established"
-	case natwallNwTcpStateNW_TCP_FIN_WAIT:
-		return "fin_wait"
-	case natwallNwTcpStateNW_TCP_TIME_WAIT:
-		return "time_wait"
-	case natwallNwTcpStateNW_TCP_CLOSE:
-		return "close"
-	}
-	return ""
-}
-
 // Zone is the way a flow crosses the appliance.
 type Zone = natwallNwZone
 
@@ -44,21 +25,6 @@ const (
 	ZoneEastWest = natwallNwZoneNW_ZONE_EAST_WEST
 	ZoneLocal    = natwallNwZoneNW_ZONE_LOCAL
 )
-
-// ZoneName is the zone's name as rules, CLI and logs spell it.
-func ZoneName(z Zone) string {
-	switch z {
-	case natwallNwZoneNW_ZONE_OUTBOUND:
-		return "outbound"
-	case natwallNwZoneNW_ZONE_INBOUND:
-		return "inbound"
-	case natwallNwZoneNW_ZONE_EAST_WEST:
-		return "east-west"
-	case natwallNwZoneNW_ZONE_TRANSIT:
-		return "transit"
-	}
-	return fmt.Sprintf("zone_%d", uint32(z))
-}
 
 // Flow is one tracked flow. Src and Dst are the original direction as the
 // initiator sent it; ReplySrc and ReplyDst are what the responder's packets
@@ -126,6 +92,7 @@ type State struct {
 	snatCount               *ebpf.Map
 	snatRelease             *ebpf.Program
 	owned                   bool
+	gc                      *gcScratch
 }
 
 // OpenState opens the pinned state under pinDir, for tools such as the
@@ -242,6 +209,15 @@ func flowState(f *Flow, st *natwallNwCtState, clk monoClock) {
 }
 
 func flow4(k natwallNwTuple4, e *natwallNwCt4Entry, clk monoClock) Flow {
+	f := flow4Value(k, e, clk)
+	kk := k
+	f.key4 = &kk
+	return f
+}
+
+// flow4Value is flow4 without the key that Delete and reload need: it
+// does not allocate.
+func flow4Value(k natwallNwTuple4, e *natwallNwCt4Entry, clk monoClock) Flow {
 	f := Flow{
 		Proto:    k.Proto,
 		Src:      netip.AddrPortFrom(addr4(k.Saddr), port(k.Sport)),
@@ -249,21 +225,25 @@ func flow4(k natwallNwTuple4, e *natwallNwCt4Entry, clk monoClock) Flow {
 		ReplySrc: netip.AddrPortFrom(addr4(e.Reply.Saddr), port(e.Reply.Sport)),
 		ReplyDst: netip.AddrPortFrom(addr4(e.Reply.Daddr), port(e.Reply.Dport)),
 	}
-	kk := k
-	f.key4 = &kk
 	flowState(&f, &e.St, clk)
 	return f
 }
 
 func flow6(k natwallNwTuple6, e *natwallNwCt6Entry, clk monoClock) Flow {
+	f := flow6Value(k, e, clk)
+	kk := k
+	f.key6 = &kk
+	return f
+}
+
+// flow6Value is flow6 without the key; it does not allocate.
+func flow6Value(k natwallNwTuple6, e *natwallNwCt6Entry, clk monoClock) Flow {
 	f := Flow{
 		Proto: k.Proto,
 		Src:   netip.AddrPortFrom(netip.AddrFrom16(k.Saddr), port(k.Sport)),
 		Dst:   netip.AddrPortFrom(netip.AddrFrom16(k.Daddr), port(k.Dport)),
 	}
 	f.ReplySrc, f.ReplyDst = f.Dst, f.Src
-	kk := k
-	f.key6 = &kk
 	flowState(&f, &e.St, clk)
 	return f
 }
@@ -363,10 +343,12 @@ func (s *State) Timeouts() (Timeouts, error) {
 }
 
 // Timeout is the idle timeout that applies to f.
-func (t Timeouts) Timeout(f Flow) time.Duration {
-	switch f.Proto {
+func (t Timeouts) Timeout(f Flow) time.Duration { return t.timeoutOf(f.Proto, f.TCPState) }
+
+func (t Timeouts) timeoutOf(proto uint8, state TCPState) time.Duration {
+	switch proto {
 	case unix.IPPROTO_TCP:
-		switch f.TCPState {
+		switch state {
 		case natwallNwTcpStateNW_TCP_ESTABLISHED:
 			return t.TCPEstablished
 		case natwallNwTcpStateNW_TCP_FIN_WAIT, natwallNwTcpStateNW_TCP_TIME_WAIT:

@@ -11,6 +11,10 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 )
 
+// ReasonNone is a flow event's reason when none applies: a flow that
+// started, or ended on its idle timeout.
+const ReasonNone = natwallNwReasonNW_REASON_NONE
+
 // FlowEventType says whether a flow started or ended.
 type FlowEventType uint8
 
@@ -18,6 +22,9 @@ const (
 	FlowStarted FlowEventType = FlowEventType(natwallNwEventTypeNW_EVENT_FLOW_NEW)
 	FlowEnded   FlowEventType = FlowEventType(natwallNwEventTypeNW_EVENT_FLOW_END)
 	FlowAlert   FlowEventType = FlowEventType(natwallNwEventTypeNW_EVENT_ALERT)
+	// FlowActive is a long flow's periodic report, which the control
+	// plane's collector makes from its walk; the dataplane never sends it.
+	FlowActive FlowEventType = 128
 )
 
 func (t FlowEventType) String() string {
@@ -28,11 +35,14 @@ func (t FlowEventType) String() string {
 		return "flow_end"
 	case FlowAlert:
 		return "alert"
+	case FlowActive:
+		return "flow_active"
 	}
 	return fmt.Sprintf("event_%d", uint8(t))
 }
 
-// FlowEvent is a flow's start or end as the dataplane reported it.
+// FlowEvent is a flow's start or end, or an alert rule's match, as the
+// dataplane reported it (or, for ByGC ends and FlowActive, the collector).
 type FlowEvent struct {
 	Type FlowEventType
 	Time time.Time
@@ -100,11 +110,15 @@ func (r *EventReader) ReadInto(ev *FlowEvent) error {
 	return nil
 }
 
+// Drained reports whether the last read emptied the ring: a reader that
+// hands events on in batches passes them on now.
+func (r *EventReader) Drained() bool { return r.drained }
+
 // Close unblocks Read.
 func (r *EventReader) Close() error { return r.rd.Close() }
 
 // flowEventSize is sizeof(struct nw_flow_event).
-const flowEventSize = 128
+const flowEventSize = 144
 
 func eventAddr(family uint8, b []byte) netip.Addr {
 	if family == 4 {
@@ -144,6 +158,11 @@ func DecodeFlowEvent(b []byte, clk monoClock, ev *FlowEvent) error {
 			PacketsReply: ne.Uint64(b[112:]),
 			BytesReply:   ne.Uint64(b[120:]),
 		},
+	}
+	// Alerts describe a first packet, not a flow: they carry no lifetime.
+	if created := ne.Uint64(b[128:]); created != 0 {
+		ev.Flow.Created = clk.time(created)
+		ev.Flow.LastSeen = clk.time(ne.Uint64(b[136:]))
 	}
 	return nil
 }

@@ -46,6 +46,9 @@ func reflectDecode(b []byte, clk monoClock) (FlowEvent, bool) {
 		PacketsReply: raw.PacketsReply,
 		BytesReply:   raw.BytesReply,
 	}
+	if raw.CreatedNs != 0 {
+		f.Created, f.LastSeen = clk.time(raw.CreatedNs), clk.time(raw.LastSeenNs)
+	}
 	return FlowEvent{Type: FlowEventType(raw.Type), Time: clk.time(raw.TimestampNs), Flow: f, Reason: Reason(raw.Reason)}, true
 }
 
@@ -64,6 +67,7 @@ func TestDecodeFlowEvent(t *testing.T) {
 		NatSaddr: [16]uint8{198, 18, 255, 1}, NatDaddr: [16]uint8{198, 19, 0, 9},
 		Sport: be16(40000), Dport: be16(53), NatSport: be16(1024), NatDport: be16(53),
 		PacketsOrig: 3, BytesOrig: 300, PacketsReply: 2, BytesReply: 250,
+		CreatedNs: clk.mono - 5e9, LastSeenNs: clk.mono - 2e9,
 	}
 	v6 := natwallNwFlowEvent{
 		TimestampNs: clk.mono, Type: uint8(FlowStarted), Family: 6, Proto: 6, TcpState: 2, RuleId: 7,

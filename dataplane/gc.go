@@ -55,6 +55,31 @@ func deleteKeys[K any](m *ebpf.Map, keys []K) error {
 	return nil
 }
 
+// gcScratch is what a collection reuses from the last: batch buffers and
+// the size of the last in-use set.
+type gcScratch struct {
+	k4       []natwallNwTuple4
+	e4       []natwallNwCt4Entry
+	k6       []natwallNwTuple6
+	e6       []natwallNwCt6Entry
+	rk       []natwallNwSnat4Key
+	rv       []natwallNwSnat4Endpoint
+	expired4 []natwallNwTuple4
+	expired6 []natwallNwTuple6
+	inUse    int
+}
+
+func (s *State) scratch() *gcScratch {
+	if s.gc == nil || len(s.gc.k4) != gcBatch {
+		s.gc = &gcScratch{
+			k4: make([]natwallNwTuple4, gcBatch), e4: make([]natwallNwCt4Entry, gcBatch),
+			k6: make([]natwallNwTuple6, gcBatch), e6: make([]natwallNwCt6Entry, gcBatch),
+			rk: make([]natwallNwSnat4Key, gcBatch), rv: make([]natwallNwSnat4Endpoint, gcBatch),
+		}
+	}
+	return s.gc
+}
+
 // GCResult is what one collection found and did.
 type GCResult struct {
 	// Expired are the flows removed, with their final counters.
@@ -74,6 +99,14 @@ type GCResult struct {
 // SNAT mappings, and counts what is left, in a single batched walk of each
 // table instead of one per question and one syscall per entry.
 func (s *State) Collect(now time.Time) (GCResult, error) {
+	return s.CollectVisiting(now, nil)
+}
+
+// CollectVisiting is Collect that also shows live every flow it keeps,
+// from the same walk: flow logs report long flows this way without a walk
+// of their own. f is valid only during the call. Collections of one State
+// must not run concurrently.
+func (s *State) CollectVisiting(now time.Time, live func(f *Flow)) (GCResult, error) {
 	var res GCResult
 	var cfg natwallNwRuntimeConfig
 	if err := s.config.Lookup(uint32(0), &cfg); err != nil {
@@ -86,17 +119,13 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 	clk := newMonoClock()
 	res.Usage.Capacity = int(s.ct4.MaxEntries())
 
-	var expired []Flow
-	inUse := map[natwallNwSnat4Key]struct{}{}
-	k4 := make([]natwallNwTuple4, gcBatch)
-	e4 := make([]natwallNwCt4Entry, gcBatch)
-	if err := batchWalk(s.ct4, k4, e4, func(k *natwallNwTuple4, e *natwallNwCt4Entry) {
-		res.Usage.FlowsV4++
-		f := flow4(*k, e, clk)
-		if now.Sub(f.LastSeen) > timeouts.Timeout(f) {
-			expired = append(expired, f)
-			return
-		}
+	// The walk decides expiry from the raw entries and builds a Flow only
+	// for what it reports, so a tick over long flows allocates nothing
+	// per flow.
+	sc := s.scratch()
+	expired4, expired6 := sc.expired4[:0], sc.expired6[:0]
+	inUse := make(map[natwallNwSnat4Key]struct{}, sc.inUse)
+	markInUse := func(k *natwallNwTuple4, e *natwallNwCt4Entry) {
 		if e.St.Flags&uint8(natwallNwCtFlagsNW_CT_SNAT) != 0 {
 			inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto}] = struct{}{}
 			inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto,
@@ -105,66 +134,68 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 		if m, ok := filteredInboundMapping(k, e); ok {
 			inUse[m] = struct{}{}
 		}
+	}
+	idle := func(proto uint8, st *natwallNwCtState) bool {
+		return now.Sub(clk.time(st.LastSeenNs)) > timeouts.timeoutOf(proto, TCPState(st.TcpState))
+	}
+	var visit Flow
+	if err := batchWalk(s.ct4, sc.k4, sc.e4, func(k *natwallNwTuple4, e *natwallNwCt4Entry) {
+		res.Usage.FlowsV4++
+		if idle(k.Proto, &e.St) {
+			expired4 = append(expired4, *k)
+			return
+		}
+		if live != nil {
+			visit = flow4Value(*k, e, clk)
+			live(&visit)
+		}
+		markInUse(k, e)
 	}); err != nil {
 		return res, fmt.Errorf("walk IPv4 flows: %w", err)
 	}
-	k6 := make([]natwallNwTuple6, gcBatch)
-	e6 := make([]natwallNwCt6Entry, gcBatch)
-	if err := batchWalk(s.ct6, k6, e6, func(k *natwallNwTuple6, e *natwallNwCt6Entry) {
+	if err := batchWalk(s.ct6, sc.k6, sc.e6, func(k *natwallNwTuple6, e *natwallNwCt6Entry) {
 		res.Usage.FlowsV6++
-		f := flow6(*k, e, clk)
-		if now.Sub(f.LastSeen) > timeouts.Timeout(f) {
-			expired = append(expired, f)
+		if idle(k.Proto, &e.St) {
+			expired6 = append(expired6, *k)
+		} else if live != nil {
+			visit = flow6Value(*k, e, clk)
+			live(&visit)
 		}
 	}); err != nil {
 		return res, fmt.Errorf("walk IPv6 flows: %w", err)
 	}
+	sc.expired4, sc.expired6 = expired4, expired6
 
-	var rev4 []natwallNwTuple4
-	var del4 []natwallNwTuple4
-	var del6 []natwallNwTuple6
-	for _, f := range expired {
-		// The flow may have seen a packet since the walk read it: look
-		// again, and keep it (and its mapping) if it is live.
-		fresh, ok := s.reload(f)
-		if ok && now.Sub(fresh.LastSeen) <= timeouts.Timeout(fresh) {
-			if fresh.key4 != nil && fresh.DNAT {
-				var e natwallNwCt4Entry
-				if s.ct4.Lookup(fresh.key4, &e) == nil {
-					if m, ok := filteredInboundMapping(fresh.key4, &e); ok {
-						inUse[m] = struct{}{}
-					}
-				}
-			}
-			if fresh.key4 != nil && fresh.SNAT {
-				k := *fresh.key4
-				var e natwallNwCt4Entry
-				if s.ct4.Lookup(&k, &e) == nil {
-					inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto}] = struct{}{}
-					inUse[natwallNwSnat4Key{Addr: e.Reply.Daddr, Port: e.Reply.Dport, Proto: k.Proto,
-						RemoteAddr: k.Daddr, RemotePort: k.Dport}] = struct{}{}
-				}
-			}
+	// A flow may have seen a packet since the walk read it: look again,
+	// and keep it (and its mapping) if it is live.
+	var rev4, del4 []natwallNwTuple4
+	for i := range expired4 {
+		k := &expired4[i]
+		var e natwallNwCt4Entry
+		if s.ct4.Lookup(k, &e) != nil {
+			continue // the dataplane removed it meanwhile and reported it
+		}
+		if !idle(k.Proto, &e.St) {
+			markInUse(k, &e)
 			continue
 		}
-		if !ok {
-			// The dataplane removed it meanwhile and reported it.
-			continue
-		}
-		f = fresh
-		if f.key4 != nil {
-			del4 = append(del4, *f.key4)
-			var e natwallNwCt4Entry
-			if s.ct4.Lookup(f.key4, &e) == nil {
-				rev4 = append(rev4, e.Reply)
-			}
-			res.Usage.FlowsV4--
-		} else {
-			del6 = append(del6, *f.key6)
-			res.Usage.FlowsV6--
-		}
-		res.Expired = append(res.Expired, f)
+		del4 = append(del4, *k)
+		rev4 = append(rev4, e.Reply)
+		res.Usage.FlowsV4--
+		res.Expired = append(res.Expired, flow4(*k, &e, clk))
 	}
+	var del6 []natwallNwTuple6
+	for i := range expired6 {
+		k := &expired6[i]
+		var e natwallNwCt6Entry
+		if s.ct6.Lookup(k, &e) != nil || !idle(k.Proto, &e.St) {
+			continue
+		}
+		del6 = append(del6, *k)
+		res.Usage.FlowsV6--
+		res.Expired = append(res.Expired, flow6(*k, &e, clk))
+	}
+	sc.inUse = len(inUse)
 	// Reply index first, so a reply in flight finds nothing rather than a
 	// half-removed flow.
 	if err := deleteKeys(s.ct4Rev, rev4); err != nil {
@@ -193,9 +224,7 @@ func (s *State) Collect(now time.Time) (GCResult, error) {
 	}
 	var staleFwd, staleRev []natwallNwSnat4Key
 	var staleInside []natwallNwSnat4Endpoint
-	rk := make([]natwallNwSnat4Key, gcBatch)
-	rv := make([]natwallNwSnat4Endpoint, gcBatch)
-	if err := batchWalk(s.snatRev, rk, rv, func(k *natwallNwSnat4Key, inside *natwallNwSnat4Endpoint) {
+	if err := batchWalk(s.snatRev, sc.rk, sc.rv, func(k *natwallNwSnat4Key, inside *natwallNwSnat4Endpoint) {
 		if _, ok := inUse[*k]; !ok && now.Sub(clk.time(inside.CreatedNs)) >= mappingGrace {
 			staleRev = append(staleRev, *k)
 			staleInside = append(staleInside, *inside)

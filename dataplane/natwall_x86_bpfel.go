@@ -205,6 +205,8 @@ type natwallNwFlowEvent struct {
 	BytesOrig    uint64
 	PacketsReply uint64
 	BytesReply   uint64
+	CreatedNs    uint64
+	LastSeenNs   uint64
 }
 
 type natwallNwFrag4Key struct {

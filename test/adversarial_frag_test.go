@@ -17,28 +17,6 @@ import (
 	"github.com/natwall/natwall/test/lab"
 )
 
-// metricValue returns a natwall gauge or counter, summed over its series,
-// or only the series whose first label is labelValue when given.
-func (a *appliance) metricValue(t *testing.T, name string, labelValue ...string) float64 {
-	t.Helper()
-	fam := a.metrics(t)[name]
-	if fam == nil {
-		t.Fatalf("no %s in /metrics", name)
-	}
-	total := 0.0
-	for _, m := range fam.Metric {
-		if len(labelValue) > 0 && (len(m.Label) == 0 || m.Label[0].GetValue() != labelValue[0]) {
-			continue
-		}
-		if m.Gauge != nil {
-			total += m.Gauge.GetValue()
-		} else {
-			total += m.Counter.GetValue()
-		}
-	}
-	return total
-}
-
 // floodUnanswered opens n UDP flows from one socket of h to ports of dst
 // where nothing listens, as a scan does. Replies are at most the few ICMP
 // errors the destination's rate limit lets through.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -195,6 +196,28 @@ func (a *appliance) packets(t *testing.T) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// metricValue returns a natwall gauge or counter, summed over its series,
+// or over those with a label of value labelValue when given.
+func (a *appliance) metricValue(t *testing.T, name string, labelValue ...string) float64 {
+	t.Helper()
+	fam := a.metrics(t)[name]
+	if fam == nil {
+		t.Fatalf("no %s in /metrics", name)
+	}
+	total := 0.0
+	for _, m := range fam.Metric {
+		if len(labelValue) > 0 && !slices.ContainsFunc(m.Label, func(l *dto.LabelPair) bool { return l.GetValue() == labelValue[0] }) {
+			continue
+		}
+		if m.Gauge != nil {
+			total += m.Gauge.GetValue()
+		} else {
+			total += m.Counter.GetValue()
+		}
+	}
+	return total
 }
 
 // forwarded is how many packets natwall forwarded in XDP.

@@ -34,7 +34,8 @@ stateful:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := startNatwall(t, l, natConfig(fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n", filepath.Join(dir, "state"), ruleFile)))
+	a := startNatwall(t, l, natConfig(fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\neve:\n  output: file\n  path: %s\n",
+		filepath.Join(dir, "state"), ruleFile, filepath.Join(dir, "eve.json"))))
 	client, server := l.Clients[0], l.Servers[0]
 	warmUp(t, client.NS, server.IPv4)
 	startUDPServer(t, server, 9000)

@@ -200,6 +200,8 @@ static __always_inline struct nw_flow_event *ct_event_start(__u8 type, __u32 rea
 	ev->bytes_orig = st->bytes_orig;
 	ev->packets_reply = st->packets_reply;
 	ev->bytes_reply = st->bytes_reply;
+	ev->created_ns = st->created_ns;
+	ev->last_seen_ns = st->last_seen_ns;
 	return ev;
 }
 

@@ -347,6 +347,9 @@ struct nw_flow_event {
 	__u64 bytes_orig;
 	__u64 packets_reply;
 	__u64 bytes_reply;
+	/* The flow's lifetime, for flow logs' start and end; zero on alerts. */
+	__u64 created_ns;
+	__u64 last_seen_ns;
 };
 
 /* The classifier (acl.h). Rules are bits, in priority order: bit i of word

@@ -189,7 +189,7 @@ snat:
 	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "   proto\tfrom\tto\tas the server sees it\tstate\tpackets out/back")
 	err = st.Flows(func(f dataplane.Flow) bool {
-		proto := map[uint8]string{6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}[f.Proto]
+		proto := dataplane.ProtoName(f.Proto)
 		state := dataplane.TCPStateName(f.TCPState)
 		if state == "" {
 			state = "-"
