@@ -177,6 +177,17 @@ func Open(opts Options) (_ *Dataplane, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Maps the control plane writes whole (settings, rules) or that only
+	// count are replaced, with a warning: nothing is lost that the start
+	// does not rebuild, bar counters.
+	rebuilt := slices.DeleteFunc(slices.Clone(differ), isConnectionState)
+	differ = slices.DeleteFunc(differ, func(name string) bool { return !isConnectionState(name) })
+	if len(rebuilt) > 0 {
+		d.log.Warn("replacing pinned maps of another layout that the start rebuilds; their counters restart", "maps", rebuilt)
+		if err := unpinMaps(opts.PinDir, rebuilt); err != nil {
+			return nil, err
+		}
+	}
 	if len(differ) > 0 {
 		if !opts.ReplaceIncompatibleState {
 			return nil, fmt.Errorf("%w: %s in %s come from a natwall with another layout, which this one would misread; "+

@@ -164,6 +164,18 @@ func writeLayout(spec *ebpf.CollectionSpec, dir string) error {
 	return nil
 }
 
+// isConnectionState reports whether the pinned map holds what traffic
+// depends on and no start can rebuild: flows, NAT mappings and their
+// counts, fragments in flight, per-source flow counts.
+func isConnectionState(name string) bool {
+	for _, prefix := range []string{"nw_ct", "nw_snat4_", "nw_snat_count", "nw_frag", "nw_src_flows"} {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // unpinMaps removes the pins of the named maps in dir.
 func unpinMaps(dir string, names []string) error {
 	for _, name := range names {
