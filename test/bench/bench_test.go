@@ -18,7 +18,7 @@ func TestSmallRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds namespaces and sends a few million packets")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	report, err := Run(ctx, Options{
 		RuleCounts: []int{10}, Reps: 1, Duration: 200 * time.Millisecond, ConnDuration: 300 * time.Millisecond,
