@@ -96,7 +96,7 @@ func apiSocket(pinDir string) string {
 // startNatwall runs `natwall run` in the appliance and waits until it
 // reports healthy. It is stopped, and its pinned state checked gone, when
 // the test ends.
-func startNatwall(t *testing.T, l *lab.Lab, extraConfig string) *appliance {
+func startNatwall(t testing.TB, l *lab.Lab, extraConfig string) *appliance {
 	t.Helper()
 	a := &appliance{
 		lab:    l,
@@ -119,7 +119,7 @@ func startNatwall(t *testing.T, l *lab.Lab, extraConfig string) *appliance {
 	return a
 }
 
-func (a *appliance) start(t *testing.T) {
+func (a *appliance) start(t testing.TB) {
 	t.Helper()
 	proc, err := a.lab.Appliance.Start(natwallBin, "run", "--config", a.config)
 	if err != nil {
@@ -148,7 +148,7 @@ func (a *appliance) start(t *testing.T) {
 }
 
 // stop sends SIGTERM and expects a clean exit.
-func (a *appliance) stop(t *testing.T) {
+func (a *appliance) stop(t testing.TB) {
 	t.Helper()
 	if a.proc == nil {
 		return
