@@ -27,6 +27,17 @@ const shutdownTimeout = 5 * time.Second
 // program is attached to every interface, 503 otherwise, so that the
 // cloud stops routing through an appliance that would not forward.
 func HealthHandler(dp interface{ Attached() bool }) http.Handler {
+	return probeHandler("ok", func() error {
+		if !dp.Attached() {
+			return errors.New("xdp program not attached")
+		}
+		return nil
+	})
+}
+
+// probeHandler answers GET and HEAD with 200 and ok while check returns
+// nil, and 503 with the error otherwise, never cached.
+func probeHandler(ok string, check func() error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -35,12 +46,12 @@ func HealthHandler(dp interface{ Attached() bool }) http.Handler {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
-		if !dp.Attached() {
+		if err := check(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprint(w, "xdp program not attached")
+			fmt.Fprint(w, err)
 			return
 		}
-		fmt.Fprint(w, "ok")
+		fmt.Fprint(w, ok)
 	})
 }
 
@@ -50,20 +61,11 @@ func HealthHandler(dp interface{ Attached() bool }) http.Handler {
 // attached; a later failed reload leaves it ready, since the last good set
 // still enforces.
 func ReadyHandler(ready func() error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
+	return probeHandler("ready", func() error {
 		if err := ready(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprint(w, "not ready: ", err)
-			return
+			return fmt.Errorf("not ready: %w", err)
 		}
-		fmt.Fprint(w, "ready")
+		return nil
 	})
 }
 

@@ -59,20 +59,7 @@ func TestFloodOfUnansweredFlowsFromOneHost(t *testing.T) {
 			ctx := testContext(t)
 
 			// The victim's established connection, from before the flood.
-			ln, err := server.NS.Listen("tcp4", netip.AddrPortFrom(server.IPv4, 7000).String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go echoServer(ln)
-			conn, err := victim.NS.Dial(ctx, "tcp4", netip.AddrPortFrom(server.IPv4, 7000).String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			if err := roundTrip(conn, "before"); err != nil {
-				t.Fatal(err)
-			}
+			conn := echoConn(t, ctx, victim, server, 7000)
 
 			floodUnanswered(t, attacker, server.IPv4, flood)
 			if tc.limit > 0 {
@@ -164,21 +151,11 @@ func rawFirstFragments(ctx context.Context, ns *lab.NetNS, dst netip.Addr, n int
 // bigUDPEcho sends datagrams of size bytes, which the sender's kernel
 // fragments, to an echo server and checks each comes back whole.
 func bigUDPEcho(ctx context.Context, client, server *lab.NetNS, dst netip.Addr, port, size, count int) error {
-	pc, err := server.ListenPacket("udp", net.JoinHostPort(dst.String(), fmt.Sprint(port)))
+	pc, err := serveUDPEcho(server, net.JoinHostPort(dst.String(), fmt.Sprint(port)))
 	if err != nil {
 		return err
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
 	c, err := client.Dial(ctx, "udp", netip.AddrPortFrom(dst, uint16(port)).String())
 	if err != nil {
 		return err

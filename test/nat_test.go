@@ -321,20 +321,7 @@ func TestNATTableFull(t *testing.T) {
 	ctx := testContext(t)
 
 	// An established TCP connection, opened before the table fills.
-	ln, err := server.NS.Listen("tcp4", netip.AddrPortFrom(server.IPv4, 7000).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go echoServer(ln)
-	conn, err := client.NS.Dial(ctx, "tcp4", netip.AddrPortFrom(server.IPv4, 7000).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := roundTrip(conn, "before"); err != nil {
-		t.Fatal(err)
-	}
+	conn := echoConn(t, ctx, client, server, 7000)
 
 	// Fill the table with one-packet UDP flows.
 	pc, err := client.NS.ListenPacket("udp4", netip.AddrPortFrom(client.IPv4, 0).String())

@@ -165,21 +165,11 @@ type udpStream struct {
 func startUDPStream(t *testing.T, ctx context.Context, from, to *lab.Host, port uint16) *udpStream {
 	t.Helper()
 	dst := netip.AddrPortFrom(to.IPv4, port)
-	srv, err := to.NS.ListenPacket("udp4", dst.String())
+	srv, err := serveUDPEcho(to.NS, dst.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, addr, err := srv.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			srv.WriteTo(buf[:n], addr)
-		}
-	}()
 	conn, err := from.NS.Dial(ctx, "udp4", dst.String())
 	if err != nil {
 		t.Fatal(err)

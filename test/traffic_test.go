@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"testing"
 	"time"
 
 	"github.com/natwall/natwall/test/lab"
@@ -60,21 +61,11 @@ func tcpEchoTo(ctx context.Context, client *lab.NetNS, dst netip.AddrPort, n int
 // udpEcho sends datagrams from client to an echo server on server and
 // waits for each to come back.
 func udpEcho(ctx context.Context, client, server *lab.NetNS, dst netip.Addr, port, count int) error {
-	pc, err := server.ListenPacket("udp", net.JoinHostPort(listenAddr(dst), fmt.Sprint(port)))
+	pc, err := serveUDPEcho(server, net.JoinHostPort(listenAddr(dst), fmt.Sprint(port)))
 	if err != nil {
 		return err
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
 	c, err := client.Dial(ctx, "udp", netip.AddrPortFrom(dst, uint16(port)).String())
 	if err != nil {
 		return err
@@ -105,6 +96,47 @@ func udpEcho(ctx context.Context, client, server *lab.NetNS, dst netip.Addr, por
 
 // listenAddr is the address a server binds: its own.
 func listenAddr(a netip.Addr) string { return a.String() }
+
+// serveUDPEcho answers every datagram to addr in ns with itself, until the
+// returned conn is closed.
+func serveUDPEcho(ns *lab.NetNS, addr string) (net.PacketConn, error) {
+	pc, err := ns.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc, nil
+}
+
+// echoConn is a TCP connection from client to an echo server it starts on
+// server:port, proven with one round trip; both end with the test.
+func echoConn(t *testing.T, ctx context.Context, client, server *lab.Host, port uint16) net.Conn {
+	t.Helper()
+	ln, err := server.NS.Listen("tcp4", netip.AddrPortFrom(server.IPv4, port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go echoServer(ln)
+	conn, err := client.NS.Dial(ctx, "tcp4", netip.AddrPortFrom(server.IPv4, port).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := roundTrip(conn, "before"); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
 
 // echoServer echoes every connection ln accepts until ln is closed.
 func echoServer(ln net.Listener) {
