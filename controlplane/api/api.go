@@ -195,7 +195,10 @@ type ExplainRequest struct {
 	DstPort   uint16     `json:"dst_port,omitempty"`
 	ICMPType  uint8      `json:"icmp_type,omitempty"`
 	ICMPCode  uint8      `json:"icmp_code,omitempty"`
-	Direction string     `json:"direction"`
+	// Direction is the zone the rules match: "derive" (or empty) for
+	// the one the dataplane derives from the endpoints, or a zone's name
+	// to ask how the rules would decide the packet in that one.
+	Direction string `json:"direction,omitempty"`
 	// SNI or Host, when set, is the name a pending flow's first data
 	// carries (empty: none); evaluation resumes at the pending rule.
 	SNI  *string `json:"sni,omitempty"`
@@ -231,10 +234,15 @@ func (r ExplainRequest) L7() (*rules.L7Info, error) {
 	return nil, nil
 }
 
+// DeriveDirection asks explain to derive the direction from the packet's
+// endpoints and the inside networks, as the dataplane does.
+const DeriveDirection = "derive"
+
 // directions are the directions a packet can be explained for.
 var directions = []rules.Direction{rules.Outbound, rules.Inbound, rules.EastWest, rules.Transit, rules.Local}
 
-// Packet is the request as the rule engine sees it.
+// Packet is the request as the rule engine sees it; a direction to derive
+// is rules.AnyDirection (rules.ExplainPacket derives it).
 func (r ExplainRequest) Packet() (rules.Packet, error) {
 	p := rules.Packet{Src: r.Src, Dst: r.Dst, Protocol: r.Protocol}
 	if !p.Src.IsValid() || !p.Dst.IsValid() {
@@ -246,13 +254,16 @@ func (r ExplainRequest) Packet() (rules.Packet, error) {
 	case ProtoICMP, ProtoICMPv6:
 		p.IsICMP, p.ICMPType, p.ICMPCode = true, r.ICMPType, r.ICMPCode
 	}
+	if r.Direction == "" || r.Direction == DeriveDirection {
+		return p, nil // rules.AnyDirection: derived
+	}
 	for _, d := range directions {
 		if d.String() == r.Direction {
 			p.Direction = d
 			return p, nil
 		}
 	}
-	return p, fmt.Errorf("direction %q is not outbound, inbound, east-west, transit or local", r.Direction)
+	return p, fmt.Errorf("direction %q is not derive, outbound, inbound, east-west, transit or local", r.Direction)
 }
 
 // Protocol numbers natwall names.
