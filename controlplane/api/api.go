@@ -188,13 +188,13 @@ type FlushResult struct {
 
 // ExplainRequest is the packet `explain --live` asks about.
 type ExplainRequest struct {
-	Src       netip.Addr `json:"src"`
-	Dst       netip.Addr `json:"dst"`
-	Protocol  uint8      `json:"protocol"`
-	SrcPort   uint16     `json:"src_port,omitempty"`
-	DstPort   uint16     `json:"dst_port,omitempty"`
-	ICMPType  uint8      `json:"icmp_type,omitempty"`
-	ICMPCode  uint8      `json:"icmp_code,omitempty"`
+	Src      netip.Addr `json:"src"`
+	Dst      netip.Addr `json:"dst"`
+	Protocol uint8      `json:"protocol"`
+	SrcPort  uint16     `json:"src_port,omitempty"`
+	DstPort  uint16     `json:"dst_port,omitempty"`
+	ICMPType uint8      `json:"icmp_type,omitempty"`
+	ICMPCode uint8      `json:"icmp_code,omitempty"`
 	// Direction is the zone the rules match: "derive" (or empty) for
 	// the one the dataplane derives from the endpoints, or a zone's name
 	// to ask how the rules would decide the packet in that one.
