@@ -64,7 +64,9 @@ func ExplainPacket(rs *RuleSet, t *Tables, p Packet, info *L7Info, ep Endpoints)
 	}
 	forAppliance := ep.forAppliance(p.Dst)
 	if icmpError(p) {
-		if forAppliance || (p.Src.Is6() && LinkScoped(p.Src)) || ipv6Multicast.Contains(p.Dst) {
+		// The route lookup, of both addresses, does not forward an IPv6
+		// link-scoped one.
+		if forAppliance || linkScoped {
 			return dataplane("pass", reasonPassLocal, "an ICMP error of no tracked flow, for the appliance: its kernel's sockets judge it",
 				"passed to the appliance's kernel")
 		}
