@@ -12,8 +12,9 @@ type Endpoints struct {
 	Local  []netip.Prefix
 }
 
+// inside reports whether a is in an inside network. An IPv4-mapped IPv6
+// address is IPv6, as the dataplane's lookups take it.
 func (e Endpoints) inside(a netip.Addr) bool {
-	a = a.Unmap()
 	for _, p := range e.Inside {
 		if p.Contains(a) {
 			return true
@@ -43,12 +44,11 @@ func LinkScoped(a netip.Addr) bool {
 // appliance's too, but the dataplane hands them to the kernel on a path of
 // their own (ExplainPacket).
 func (e Endpoints) forAppliance(dst netip.Addr) bool {
-	dst = dst.Unmap()
 	if dst == ipv4Broadcast || ipv4Multicast.Contains(dst) || ipv4Loopback.Contains(dst) || dst == netip.IPv6Loopback() {
 		return true
 	}
 	for _, p := range e.Local {
-		if p.Addr().Unmap() == dst {
+		if p.Addr() == dst {
 			return true
 		}
 		if q := p.Masked(); q.Addr().Is4() && q.Bits() <= 30 && lastAddr(q) == dst {
