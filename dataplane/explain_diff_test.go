@@ -204,7 +204,7 @@ func explainRuleIDs(rs *rules.RuleSet, tbl *rules.Tables, ex rules.Explanation) 
 
 type explainDiffStats struct {
 	packets, translated int
-	verdict map[string]int
+	verdict             map[string]int
 }
 
 // explainDiff loads a random rule set and checks n random packets.
