@@ -26,6 +26,18 @@ import (
 // per-rule counters), and where the dataplane decides without a rule, the
 // same reason.
 
+// applyOutside applies s with b0 named an outside interface, in the
+// fixture's namespace where the name resolves to the ifindex BPF_PROG_RUN
+// reports.
+func (fx *fibFixture) applyOutside(t testing.TB, s Settings) {
+	t.Helper()
+	s.OutsideInterfaces = []string{"b0"}
+	if err := inNetNS(fx.ns, func() error { return applySettings(&fx.objs, s) }); err != nil {
+		t.Fatal(err)
+	}
+	fx.settings = s
+}
+
 // explainEndpoints is what explain is told of the fixture: its inside
 // networks and its interfaces' addresses, as `--inside` and `--local`.
 func explainEndpoints() rules.Endpoints {
@@ -219,13 +231,16 @@ func explainDiff(t testing.TB, fx *fibFixture, r *rand.Rand, nStateless, nStatef
 	_, err = st.Flush(FlowFilter{})
 	must(t, err)
 	hits := newHitsReader(t, st, next)
-	ep := explainEndpoints()
 	for i := 0; i < n; i++ {
 		p := explainPacket(r)
 		p.Direction = rules.AnyDirection // derived
+		ep, ingress := explainEndpoints(), "a0"
+		if r.IntN(4) == 0 {
+			ep.ArrivedOutside, ingress = true, "b0"
+		}
 		ex := rules.ExplainPacket(rs, tbl, p, nil, ep)
 		frame := explainFrame(p)
-		res := fx.run(t, frame, "a0")
+		res := fx.run(t, frame, ingress)
 		got := hits.delta(t, len(frame))
 		slices.Sort(got.decided)
 		slices.Sort(got.alerted)
@@ -241,8 +256,8 @@ func explainDiff(t testing.TB, fx *fibFixture, r *rand.Rand, nStateless, nStatef
 			}
 		}
 		if !agree || !slices.Equal(got.decided, wantDecided) || !slices.Equal(got.alerted, wantAlerted) {
-			t.Fatalf("packet %s:\nexplain: %s by rules %v alerts %v (%s)\n%+v\nkernel: %s by rules %v alerts %v",
-				ex.Packet, want, wantDecided, wantAlerted, ex.DirectionWhy, ex.Decisions, res.reason.Name(), got.decided, got.alerted)
+			t.Fatalf("packet %s on %s:\nexplain: %s by rules %v alerts %v (%s)\n%+v\nkernel: %s by rules %v alerts %v",
+				ex.Packet, ingress, want, wantDecided, wantAlerted, ex.DirectionWhy, ex.Decisions, res.reason.Name(), got.decided, got.alerted)
 		}
 		if stats != nil {
 			stats.packets++
@@ -285,9 +300,9 @@ func TestExplainMatchesDataplane(t *testing.T) {
 		// appliance's own: translation comes after the verdict, and
 		// with no mapping yet nothing hairpins.
 		if set%2 == 0 {
-			fx.apply(t, fixtureSettings())
+			fx.applyOutside(t, fixtureSettings())
 		} else {
-			fx.apply(t, natSettings(1024, 65535))
+			fx.applyOutside(t, natSettings(1024, 65535))
 		}
 		explainDiff(t, fx, r, r.IntN(30), r.IntN(60), 50, stats)
 	}
@@ -296,7 +311,7 @@ func TestExplainMatchesDataplane(t *testing.T) {
 		t.Error("no allowed flow was translated: the SNAT sets test nothing")
 	}
 	// Every path the dataplane takes must have been exercised.
-	for _, v := range []string{"allow", "deny", "reject", "drop", "pass_local", "pass_link_local", "drop_link_scoped_src", "drop_icmp_error_no_flow", "drop_ct_invalid"} {
+	for _, v := range []string{"allow", "deny", "reject", "drop", "pass_local", "pass_link_local", "drop_link_scoped_src", "drop_icmp_error_no_flow", "drop_ct_invalid", "drop_spoofed_inside"} {
 		if stats.verdict[v] == 0 {
 			t.Errorf("no packet took verdict %s", v)
 		}
@@ -307,6 +322,7 @@ func TestExplainMatchesDataplane(t *testing.T) {
 // rule set sizes; each iteration one rule set and 20 packets.
 func FuzzExplainMatchesDataplane(f *testing.F) {
 	fx := newExplainFixture(f)
+	fx.applyOutside(f, fixtureSettings())
 	f.Add(uint64(1), uint8(0), uint8(10))
 	f.Add(uint64(2), uint8(12), uint8(40))
 	f.Add(uint64(3), uint8(30), uint8(3))

@@ -10,6 +10,9 @@ import "net/netip"
 type Endpoints struct {
 	Inside []netip.Prefix
 	Local  []netip.Prefix
+	// ArrivedOutside: the packet arrives on a NIC named in
+	// outside_interfaces, where an inside source is spoofed.
+	ArrivedOutside bool
 }
 
 // inside reports whether a is in an inside network. An IPv4-mapped IPv6

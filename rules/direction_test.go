@@ -130,4 +130,13 @@ stateful:
 			t.Errorf("%s: no verdict", tc.name)
 		}
 	}
+	// On an outside interface an inside source is spoofed; an outside
+	// one is judged as anywhere else.
+	out := Endpoints{Inside: dirInside, Local: dirLocal, ArrivedOutside: true}
+	if last := ExplainPacket(rs, tbl, tcp("198.18.1.20", "198.18.2.30", 443), nil, out).Decisions; last[len(last)-1].Reason != "drop_spoofed_inside" {
+		t.Errorf("inside source on an outside NIC: %+v", last)
+	}
+	if last := ExplainPacket(rs, tbl, tcp("198.19.7.7", "198.18.1.20", 443), nil, out).Decisions; last[len(last)-1].Rule != "web-in" {
+		t.Errorf("outside source on an outside NIC: %+v", last)
+	}
 }

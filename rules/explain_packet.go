@@ -11,12 +11,14 @@ const (
 	reasonDropLinkScopedSrc = "drop_link_scoped_src"
 	reasonDropICMPError     = "drop_icmp_error_no_flow"
 	reasonDropCTInvalid     = "drop_ct_invalid"
+	reasonDropSpoofedInside = "drop_spoofed_inside"
 )
 
 // ExplainPacket explains a flow's first packet as the dataplane decides
-// it, arriving on an inside NIC (one not in outside_interfaces) with a
-// source whose route leads back that way (the reverse-path check passes).
-// A TCP packet is taken to be the flow's SYN.
+// it, arriving on an outside NIC (one in outside_interfaces) when
+// ep.ArrivedOutside, else on another, with a source whose route leads back
+// that way (the reverse-path check, which needs the routes, passes). A TCP
+// packet is taken to be the flow's SYN.
 //
 // The zones come from the endpoints (DirectionOf, AddressDirection) unless
 // p.Direction is set: then it is the zone both stages match, and the
@@ -84,6 +86,11 @@ func ExplainPacket(rs *RuleSet, t *Tables, p Packet, info *L7Info, ep Endpoints)
 				fmt.Sprintf("a link-scoped source (%s) is never forwarded beyond its link (RFC 4291 2.5.6)", p.Src),
 				"dropped: a link-scoped source to a routed address")
 		}
+	}
+	if ep.ArrivedOutside && ep.inside(p.Src) {
+		return dataplane("drop", reasonDropSpoofedInside,
+			fmt.Sprintf("an inside source (%s) on an outside interface is spoofed", p.Src),
+			"dropped: a spoofed inside source")
 	}
 	if local {
 		if !opensLocal(p) {

@@ -148,10 +148,11 @@ neighbour discovery and MLD pass to the kernel unfiltered; a link-scoped
 IPv6 source to a routed address is dropped (drop_link_scoped_src); an ICMP
 error needs the flow it quotes; a message that opens no flow is dropped;
 and to the appliance only a TCP SYN or an echo request meets the stateful
-rules, the rest goes to its kernel (pass_local). A TCP packet is taken to
-be a flow's SYN. explain cannot see the NIC a packet arrives on, the
-reverse-path check, or SNAT mappings (a hairpin is classified by the
-mapping's inside host): natwall run applies those before the rules.
+rules, the rest goes to its kernel (pass_local); offline, with
+--arrived-outside, an inside source is spoofed (drop_spoofed_inside). A TCP
+packet is taken to be a flow's SYN. explain cannot see the reverse-path
+check, nor SNAT mappings (a hairpin is classified by the mapping's inside
+host); --live takes the packet to arrive on an inside NIC.
 
 A flow whose first packet reaches a rule with an L7 condition (tls_sni,
 http_host, a Suricata tls.sni or http.host rule, a domain list) is pending:
@@ -201,7 +202,8 @@ Host.`,
 				if err != nil {
 					return err
 				}
-				ex = rules.ExplainPacket(rs, tbl, p, info, rules.Endpoints{Inside: inside, Local: local})
+				outside, _ := f.GetBool("arrived-outside")
+				ex = rules.ExplainPacket(rs, tbl, p, info, rules.Endpoints{Inside: inside, Local: local, ArrivedOutside: outside})
 			}
 			return render(cmd.OutOrStdout(), format, explanationView(ex))
 		},
@@ -222,6 +224,8 @@ Host.`,
 	f.Uint8("icmp-code", 0, "ICMP code")
 	f.StringSlice("local", nil, "the appliance's own addresses (ADDR or ADDR/LEN), for the local zone")
 	cmd.MarkFlagsMutuallyExclusive("live", "local")
+	f.Bool("arrived-outside", false, "the packet arrives on one of outside_interfaces (offline)")
+	cmd.MarkFlagsMutuallyExclusive("live", "arrived-outside")
 	f.String("direction", api.DeriveDirection, "derive (from the endpoints), or outbound, inbound, east-west, transit or local")
 	cmd.RegisterFlagCompletionFunc("direction", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return []cobra.Completion{api.DeriveDirection, "outbound", "inbound", "east-west", "transit", "local"}, cobra.ShellCompDirectiveNoFileComp

@@ -37,6 +37,8 @@ func TestExplainDerivesDirection(t *testing.T) {
 			[]string{"dataplane", "counted as pass_local"}},
 		{"IPv6 neighbour solicitation", []string{"--src", "fe80::1", "--dst", "ff02::1:ff00:1", "--proto", "icmpv6", "--icmp-type", "135"},
 			[]string{"dataplane", "counted as pass_link_local", "unfiltered"}},
+		{"an inside source arriving on an outside interface", []string{"--src", "198.18.5.20", "--dst", "198.19.7.7", "--dport", "443", "--arrived-outside"},
+			[]string{"counted as drop_spoofed_inside"}},
 		{"an IPv6 link-local source to a routed address", []string{"--src", "fe80::1", "--dst", "2001:db8:9::1", "--dport", "443"},
 			[]string{"counted as drop_link_scoped_src"}},
 	} {
