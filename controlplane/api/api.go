@@ -248,6 +248,10 @@ func (r ExplainRequest) Packet() (rules.Packet, error) {
 	if !p.Src.IsValid() || !p.Dst.IsValid() {
 		return p, fmt.Errorf("src and dst are required")
 	}
+	if p.Src.Is4() != p.Dst.Is4() {
+		// No packet has one: the dataplane parses an IPv4 or an IPv6 header.
+		return p, fmt.Errorf("src %s and dst %s are of different address families", p.Src, p.Dst)
+	}
 	switch p.Protocol {
 	case ProtoTCP, ProtoUDP:
 		p.HasPorts, p.SrcPort, p.DstPort = true, r.SrcPort, r.DstPort
