@@ -32,8 +32,10 @@ type Explanation struct {
 }
 
 // Explain says which stage and rule decide p, and why, using the compiled
-// tables the dataplane uses (so it explains what the dataplane does). A
-// flow whose first packet reaches a rule with an L7 condition is pending.
+// tables the dataplane uses, with both stages matching p.Direction as
+// given. A flow whose first packet reaches a rule with an L7 condition is
+// pending. ExplainPacket is what the dataplane does with a packet: zones
+// derived from its endpoints, and the decisions taken before the rules.
 func Explain(rs *RuleSet, t *Tables, p Packet) Explanation {
 	return ExplainFlow(rs, t, p, nil)
 }
