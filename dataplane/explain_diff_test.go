@@ -102,7 +102,7 @@ func explainPacket(r *rand.Rand) rules.Packet {
 		}
 	case 1: // to a broadcast or multicast address
 		if v4 {
-			p.Dst = pick("198.18.1.255", "198.19.1.255", "255.255.255.255", "224.0.0.1", "239.1.2.3")
+			p.Dst = pick("198.18.1.255", "198.19.1.255", "198.18.1.0", "255.255.255.255", "224.0.0.1", "239.1.2.3") // a subnet's network address is routed
 		} else {
 			p.Dst = pick("ff02::1", "ff02::1:ff00:20", "ff05::2", "fe80::20")
 		}
