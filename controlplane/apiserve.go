@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -141,7 +143,35 @@ func (p *apiProviders) Explain(_ context.Context, pkt rules.Packet, info *rules.
 	if err != nil {
 		return rules.Explanation{}, err
 	}
-	return rules.ExplainFlow(rs, tbl, pkt, info), nil
+	local, err := applianceAddrs()
+	if err != nil {
+		return rules.Explanation{}, err
+	}
+	return rules.ExplainPacket(rs, tbl, pkt, info, rules.Endpoints{Inside: cfg.InsideNetworks, Local: local}), nil
+}
+
+// applianceAddrs are this host's own addresses with their prefix lengths:
+// the packets the dataplane takes for the appliance's (the local zone) are
+// those its route lookup does not forward, to these and their broadcasts.
+func applianceAddrs() ([]netip.Prefix, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("the appliance's addresses: %w", err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		bits, _ := n.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip.Unmap(), bits))
+	}
+	return out, nil
 }
 
 func dataplaneFilter(f api.FlowFilter) dataplane.FlowFilter {

@@ -14,6 +14,9 @@ type Decision struct {
 	L7 string `json:"l7,omitempty"`
 	// Meta is the deciding rule's Suricata msg, sid and references.
 	Meta *RuleMeta `json:"suricata,omitempty"`
+	// Reason is, for a decision the dataplane takes itself (stage
+	// "dataplane"), the reason counter it counts the packet under.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Explanation is how a rule set decides a packet or flow: the stateless
@@ -22,11 +25,17 @@ type Explanation struct {
 	Packet    string     `json:"packet"`
 	Decisions []Decision `json:"decisions"`
 	Verdict   string     `json:"verdict"`
+	// DirectionWhy says where the packet's direction (zone) came from:
+	// derived from its endpoints, or given, and then whether the
+	// endpoints agree. Empty for ExplainFlow, whose caller names it.
+	DirectionWhy string `json:"direction_why,omitempty"`
 }
 
 // Explain says which stage and rule decide p, and why, using the compiled
-// tables the dataplane uses (so it explains what the dataplane does). A
-// flow whose first packet reaches a rule with an L7 condition is pending.
+// tables the dataplane uses, with both stages matching p.Direction as
+// given. A flow whose first packet reaches a rule with an L7 condition is
+// pending. ExplainPacket is what the dataplane does with a packet: zones
+// derived from its endpoints, and the decisions taken before the rules.
 func Explain(rs *RuleSet, t *Tables, p Packet) Explanation {
 	return ExplainFlow(rs, t, p, nil)
 }
@@ -39,55 +48,72 @@ func ExplainFlow(rs *RuleSet, t *Tables, p Packet, info *L7Info) Explanation {
 	if info != nil {
 		ex.Packet += ", " + info.String()
 	}
-	decision := func(stage Stage, st *StageTables, i int, alerts []int, why string) Decision {
-		rules := rs.Rules(stage)
-		d := Decision{Stage: stage.String()}
-		for _, a := range alerts {
-			d.Alerts = append(d.Alerts, rules[a].ID)
+	if explainStateless(rs, t, p, &ex) {
+		return ex
+	}
+	explainStateful(rs, t, p, info, &ex)
+	return ex
+}
+
+func explainDecision(rs *RuleSet, stage Stage, st *StageTables, i int, alerts []int, why string) Decision {
+	rules := rs.Rules(stage)
+	d := Decision{Stage: stage.String()}
+	for _, a := range alerts {
+		d.Alerts = append(d.Alerts, rules[a].ID)
+	}
+	if i < 0 {
+		d.Action = st.Default.String()
+		d.Why = fmt.Sprintf("no %s rule matches; the stage's default applies", stage)
+		if len(rules) == 0 {
+			d.Why = fmt.Sprintf("no %s rules are loaded", stage)
 		}
-		if i < 0 {
-			d.Action = st.Default.String()
-			d.Why = fmt.Sprintf("no %s rule matches; the stage's default applies", stage)
-			if len(rules) == 0 {
-				d.Why = fmt.Sprintf("no %s rules are loaded", stage)
-			}
-			return d
-		}
-		r := &rules[i]
-		d.Action, d.Rule, d.At, d.Meta = r.Action.String(), r.ID, r.Pos.String(), r.Meta
-		if r.L7 != nil {
-			d.L7 = describeL7(r.L7)
-		}
-		d.Why = fmt.Sprintf(why, stage, r.Priority, matchedFields(r))
 		return d
 	}
-	const first = "first %s rule in priority order (priority %d) matching %s"
+	r := &rules[i]
+	d.Action, d.Rule, d.At, d.Meta = r.Action.String(), r.ID, r.Pos.String(), r.Meta
+	if r.L7 != nil {
+		d.L7 = describeL7(r.L7)
+	}
+	d.Why = fmt.Sprintf(why, stage, r.Priority, matchedFields(r))
+	return d
+}
+
+const firstMatch = "first %s rule in priority order (priority %d) matching %s"
+
+// explainStateless adds the stateless stage's decision on p, and reports
+// whether it dropped p.
+func explainStateless(rs *RuleSet, t *Tables, p Packet, ex *Explanation) bool {
 	i, alerts := t.Stateless.Lookup(p)
-	d := decision(Stateless, t.Stateless, i, alerts, first)
+	d := explainDecision(rs, Stateless, t.Stateless, i, alerts, firstMatch)
 	ex.Decisions = append(ex.Decisions, d)
 	if d.Action == Drop.String() {
 		ex.Verdict = "dropped by the stateless stage"
-		return ex
+		return true
 	}
+	return false
+}
+
+// explainStateful adds the stateful stage's decisions on p, a flow's
+// first packet, and the verdict.
+func explainStateful(rs *RuleSet, t *Tables, p Packet, info *L7Info, ex *Explanation) {
 	st := t.Stateful
-	i, alerts = st.Lookup(p)
+	i, alerts := st.Lookup(p)
 	if i < 0 || st.L7 == nil || !st.L7[i] {
-		ex.Decisions = append(ex.Decisions, decision(Stateful, st, i, alerts, first))
+		ex.Decisions = append(ex.Decisions, explainDecision(rs, Stateful, st, i, alerts, firstMatch))
 		ex.Verdict = verdict(ex.Decisions[len(ex.Decisions)-1].Action)
-		return ex
+		return
 	}
-	d = decision(Stateful, st, i, alerts, first+"; its L7 condition needs the flow's first data")
+	d := explainDecision(rs, Stateful, st, i, alerts, firstMatch+"; its L7 condition needs the flow's first data")
 	d.Action = "pending"
 	ex.Decisions = append(ex.Decisions, d)
 	if info == nil {
 		ex.Verdict = "pending: the handshake passes and the flow's first data is held until its name decides (see how with --sni or --host)"
-		return ex
+		return
 	}
 	j, more := st.Resume(rs.Stateful, p, i, *info)
-	ex.Decisions = append(ex.Decisions, decision(Stateful, st, j, more,
+	ex.Decisions = append(ex.Decisions, explainDecision(rs, Stateful, st, j, more,
 		"evaluation resumed at the pending rule with "+info.String()+": first %s rule from there (priority %d) matching %s and its L7 condition if any"))
 	ex.Verdict = verdict(ex.Decisions[len(ex.Decisions)-1].Action)
-	return ex
 }
 
 func verdict(action string) string {

@@ -86,6 +86,12 @@ static __always_inline int fib_lookup_ipv4(struct xdp_md *ctx, struct nw_pkt *pk
 					   const struct nw_tuple4 *t, __u8 tos,
 					   struct bpf_fib_lookup *fib)
 {
+	/* Multicast (224/4) and the limited broadcast are never routed: the
+	 * kernel keeps them for its own stack (no multicast routing here),
+	 * but bpf_fib_lookup answers them from the unicast table, default
+	 * route included, and would have them forwarded. */
+	if ((bpf_ntohl(t->daddr) & 0xf0000000) == 0xe0000000 || t->daddr == 0xffffffff)
+		return NW_PASS_LOCAL;
 	fib->family = AF_INET;
 	fib->tos = tos;
 	fib->l4_protocol = t->proto;

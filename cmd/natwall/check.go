@@ -31,6 +31,26 @@ func insideFlag(cmd *cobra.Command) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// localFlag reads --local, the appliance's own addresses: ADDR, or
+// ADDR/LEN as the interface has it, whose IPv4 subnet broadcast is then the
+// appliance's too.
+func localFlag(cmd *cobra.Command) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	list, _ := cmd.Flags().GetStringSlice("local")
+	for _, s := range list {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, usageErrorf("--local %q is not an address or address/length", s)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 func loadRules(cmd *cobra.Command, paths []string) (*rules.RuleSet, *rules.Tables, error) {
 	inside, err := insideFlag(cmd)
 	if err != nil {
@@ -103,12 +123,36 @@ to any) do not fail the check unless --strict is given.`,
 
 func newExplainCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "explain (--rules PATH | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction outbound] [--sni NAME | --host NAME]",
+		Use:   "explain (--rules PATH [--inside CIDR] [--local ADDR] | --live) --src ADDR --dst ADDR [--proto tcp] [--sport N] [--dport N] [--direction DIR] [--sni NAME | --host NAME]",
 		Short: "Say which stage and rule decide a packet or flow, and why",
 		Long: `explain says how a rule set decides a packet or a flow's first packet.
 With --rules it reads rule files offline, as check does. With --live it asks
 natwall run to explain the rule set it last applied: after a broken edit of
 the files, that is still the set being enforced.
+
+The direction (zone) is derived from the endpoints as the dataplane derives
+it: local when the destination is the appliance's (one of its addresses, a
+broadcast or multicast address, an IPv6 link-scoped one), else outbound,
+inbound, east-west or transit from which of source and destination are in
+the inside networks. Offline, --inside gives the inside networks and
+--local the appliance's own addresses (ADDR or ADDR/LEN, the interface
+address, whose subnet broadcast is then the appliance's too); --live uses
+the daemon's inside_networks and its host's addresses. --direction names a
+zone to ask about instead; when the endpoints say otherwise, the
+explanation says so. The stateless stage matches the zone from the inside
+networks alone, as the dataplane's does.
+
+Before and instead of the rules come the dataplane's own decisions, shown
+as a "dataplane" stage with the reason counter they count under: IPv6
+neighbour discovery and MLD pass to the kernel unfiltered; a link-scoped
+IPv6 source to a routed address is dropped (drop_link_scoped_src); an ICMP
+error needs the flow it quotes; a message that opens no flow is dropped;
+and to the appliance only a TCP SYN or an echo request meets the stateful
+rules, the rest goes to its kernel (pass_local); offline, with
+--arrived-outside, an inside source is spoofed (drop_spoofed_inside). A TCP
+packet is taken to be a flow's SYN. explain cannot see the reverse-path
+check, nor SNAT mappings (a hairpin is classified by the mapping's inside
+host); --live takes the packet to arrive on an inside NIC.
 
 A flow whose first packet reaches a rule with an L7 condition (tls_sni,
 http_host, a Suricata tls.sni or http.host rule, a domain list) is pending:
@@ -150,7 +194,16 @@ Host.`,
 				if err != nil {
 					return usageError{err}
 				}
-				ex = rules.ExplainFlow(rs, tbl, p, info)
+				local, err := localFlag(cmd)
+				if err != nil {
+					return err
+				}
+				inside, err := insideFlag(cmd)
+				if err != nil {
+					return err
+				}
+				outside, _ := f.GetBool("arrived-outside")
+				ex = rules.ExplainPacket(rs, tbl, p, info, rules.Endpoints{Inside: inside, Local: local, ArrivedOutside: outside})
 			}
 			return render(cmd.OutOrStdout(), format, explanationView(ex))
 		},
@@ -169,9 +222,13 @@ Host.`,
 	f.Uint16("dport", 0, "destination port")
 	f.Uint8("icmp-type", 0, "ICMP type")
 	f.Uint8("icmp-code", 0, "ICMP code")
-	f.String("direction", "outbound", "outbound, inbound, east-west, transit or local")
+	f.StringSlice("local", nil, "the appliance's own addresses (ADDR or ADDR/LEN), for the local zone")
+	cmd.MarkFlagsMutuallyExclusive("live", "local")
+	f.Bool("arrived-outside", false, "the packet arrives on one of outside_interfaces (offline)")
+	cmd.MarkFlagsMutuallyExclusive("live", "arrived-outside")
+	f.String("direction", api.DeriveDirection, "derive (from the endpoints), or outbound, inbound, east-west, transit or local")
 	cmd.RegisterFlagCompletionFunc("direction", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		return []cobra.Completion{"outbound", "inbound", "east-west", "transit", "local"}, cobra.ShellCompDirectiveNoFileComp
+		return []cobra.Completion{api.DeriveDirection, "outbound", "inbound", "east-west", "transit", "local"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	f.String("sni", "", "the TLS server name a pending flow's ClientHello carries ('' for none)")
 	f.String("host", "", "the HTTP Host a pending flow's request carries ('' for none)")
@@ -190,11 +247,13 @@ func (e explanationView) tables(wide bool) []table {
 		t.header = append(t.header, "ALERTS")
 	}
 	for _, d := range e.Decisions {
-		rule := d.Rule
-		if rule == "" {
+		rule, why := d.Rule, d.Why
+		switch {
+		case d.Reason != "":
+			rule, why = "-", why+"; counted as "+d.Reason
+		case rule == "":
 			rule = "(default)"
 		}
-		why := d.Why
 		if d.L7 != "" {
 			why += "; L7: " + d.L7
 		}
@@ -216,7 +275,11 @@ func (e explanationView) tables(wide bool) []table {
 		}
 		t.rows = append(t.rows, row)
 	}
-	return []table{t, {title: e.Verdict}}
+	out := []table{t, {title: e.Verdict}}
+	if e.DirectionWhy != "" {
+		out = append([]table{{title: "direction: " + e.DirectionWhy}}, out...)
+	}
+	return out
 }
 
 // explainRequest reads the packet flags.

@@ -188,14 +188,17 @@ type FlushResult struct {
 
 // ExplainRequest is the packet `explain --live` asks about.
 type ExplainRequest struct {
-	Src       netip.Addr `json:"src"`
-	Dst       netip.Addr `json:"dst"`
-	Protocol  uint8      `json:"protocol"`
-	SrcPort   uint16     `json:"src_port,omitempty"`
-	DstPort   uint16     `json:"dst_port,omitempty"`
-	ICMPType  uint8      `json:"icmp_type,omitempty"`
-	ICMPCode  uint8      `json:"icmp_code,omitempty"`
-	Direction string     `json:"direction"`
+	Src      netip.Addr `json:"src"`
+	Dst      netip.Addr `json:"dst"`
+	Protocol uint8      `json:"protocol"`
+	SrcPort  uint16     `json:"src_port,omitempty"`
+	DstPort  uint16     `json:"dst_port,omitempty"`
+	ICMPType uint8      `json:"icmp_type,omitempty"`
+	ICMPCode uint8      `json:"icmp_code,omitempty"`
+	// Direction is the zone the rules match: "derive" (or empty) for
+	// the one the dataplane derives from the endpoints, or a zone's name
+	// to ask how the rules would decide the packet in that one.
+	Direction string `json:"direction,omitempty"`
 	// SNI or Host, when set, is the name a pending flow's first data
 	// carries (empty: none); evaluation resumes at the pending rule.
 	SNI  *string `json:"sni,omitempty"`
@@ -231,14 +234,23 @@ func (r ExplainRequest) L7() (*rules.L7Info, error) {
 	return nil, nil
 }
 
+// DeriveDirection asks explain to derive the direction from the packet's
+// endpoints and the inside networks, as the dataplane does.
+const DeriveDirection = "derive"
+
 // directions are the directions a packet can be explained for.
 var directions = []rules.Direction{rules.Outbound, rules.Inbound, rules.EastWest, rules.Transit, rules.Local}
 
-// Packet is the request as the rule engine sees it.
+// Packet is the request as the rule engine sees it; a direction to derive
+// is rules.AnyDirection (rules.ExplainPacket derives it).
 func (r ExplainRequest) Packet() (rules.Packet, error) {
 	p := rules.Packet{Src: r.Src, Dst: r.Dst, Protocol: r.Protocol}
 	if !p.Src.IsValid() || !p.Dst.IsValid() {
 		return p, fmt.Errorf("src and dst are required")
+	}
+	if p.Src.Is4() != p.Dst.Is4() {
+		// No packet has one: the dataplane parses an IPv4 or an IPv6 header.
+		return p, fmt.Errorf("src %s and dst %s are of different address families", p.Src, p.Dst)
 	}
 	switch p.Protocol {
 	case ProtoTCP, ProtoUDP:
@@ -246,13 +258,16 @@ func (r ExplainRequest) Packet() (rules.Packet, error) {
 	case ProtoICMP, ProtoICMPv6:
 		p.IsICMP, p.ICMPType, p.ICMPCode = true, r.ICMPType, r.ICMPCode
 	}
+	if r.Direction == "" || r.Direction == DeriveDirection {
+		return p, nil // rules.AnyDirection: derived
+	}
 	for _, d := range directions {
 		if d.String() == r.Direction {
 			p.Direction = d
 			return p, nil
 		}
 	}
-	return p, fmt.Errorf("direction %q is not outbound, inbound, east-west, transit or local", r.Direction)
+	return p, fmt.Errorf("direction %q is not derive, outbound, inbound, east-west, transit or local", r.Direction)
 }
 
 // Protocol numbers natwall names.

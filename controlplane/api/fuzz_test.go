@@ -46,7 +46,7 @@ func FuzzExplainRequest(f *testing.F) {
 		`{"src":"198.18.0.1","dst":"198.19.0.1","protocol":6,"dst_port":443,"direction":"outbound"}`,
 		`{"src":"2001:db8::1","dst":"2001:db8:1::1","protocol":58,"icmp_type":128,"direction":"inbound"}`,
 		`{"src":"198.18.0.1","dst":"198.19.0.1","protocol":300,"direction":"outbound"}`,
-		`{"src":"","dst":"198.19.0.1","direction":"local"}`, `{"direction":"any"}`, `null`, `[]`,
+		`{"src":"","dst":"198.19.0.1","direction":"local"}`, `{"direction":"any"}`, `{"src":"198.19.0.1","dst":"198.18.0.1","protocol":17}`, `{"src":"fe80::1","dst":"ff02::1","direction":"derive"}`, `{"src":"198.18.0.1","dst":"2001:db8::1"}`, `null`, `[]`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -59,8 +59,15 @@ func FuzzExplainRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if p.Src != req.Src || p.Dst != req.Dst || p.Direction.String() != req.Direction || req.Direction == "any" {
+		want := req.Direction
+		if want == "" || want == DeriveDirection {
+			want = "any" // rules.AnyDirection: ExplainPacket derives it
+		}
+		if p.Src != req.Src || p.Dst != req.Dst || p.Direction.String() != want || req.Direction == "any" {
 			t.Fatalf("%s gave %+v", body, p)
+		}
+		if p.Src.Is4() != p.Dst.Is4() {
+			t.Fatalf("%s gave a packet of mixed families: %+v", body, p)
 		}
 		if p.HasPorts && p.IsICMP {
 			t.Fatalf("%s gave a packet with ports and ICMP: %+v", body, p)
