@@ -129,6 +129,8 @@ type RuleSet struct {
 	StatefulDefault Action
 	// DefaultPos is where the default was set; zero when not set.
 	DefaultPos Pos
+	// DNAT are the inbound NAT forwards, in file order.
+	DNAT []DNAT
 }
 
 // Rules returns a stage's rules.
