@@ -141,7 +141,7 @@ func (p *apiProviders) Explain(_ context.Context, pkt rules.Packet, info *rules.
 	if err != nil {
 		return rules.Explanation{}, err
 	}
-	return rules.ExplainFlow(rs, tbl, pkt, info), nil
+	return rules.ExplainForwarded(rs, tbl, pkt, live.SNATAddresses, info), nil
 }
 
 func dataplaneFilter(f api.FlowFilter) dataplane.FlowFilter {

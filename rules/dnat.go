@@ -300,3 +300,52 @@ func ExpandDNAT(ds []DNAT, snatAddrs []netip.Addr) ([]DNAT, error) {
 	}
 	return out, nil
 }
+
+// Forward is the forward that takes p, and where it sends p; snat is what
+// external: snat stands for (nil: any address).
+func (rs *RuleSet) Forward(p Packet, snat []netip.Addr) (DNAT, netip.AddrPort, bool) {
+	if !p.HasPorts || !p.Dst.Is4() {
+		return DNAT{}, netip.AddrPort{}, false
+	}
+	for _, d := range rs.DNAT {
+		if d.Protocol != p.Protocol {
+			continue
+		}
+		if d.ExternalSNAT && len(snat) > 0 && !containsAddrList(snat, p.Dst) || !d.ExternalSNAT && d.External != p.Dst {
+			continue
+		}
+		if to, ok := d.Translate(p.DstPort); ok {
+			return d, to, true
+		}
+	}
+	return DNAT{}, netip.AddrPort{}, false
+}
+
+// ExplainForwarded is ExplainFlow through the forwards, as the dataplane
+// decides: the stateless stage sees the packet as sent, the stateful stage
+// the translated destination, inbound (east-west from an inside source,
+// a hairpin). Without a forward for p it is ExplainFlow.
+func ExplainForwarded(rs *RuleSet, t *Tables, p Packet, snat []netip.Addr, info *L7Info) Explanation {
+	d, to, ok := rs.Forward(p, snat)
+	if !ok {
+		return ExplainFlow(rs, t, p, info)
+	}
+	fwd := Decision{Stage: "dnat", Rule: d.ID, At: d.Pos.String(), Action: "forward",
+		Why: fmt.Sprintf("forward %s %s:%d-%d to %s:%d-%d; the stateful rules see the translated destination",
+			protoName(d.Protocol), d.ExternalString(), d.Ports.Lo, d.Ports.Hi, d.To, d.ToPorts().Lo, d.ToPorts().Hi)}
+	sent := ExplainFlow(rs, t, p, info)
+	if len(sent.Decisions) == 0 || sent.Decisions[0].Action == Drop.String() {
+		sent.Decisions = append(sent.Decisions[:min(1, len(sent.Decisions))], fwd)
+		return sent
+	}
+	q := p
+	q.Dst, q.DstPort = to.Addr(), to.Port()
+	q.Direction = Inbound
+	if p.Direction == Outbound || p.Direction == EastWest {
+		q.Direction = EastWest
+	}
+	ex := ExplainFlow(rs, t, q, info)
+	ex.Packet = sent.Packet + ", forwarded to " + to.String() + " (" + q.Direction.String() + ")"
+	ex.Decisions = append([]Decision{sent.Decisions[0], fwd}, ex.Decisions[1:]...)
+	return ex
+}

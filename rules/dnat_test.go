@@ -132,3 +132,55 @@ func FuzzDNATYAML(f *testing.F) {
 		}
 	})
 }
+
+func TestDNATExplain(t *testing.T) {
+	file := dnatFile + `stateful:
+  default_action: deny
+  rules:
+    - {id: ssh-to-jump, priority: 10, action: allow, dst: [198.18.1.4], protocol: tcp, dst_ports: [22]}
+    - {id: no-ssh-from-b, priority: 5, action: deny, src: [198.19.9.9], dst: [198.18.1.4]}
+stateless:
+  - {id: drop-bogon, priority: 1, action: drop, src: [198.19.6.6]}
+`
+	rs, err := Parse([]Source{{Name: "fw.yaml", Data: []byte(file)}}, Options{Inside: testInside})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := Compile(rs, seqIDs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snat := []netip.Addr{mustAddr("198.19.0.1")}
+	pkt := func(src, dst string, port uint16, dir Direction) Packet {
+		return Packet{Src: mustAddr(src), Dst: mustAddr(dst), Protocol: 6, HasPorts: true, SrcPort: 40000, DstPort: port, Direction: dir}
+	}
+	for _, tc := range []struct {
+		name   string
+		p      Packet
+		stages []string
+		rule   string // the last decision's
+		packet string
+	}{
+		{"forwarded and allowed on the target", pkt("198.19.1.10", "198.19.0.1", 50022, Local), []string{"stateless", "dnat", "stateful"}, "ssh-to-jump",
+			"tcp 198.19.1.10:40000 -> 198.19.0.1:50022 (local), forwarded to 198.18.1.4:22 (inbound)"},
+		{"a deny on the target", pkt("198.19.9.9", "198.19.0.1", 50022, Local), []string{"stateless", "dnat", "stateful"}, "no-ssh-from-b", ""},
+		{"hairpin is east-west", pkt("198.18.2.2", "198.19.0.1", 50022, Outbound), []string{"stateless", "dnat", "stateful"}, "ssh-to-jump",
+			"tcp 198.18.2.2:40000 -> 198.19.0.1:50022 (outbound), forwarded to 198.18.1.4:22 (east-west)"},
+		{"stateless drops before the forward", pkt("198.19.6.6", "198.19.0.1", 50022, Local), []string{"stateless", "dnat"}, "jump-box-ssh", ""},
+		{"no forward for the port", pkt("198.19.1.10", "198.19.0.1", 50023, Local), []string{"stateless", "stateful"}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex := ExplainForwarded(rs, tbl, tc.p, snat, nil)
+			var stages []string
+			for _, d := range ex.Decisions {
+				stages = append(stages, d.Stage)
+			}
+			if strings.Join(stages, ",") != strings.Join(tc.stages, ",") || ex.Decisions[len(ex.Decisions)-1].Rule != tc.rule {
+				t.Fatalf("decisions %+v, want stages %v ending with rule %q", ex.Decisions, tc.stages, tc.rule)
+			}
+			if tc.packet != "" && ex.Packet != tc.packet {
+				t.Fatalf("packet %q, want %q", ex.Packet, tc.packet)
+			}
+		})
+	}
+}

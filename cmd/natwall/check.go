@@ -150,7 +150,7 @@ Host.`,
 				if err != nil {
 					return usageError{err}
 				}
-				ex = rules.ExplainFlow(rs, tbl, p, info)
+				ex = rules.ExplainForwarded(rs, tbl, p, nil, info)
 			}
 			return render(cmd.OutOrStdout(), format, explanationView(ex))
 		},
