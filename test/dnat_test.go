@@ -23,6 +23,13 @@ import (
 const dnatRuleFile = `dnat:
   - {id: jump-box-ssh, external: snat, protocol: tcp, port: 50022, to: %[1]s, to_port: 22}
   - {id: game-range, external: %[2]s, protocol: udp, ports: 60000-60004, to: %[1]s, to_port: 7000}
+stateful:
+  default_action: deny
+  rules:
+    - {id: out, priority: 10, action: allow, direction: outbound}
+    - {id: to-jump-box, priority: 20, action: allow, direction: inbound, dst: [%[1]s], protocol: tcp, dst_ports: [22]}
+    - {id: to-games, priority: 30, action: allow, direction: inbound, dst: [%[1]s], protocol: udp, dst_ports: [7000-7004]}
+    - {id: hairpin, priority: 40, action: allow, direction: east-west, dst: [%[1]s]}
 `
 
 // startPeerEcho listens on h:port and answers each connection with the
@@ -138,12 +145,11 @@ func TestDNATForwards(t *testing.T) {
 				t.Fatalf("hairpinned, the jump box saw %s, want the external address %s", seen, ext)
 			}
 
-			// The jump box's port straight from outside is not forwarded.
-			dctx, dcancel := context.WithTimeout(testContext(t), 2*time.Second)
-			defer dcancel()
-			if c, err := outside.NS.Dial(dctx, "tcp4", netip.AddrPortFrom(target.IPv4, 22).String()); err == nil {
-				c.Close()
-				t.Fatal("the target port was reachable from outside without the forward")
+			// The rules see the translated destination: their hits are
+			// the target's rules'.
+			hits := ruleHits(t, a)
+			if hits["to-jump-box"] != 1 || hits["to-games"] != 5 || hits["hairpin"] != 1 {
+				t.Fatalf("rule hits %v, want to-jump-box 1, to-games 5, hairpin 1", hits)
 			}
 
 			// conntrack list shows the translation: reply source the target.
@@ -158,7 +164,7 @@ func TestDNATForwards(t *testing.T) {
 				switch {
 				case strings.HasPrefix(f["src"].(string), outside.IPv4.String()+":") && f["zone"] == "inbound" && f["snat"] == false:
 					inbound = true
-				case strings.HasPrefix(f["src"].(string), other.IPv4.String()+":") && f["zone"] == "east_west" && f["snat"] == true:
+				case strings.HasPrefix(f["src"].(string), other.IPv4.String()+":") && f["zone"] == "east-west" && f["snat"] == true:
 					hairpin = true
 				}
 			}
@@ -166,7 +172,8 @@ func TestDNATForwards(t *testing.T) {
 				t.Fatalf("conntrack list --port 50022: %v; want the inbound flow and the hairpin, both dnat with reply source %s", flows, startTCP)
 			}
 			table := cli(t, a, "conntrack", "list", "--port", "50022")
-			if table.code != 0 || !strings.Contains(table.stdout, "dnat") {
+			if table.code != 0 || !strings.Contains(table.stdout, "REPLY-SRC") ||
+				strings.Count(table.stdout, netip.AddrPortFrom(ext, 50022).String()+"  "+startTCP) != 2 {
 				t.Fatalf("conntrack list table: %d %s %s", table.code, table.stdout, table.stderr)
 			}
 			if n := a.metricValue(t, "natwall_dnat_flows_total"); n < 7 {
