@@ -213,6 +213,7 @@ func (p *parser) dnatEntry(file string, n *yaml.Node) {
 // resolveDNAT checks the forwards against each other and the inside
 // networks, and puts them in rs in file order.
 func (p *parser) resolveDNAT(rs *RuleSet, opts Options) {
+	rs.dnatInside = opts.Inside
 	ids := map[string]Pos{}
 	for i, d := range p.dnat {
 		if prev, dup := ids[d.ID]; dup {
@@ -324,7 +325,7 @@ func (rs *RuleSet) Forward(p Packet, snat []netip.Addr) (DNAT, netip.AddrPort, b
 // ExplainForwarded is ExplainFlow through the forwards, as the dataplane
 // decides: the stateless stage sees the packet as sent, the stateful stage
 // the translated destination, inbound (east-west from an inside source,
-// a hairpin). Without a forward for p it is ExplainFlow.
+// a hairpin, whatever direction p says). Without a forward for p it is ExplainFlow.
 func ExplainForwarded(rs *RuleSet, t *Tables, p Packet, snat []netip.Addr, info *L7Info) Explanation {
 	d, to, ok := rs.Forward(p, snat)
 	if !ok {
@@ -340,8 +341,10 @@ func ExplainForwarded(rs *RuleSet, t *Tables, p Packet, snat []netip.Addr, info 
 	}
 	q := p
 	q.Dst, q.DstPort = to.Addr(), to.Port()
+	// The dataplane's zone, whatever direction the caller assumed: the
+	// target is inside, so the source decides.
 	q.Direction = Inbound
-	if p.Direction == Outbound || p.Direction == EastWest {
+	if containsAddr(rs.dnatInside, p.Src) {
 		q.Direction = EastWest
 	}
 	ex := ExplainFlow(rs, t, q, info)

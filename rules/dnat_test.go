@@ -164,6 +164,8 @@ stateless:
 		{"forwarded and allowed on the target", pkt("198.19.1.10", "198.19.0.1", 50022, Local), []string{"stateless", "dnat", "stateful"}, "ssh-to-jump",
 			"tcp 198.19.1.10:40000 -> 198.19.0.1:50022 (local), forwarded to 198.18.1.4:22 (inbound)"},
 		{"a deny on the target", pkt("198.19.9.9", "198.19.0.1", 50022, Local), []string{"stateless", "dnat", "stateful"}, "no-ssh-from-b", ""},
+		{"forwarded from outside is inbound, whatever the caller assumed", pkt("198.19.1.10", "198.19.0.1", 50022, Outbound), []string{"stateless", "dnat", "stateful"}, "ssh-to-jump",
+			"tcp 198.19.1.10:40000 -> 198.19.0.1:50022 (outbound), forwarded to 198.18.1.4:22 (inbound)"},
 		{"hairpin is east-west", pkt("198.18.2.2", "198.19.0.1", 50022, Outbound), []string{"stateless", "dnat", "stateful"}, "ssh-to-jump",
 			"tcp 198.18.2.2:40000 -> 198.19.0.1:50022 (outbound), forwarded to 198.18.1.4:22 (east-west)"},
 		{"stateless drops before the forward", pkt("198.19.6.6", "198.19.0.1", 50022, Local), []string{"stateless", "dnat"}, "jump-box-ssh", ""},

@@ -131,6 +131,9 @@ type RuleSet struct {
 	DefaultPos Pos
 	// DNAT are the inbound NAT forwards, in file order.
 	DNAT []DNAT
+	// dnatInside are the inside networks the set was parsed with: a
+	// forwarded flow is east-west from them, inbound from elsewhere.
+	dnatInside []netip.Prefix
 }
 
 // Rules returns a stage's rules.
