@@ -500,6 +500,9 @@ static __noinline int ct_new4(struct xdp_md *ctx, struct nw_pkt *pkt,
 		if (ret)
 			return ret;
 	}
+	/* A forward's flows count under its number, as a stateful rule's do. */
+	if (scr->admit_forward)
+		acl_count(scr->admit_forward, pkt->frame_len);
 	ct_account(ctx, &e->st, NW_CT_DIR_ORIGINAL, pkt, now);
 	tuple4_reverse(&scr->to4, &e->reply);
 	return forward4(ctx, pkt, NW_CT_DIR_ORIGINAL, t, &scr->to4);

@@ -39,3 +39,13 @@ func dataplaneForwards(ds []rules.DNAT, snat []netip.Addr, ids *RuleIDs) ([]data
 
 // errNoForwards: the rule files forward ports and the dataplane cannot.
 var errNoForwards = errors.New("the rule files have dnat forwards, which this dataplane cannot load")
+
+// liveForwards list the forwards with the rules, stage "dnat": their hits
+// are the flows each opened.
+func liveForwards(ds []rules.DNAT, ids *RuleIDs) []LiveRule {
+	out := make([]LiveRule, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, LiveRule{ID: d.ID, Number: ids.ID("dnat:" + d.ID), Stage: "dnat", Priority: 0, Action: "forward", At: d.Pos.String()})
+	}
+	return out
+}

@@ -46,6 +46,18 @@ func TestRuleLoaderForwards(t *testing.T) {
 	if fs[2].External != netip.MustParseAddr("198.19.0.9") || fs[2].PortMin != 60000 || fs[2].PortMax != 60009 || fs[2].ToPort != 7000 || fs[2].Proto != 17 {
 		t.Fatalf("range forward %+v", fs[2])
 	}
+	var listed []string
+	for _, r := range l.liveRules() {
+		if r.Stage == "dnat" {
+			listed = append(listed, r.ID)
+			if r.ID == "jump-box-ssh" && (r.Number != fs[0].ID || r.Action != "forward" || !strings.HasSuffix(r.At, "rules.yaml:2:5")) {
+				t.Fatalf("live forward %+v, want number %d, action forward, at rules.yaml:2:5", r, fs[0].ID)
+			}
+		}
+	}
+	if strings.Join(listed, ",") != "jump-box-ssh,games" {
+		t.Fatalf("live rules list forwards %v", listed)
+	}
 	// Reloaded, the numbers stay; emptied, the forwards go.
 	if _, _, err := l.load(); err != nil || got[1][0].ID != fs[0].ID || got[1][2].ID != fs[2].ID {
 		t.Fatalf("reload: %v, ids %d %d, were %d %d", err, got[1][0].ID, got[1][2].ID, fs[0].ID, fs[2].ID)

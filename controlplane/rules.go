@@ -196,6 +196,7 @@ func (l *ruleLoader) commit(p *preparedRules) error {
 				Priority: r.Priority, Action: r.Action.String(), At: r.Pos.String()})
 		}
 	}
+	live.Rules = append(live.Rules, liveForwards(p.rs.DNAT, p.ids)...)
 	l.live.Store(&live.Rules)
 	return writeJSONAtomic(filepath.Join(l.stateDir, liveRulesFile), live)
 }

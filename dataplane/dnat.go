@@ -12,7 +12,8 @@ import (
 // anywhere to External:PortMin..PortMax go to To:ToPort.., port by port,
 // as Azure Load Balancer inbound NAT rules and Azure Firewall DNAT rules do.
 type Forward struct {
-	// ID is the forward's stable id, reported with its flows.
+	// ID is the forward's stable number, 1 to MaxRuleID: its flows count
+	// as hits under it, as a stateful rule's do.
 	ID uint32
 	// External is an IPv4 address of the appliance.
 	External netip.Addr
@@ -30,6 +31,9 @@ type Forward struct {
 const MaxForwardPorts = 1 << 16
 
 func (f Forward) entries() (map[natwallNwDnat4Key]natwallNwDnat4Target, error) {
+	if f.ID == 0 || int(f.ID) > MaxRuleID {
+		return nil, fmt.Errorf("forward number %d: want 1 to %d", f.ID, MaxRuleID)
+	}
 	if !f.External.Is4() || !f.To.Is4() {
 		return nil, fmt.Errorf("forward %d: %s -> %s: IPv4 only", f.ID, f.External, f.To)
 	}

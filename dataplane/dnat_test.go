@@ -73,6 +73,12 @@ func TestDNATForwardAndReply(t *testing.T) {
 	if n := fx.stat(t, natwallNwStatNW_STAT_DNAT_FLOWS) - before; n != 1 {
 		t.Fatalf("dnat flows counted %d, want 1", n)
 	}
+	// The forward counts its flows under its number, as a rule does.
+	hits, err := fx.state().RuleHits([]uint32{101, 102})
+	must(t, err)
+	if hits[101].Packets != 1 || hits[102].Packets != 0 {
+		t.Fatalf("forward hits %+v, want 1 flow for 101, none for 102", hits)
+	}
 }
 
 // A range maps 1:1; the ports around it are not forwarded.
@@ -245,6 +251,7 @@ func TestDNATForwardValidation(t *testing.T) {
 	}{
 		{"IPv6", []Forward{{ID: 1, External: netip.MustParseAddr("2001:db8::1"), Proto: 6, PortMin: 1, PortMax: 1, To: to, ToPort: 1}}},
 		{"ICMP", []Forward{{ID: 1, External: ext, Proto: 1, PortMin: 1, PortMax: 1, To: to, ToPort: 1}}},
+		{"number 0", []Forward{{ID: 0, External: ext, Proto: 6, PortMin: 1, PortMax: 1, To: to, ToPort: 1}}},
 		{"port 0", []Forward{{ID: 1, External: ext, Proto: 6, PortMin: 0, PortMax: 1, To: to, ToPort: 1}}},
 		{"empty range", []Forward{{ID: 1, External: ext, Proto: 6, PortMin: 10, PortMax: 9, To: to, ToPort: 1}}},
 		{"target range past 65535", []Forward{{ID: 1, External: ext, Proto: 6, PortMin: 10, PortMax: 20, To: to, ToPort: 65530}}},

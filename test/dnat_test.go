@@ -151,6 +151,11 @@ func TestDNATForwards(t *testing.T) {
 			if hits["to-jump-box"] != 1 || hits["to-games"] != 5 || hits["hairpin"] != 1 {
 				t.Fatalf("rule hits %v, want to-jump-box 1, to-games 5, hairpin 1", hits)
 			}
+			// natwall rules lists the forwards too, their hits the flows
+			// each opened.
+			if hits["jump-box-ssh"] != 2 || hits["game-range"] != 5 {
+				t.Fatalf("forward hits %v, want jump-box-ssh 2 (inbound, hairpin), game-range 5", hits)
+			}
 
 			// conntrack list shows the translation: reply source the target.
 			startTCP := netip.AddrPortFrom(target.IPv4, 22).String()
@@ -175,6 +180,9 @@ func TestDNATForwards(t *testing.T) {
 			if table.code != 0 || !strings.Contains(table.stdout, "REPLY-SRC") ||
 				strings.Count(table.stdout, netip.AddrPortFrom(ext, 50022).String()+"  "+startTCP) != 2 {
 				t.Fatalf("conntrack list table: %d %s %s", table.code, table.stdout, table.stderr)
+			}
+			if n := a.metricValue(t, "natwall_rule_hits_total", "jump-box-ssh"); n != 2 {
+				t.Fatalf("natwall_rule_hits_total for jump-box-ssh %v, want 2", n)
 			}
 			if n := a.metricValue(t, "natwall_dnat_flows_total"); n < 7 {
 				t.Fatalf("natwall_dnat_flows_total %v, want at least 7 (1 tcp, 5 udp, 1 hairpin)", n)

@@ -36,12 +36,12 @@ static __noinline int dnat_admit4(const struct nw_tuple4 *t, struct nw_scratch *
 	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
 		return 0;
 	to = bpf_map_lookup_elem(&nw_dnat4, &k);
-	if (!to)
+	if (!to || !to->forward_id)
 		return 0;
 	scr->dnat.addr = to->addr;
 	scr->dnat.port = to->port;
 	scr->dnat.pad = 0;
 	scr->dnat.created_ns = 0;
-	scr->admit_forward = 1;
+	scr->admit_forward = to->forward_id;
 	return 1;
 }

@@ -33,7 +33,7 @@ struct nw_scratch {
 	__u32 admit_src_inside;
 	__u32 admit_hairpin;
 	__u32 admit_rule_id;
-	__u32 admit_forward;     /* the flow opens through a DNAT forward: dnat is its target */
+	__u32 admit_forward;     /* the id (never 0) of the DNAT forward the flow opens through, its target in dnat; or 0 */
 	/* frag_track -> frag_commit: a first fragment's record, written to
 	 * the fragment table only once the packet is admitted. */
 	struct nw_frag_state frag_pending;
