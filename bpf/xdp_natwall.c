@@ -430,8 +430,13 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 	scr->admit_src_inside = src_inside;
 	scr->admit_hairpin = 0;
 	reason = fib_lookup_ipv4(ctx, pkt, t, ip->tos, fib);
+	scr->admit_forward = 0;
 	if (reason == NW_PASS_LOCAL) {
-		if (src_inside && (cfg->flags & NW_CFG_SNAT) && !(pkt->flags & NW_PKT_LATER_FRAGMENT))
+		/* A forward (DNAT) is the operator's: it wins over any SNAT
+		 * mapping, which the allocator never puts on its port anyway. */
+		if (!(pkt->flags & NW_PKT_LATER_FRAGMENT) && dnat_admit4(t, scr))
+			owner = &scr->dnat;
+		else if (src_inside && (cfg->flags & NW_CFG_SNAT) && !(pkt->flags & NW_PKT_LATER_FRAGMENT))
 			owner = snat_owner4(t);
 		else if ((cfg->flags & NW_CFG_SNAT) && !(pkt->flags & NW_PKT_LATER_FRAGMENT))
 			owner = snat_filter4(cfg, t);
@@ -441,8 +446,10 @@ static __noinline int ct_admit4(struct xdp_md *ctx, struct nw_pkt *pkt,
 		}
 		/* A hairpin: an inside host reaching another's mapping; or, from
 		 * outside, a packet the filtering mode admits to a mapping: a
-		 * new inbound flow to the mapping's inside endpoint. */
-		scr->dnat = *owner;
+		 * new inbound flow to the mapping's inside endpoint; or a
+		 * forward (DNAT), already in scr->dnat, from either side. */
+		if (owner != &scr->dnat)
+			scr->dnat = *owner;
 		scr->admit_hairpin = 1;
 		scr->admit_zone = zone_of(src_inside, inside4(owner->addr));
 	} else {
@@ -493,6 +500,9 @@ static __noinline int ct_new4(struct xdp_md *ctx, struct nw_pkt *pkt,
 		if (ret)
 			return ret;
 	}
+	/* A forward's flows count under its number, as a stateful rule's do. */
+	if (scr->admit_forward)
+		acl_count(scr->admit_forward, pkt->frame_len);
 	ct_account(ctx, &e->st, NW_CT_DIR_ORIGINAL, pkt, now);
 	tuple4_reverse(&scr->to4, &e->reply);
 	return forward4(ctx, pkt, NW_CT_DIR_ORIGINAL, t, &scr->to4);

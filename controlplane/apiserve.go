@@ -147,7 +147,7 @@ func (p *apiProviders) Explain(_ context.Context, pkt rules.Packet, info *rules.
 	if err != nil {
 		return rules.Explanation{}, err
 	}
-	return rules.ExplainPacket(rs, tbl, pkt, info, rules.Endpoints{Inside: cfg.InsideNetworks, Local: local}), nil
+	return rules.ExplainPacket(rs, tbl, pkt, info, rules.Endpoints{Inside: cfg.InsideNetworks, Local: local, SNAT: live.SNATAddresses}), nil
 }
 
 // applianceAddrs are this host's own addresses with their prefix lengths:

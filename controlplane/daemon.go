@@ -379,6 +379,10 @@ func (d *daemon) newReloader(dp Dataplane, settings dataplane.Settings) (*reload
 			return nil, errors.New("this dataplane cannot load rules")
 		}
 		rl.loader = &ruleLoader{stateDir: d.cfg.StateDir, apply: ra.LoadRules}
+		rl.loader.snat = snatAddresses(d.cfg)
+		if fa, ok := dp.(forwardApplier); ok {
+			rl.loader.setForwards = fa.SetForwards
+		}
 	}
 	return rl, nil
 }

@@ -197,6 +197,7 @@ func (r *reloader) transaction(trigger ReloadTrigger) (res api.ReloadResult, ski
 	var prepared *preparedRules
 	if r.loader != nil {
 		var err error
+		r.loader.snat = snatAddresses(next)
 		if prepared, err = r.loader.prepareSources(next.RulePaths, srcs, next.InsideNetworks); err != nil {
 			return invalid(err)
 		}

@@ -83,6 +83,8 @@ type LiveRules struct {
 	// the files on disk are edited or broken.
 	Inside  []netip.Prefix `json:"inside_networks"`
 	Sources []rules.Source `json:"sources"`
+	// SNATAddresses are what the set's forwards' external: snat stood for.
+	SNATAddresses []netip.Addr `json:"snat_addresses,omitempty"`
 }
 
 // RuleSet parses the recorded sources again, giving the live rule set.
@@ -90,7 +92,7 @@ func (l LiveRules) RuleSet() (*rules.RuleSet, error) {
 	if len(l.Sources) == 0 {
 		return nil, errors.New("the live rule set has no recorded sources (written by an older natwall run?): reload it with SIGHUP")
 	}
-	return rules.Parse(l.Sources, rules.Options{Inside: l.Inside})
+	return rules.Parse(l.Sources, rules.Options{Inside: l.Inside, SNATAddresses: l.SNATAddresses})
 }
 
 // Rule file names in the state directory.
@@ -106,6 +108,10 @@ type ruleLoader struct {
 	inside   []netip.Prefix
 	stateDir string
 	apply    func(stateless, stateful *rules.StageTables) error
+	// snat is what forwards' external: snat stands for; setForwards loads
+	// the forwards, nil when the dataplane has none.
+	snat        []netip.Addr
+	setForwards func([]dataplane.Forward) error
 	// live is the rule list of the set last committed, for metrics, which
 	// read it while a reload may be running.
 	live atomic.Pointer[[]LiveRule]
@@ -128,6 +134,8 @@ type preparedRules struct {
 	rs     *rules.RuleSet
 	tbl    *rules.Tables
 	ids    *RuleIDs
+	// forwards are the set's dnat section, for the dataplane.
+	forwards []dataplane.Forward
 }
 
 // prepare reads, validates and compiles the rule files at paths, whose
@@ -142,7 +150,7 @@ func (l *ruleLoader) prepare(paths []string, inside []netip.Prefix) (*preparedRu
 
 // prepareSources is prepare of rule files already read from paths.
 func (l *ruleLoader) prepareSources(paths []string, srcs []rules.Source, inside []netip.Prefix) (*preparedRules, error) {
-	rs, err := rules.Parse(srcs, rules.Options{Inside: inside})
+	rs, err := rules.Parse(srcs, rules.Options{Inside: inside, SNATAddresses: l.snat})
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +162,14 @@ func (l *ruleLoader) prepareSources(paths []string, srcs []rules.Source, inside 
 	if err != nil {
 		return nil, err
 	}
-	return &preparedRules{paths: paths, inside: inside, srcs: srcs, rs: rs, tbl: tbl, ids: ids}, nil
+	forwards, err := dataplaneForwards(rs.DNAT, l.snat, ids)
+	if err != nil {
+		return nil, err
+	}
+	if len(forwards) > 0 && l.setForwards == nil {
+		return nil, errNoForwards
+	}
+	return &preparedRules{paths: paths, inside: inside, srcs: srcs, rs: rs, tbl: tbl, ids: ids, forwards: forwards}, nil
 }
 
 // commit applies a prepared set and records it as the live one. If the
@@ -168,14 +183,20 @@ func (l *ruleLoader) commit(p *preparedRules) error {
 	if err := l.apply(p.tbl.Stateless, p.tbl.Stateful); err != nil {
 		return fmt.Errorf("apply rule set: %w", err)
 	}
+	if l.setForwards != nil {
+		if err := l.setForwards(p.forwards); err != nil {
+			return fmt.Errorf("apply dnat forwards: %w", err)
+		}
+	}
 	l.paths, l.inside = p.paths, p.inside
-	live := LiveRules{Files: p.paths, StatefulDefault: p.rs.StatefulDefault.String(), Inside: p.inside, Sources: p.srcs}
+	live := LiveRules{Files: p.paths, StatefulDefault: p.rs.StatefulDefault.String(), Inside: p.inside, Sources: p.srcs, SNATAddresses: l.snat}
 	for _, stage := range []rules.Stage{rules.Stateless, rules.Stateful} {
 		for _, r := range p.rs.Rules(stage) {
 			live.Rules = append(live.Rules, LiveRule{ID: r.ID, Number: p.ids.ID(r.ID), Stage: stage.String(),
 				Priority: r.Priority, Action: r.Action.String(), At: r.Pos.String()})
 		}
 	}
+	live.Rules = append(live.Rules, liveForwards(p.rs.DNAT, p.ids)...)
 	l.live.Store(&live.Rules)
 	return writeJSONAtomic(filepath.Join(l.stateDir, liveRulesFile), live)
 }

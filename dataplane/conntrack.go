@@ -534,6 +534,7 @@ const (
 	StatSNATOverloaded    = natwallNwStatNW_STAT_SNAT_OVERLOADED
 	StatSNATRetried       = natwallNwStatNW_STAT_SNAT_RETRIED
 	StatSNATFilterAdmit   = natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED
+	StatDNATFlows         = natwallNwStatNW_STAT_DNAT_FLOWS
 	NumStats              = int(natwallNwStatNW_STAT_MAX)
 )
 

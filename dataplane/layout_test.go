@@ -15,7 +15,7 @@ func TestEveryPinnedMapClassified(t *testing.T) {
 	state := []string{"nw_ct4", "nw_ct4_order", "nw_ct4_rev", "nw_ct6", "nw_ct6_order", "nw_ct_order",
 		"nw_frag4", "nw_frag6", "nw_snat4_fwd", "nw_snat4_perm", "nw_snat4_rev", "nw_snat_count", "nw_src_flows"}
 	rebuilt := []string{"nw_acl_bits", "nw_acl_gen", "nw_acl_lpm4", "nw_acl_lpm6", "nw_acl_ports", "nw_acl_rules",
-		"nw_acl_stages", "nw_config", "nw_counters", "nw_events", "nw_inside4", "nw_inside6", "nw_outside_ifs",
+		"nw_acl_stages", "nw_config", "nw_counters", "nw_dnat4", "nw_events", "nw_inside4", "nw_inside6", "nw_outside_ifs",
 		"nw_rule_hits", "nw_snat_excl4", "nw_stats", "nw_tx_ports"}
 	spec, err := loadNatwall()
 	if err != nil {

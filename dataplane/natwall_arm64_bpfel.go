@@ -173,6 +173,22 @@ type natwallNwCtState struct {
 	}
 }
 
+type natwallNwDnat4Key struct {
+	_     structs.HostLayout
+	Addr  uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type natwallNwDnat4Target struct {
+	_         structs.HostLayout
+	Addr      uint32
+	Port      uint16
+	Pad       uint16
+	ForwardId uint32
+}
+
 type natwallNwEventType uint32
 
 const (
@@ -333,7 +349,7 @@ type natwallNwRuntimeConfig struct {
 
 type natwallNwScratchSpace struct {
 	_     structs.HostLayout
-	Bytes [944]uint8
+	Bytes [952]uint8
 }
 
 type natwallNwSnat4Endpoint struct {
@@ -434,7 +450,8 @@ const (
 	natwallNwStatNW_STAT_SNAT_OVERLOADED       natwallNwStat = 11
 	natwallNwStatNW_STAT_SNAT_RETRIED          natwallNwStat = 12
 	natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED  natwallNwStat = 13
-	natwallNwStatNW_STAT_MAX                   natwallNwStat = 14
+	natwallNwStatNW_STAT_DNAT_FLOWS            natwallNwStat = 14
+	natwallNwStatNW_STAT_MAX                   natwallNwStat = 15
 )
 
 type natwallNwTcpState uint32
@@ -514,6 +531,7 @@ const (
 	natwallMapNwCt6                      = "nw_ct6"
 	natwallMapNwCt6Order                 = "nw_ct6_order"
 	natwallMapNwCtOrder                  = "nw_ct_order"
+	natwallMapNwDnat4                    = "nw_dnat4"
 	natwallMapNwEvents                   = "nw_events"
 	natwallMapNwFrag4                    = "nw_frag4"
 	natwallMapNwFrag6                    = "nw_frag6"
@@ -602,6 +620,7 @@ type natwallMapSpecs struct {
 	NwCt6        *ebpf.MapSpec `ebpf:"nw_ct6"`
 	NwCt6Order   *ebpf.MapSpec `ebpf:"nw_ct6_order"`
 	NwCtOrder    *ebpf.MapSpec `ebpf:"nw_ct_order"`
+	NwDnat4      *ebpf.MapSpec `ebpf:"nw_dnat4"`
 	NwEvents     *ebpf.MapSpec `ebpf:"nw_events"`
 	NwFrag4      *ebpf.MapSpec `ebpf:"nw_frag4"`
 	NwFrag6      *ebpf.MapSpec `ebpf:"nw_frag6"`
@@ -664,6 +683,7 @@ type natwallMaps struct {
 	NwCt6        *ebpf.Map `ebpf:"nw_ct6"`
 	NwCt6Order   *ebpf.Map `ebpf:"nw_ct6_order"`
 	NwCtOrder    *ebpf.Map `ebpf:"nw_ct_order"`
+	NwDnat4      *ebpf.Map `ebpf:"nw_dnat4"`
 	NwEvents     *ebpf.Map `ebpf:"nw_events"`
 	NwFrag4      *ebpf.Map `ebpf:"nw_frag4"`
 	NwFrag6      *ebpf.Map `ebpf:"nw_frag6"`
@@ -700,6 +720,7 @@ func (m *natwallMaps) Close() error {
 		m.NwCt6,
 		m.NwCt6Order,
 		m.NwCtOrder,
+		m.NwDnat4,
 		m.NwEvents,
 		m.NwFrag4,
 		m.NwFrag6,

@@ -13,6 +13,9 @@ type Endpoints struct {
 	// ArrivedOutside: the packet arrives on a NIC named in
 	// outside_interfaces, where an inside source is spoofed.
 	ArrivedOutside bool
+	// SNAT are the SNAT addresses, which forwards with external: snat
+	// listen on.
+	SNAT []netip.Addr
 }
 
 // inside reports whether a is in an inside network. An IPv4-mapped IPv6

@@ -32,6 +32,9 @@ const (
 // echo request) meets the stateful rules, in the local zone, and the
 // kernel's sockets take the rest.
 func ExplainPacket(rs *RuleSet, t *Tables, p Packet, info *L7Info, ep Endpoints) Explanation {
+	if _, _, ok := rs.Forward(p, ep.SNAT); ok {
+		return ExplainForwarded(rs, t, p, ep.SNAT, info)
+	}
 	stateful := DirectionOf(p.Src, p.Dst, ep.Inside, ep.Local)
 	stateless := AddressDirection(p.Src, p.Dst, ep.Inside)
 	why := directionWhy(p, ep, stateless, stateful)

@@ -129,6 +129,11 @@ type RuleSet struct {
 	StatefulDefault Action
 	// DefaultPos is where the default was set; zero when not set.
 	DefaultPos Pos
+	// DNAT are the inbound NAT forwards, in file order.
+	DNAT []DNAT
+	// dnatInside are the inside networks the set was parsed with: a
+	// forwarded flow is east-west from them, inbound from elsewhere.
+	dnatInside []netip.Prefix
 }
 
 // Rules returns a stage's rules.

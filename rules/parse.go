@@ -34,6 +34,10 @@ type Options struct {
 	// allow-by-name rule would allow every name. natwall check and explain
 	// set it; natwall run sets it once its inspector runs.
 	InspectL7 bool
+	// SNATAddresses are what a forward's "external: snat" stands for, to
+	// find overlaps with forwards on one of them; nil when unknown, and
+	// then snat overlaps every address.
+	SNATAddresses []netip.Addr
 }
 
 // SuricataExt ends the names of Suricata rule files; other rule files are
@@ -145,6 +149,7 @@ func Parse(srcs []Source, opts Options) (*RuleSet, error) {
 		}
 	}
 	rs := p.resolve(opts)
+	p.resolveDNAT(rs, opts)
 	if len(p.errs) > 0 {
 		return nil, p.errs.sorted()
 	}
@@ -159,6 +164,7 @@ type parser struct {
 	defAction  Action
 	defPos     Pos
 	defaultSet bool
+	dnat       []DNAT
 }
 
 func posOf(file string, n *yaml.Node) Pos { return Pos{File: file, Line: n.Line, Col: n.Column} }
@@ -210,6 +216,7 @@ func (p *parser) file(src Source) {
 		"domain_lists": func(k, v *yaml.Node) { p.domainLists(src.Name, v) },
 		"stateless":    func(k, v *yaml.Node) { p.ruleList(src.Name, v, Stateless) },
 		"stateful":     func(k, v *yaml.Node) { p.stateful(src.Name, v) },
+		"dnat":         func(k, v *yaml.Node) { p.dnatList(src.Name, v) },
 	})
 }
 

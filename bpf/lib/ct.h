@@ -354,7 +354,9 @@ static __always_inline int ct_create4(struct nw_runtime_config *cfg, const struc
 	stat_inc(NW_STAT_CT_NEW_V4);
 	ct_order_push(0, t, &nw_ct4_order, sizeof(*t));
 	src_opened(src.hi, src.lo, now);
-	if (dnat)
+	if (dnat && sc->admit_forward)
+		stat_inc(NW_STAT_DNAT_FLOWS);
+	else if (dnat)
 		stat_inc(zone == NW_ZONE_INBOUND ? NW_STAT_SNAT_FILTER_ADMITTED : NW_STAT_HAIRPIN);
 	ct_event4(NW_EVENT_FLOW_NEW, 0, t, *out, now);
 	return 0;

@@ -33,6 +33,7 @@ struct nw_scratch {
 	__u32 admit_src_inside;
 	__u32 admit_hairpin;
 	__u32 admit_rule_id;
+	__u32 admit_forward;     /* the id (never 0) of the DNAT forward the flow opens through, its target in dnat; or 0 */
 	/* frag_track -> frag_commit: a first fragment's record, written to
 	 * the fragment table only once the packet is admitted. */
 	struct nw_frag_state frag_pending;
@@ -376,3 +377,15 @@ struct {
 	__type(value, struct nw_snat4_perm);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nw_snat4_perm SEC(".maps");
+
+/* Inbound NAT forwards (DNAT), external endpoint -> target. Written by the
+ * control plane entry by entry when the rules load; read on first packets
+ * only, and by the SNAT allocator, which never hands out a forwarded port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct nw_dnat4_key);
+	__type(value, struct nw_dnat4_target);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nw_dnat4 SEC(".maps");

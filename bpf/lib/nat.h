@@ -16,6 +16,7 @@
 #include "parse.h"
 #include "csum.h"
 #include "counters.h"
+#include "dnat.h"
 
 /* Linux's nf_nat tries at most 128 ports before giving up; so do we. A
  * nearly full range fails sooner than an exhaustive search would, but a
@@ -172,6 +173,8 @@ static __always_inline int snat_try_port(struct snat_probe *p)
 	long err;
 	int r;
 
+	if (dnat_forwarded4(p->rev.addr, p->rev.port, p->rev.proto))
+		return SNAT_TAKEN;
 	if (p->overload) {
 		p->reply.dport = p->rev.port;
 		/* An echo's reply carries the identifier as both "ports". */

@@ -86,6 +86,7 @@ enum nw_stat {
 	NW_STAT_SNAT_OVERLOADED,   /* mappings that share an external port across destinations */
 	NW_STAT_SNAT_RETRIED,      /* port claims retried after a failure other than "taken" */
 	NW_STAT_SNAT_FILTER_ADMITTED, /* inbound flows opened to a mapping by the filtering mode */
+	NW_STAT_DNAT_FLOWS,        /* flows opened through an inbound NAT forward (DNAT), hairpins included */
 	NW_STAT_MAX,
 };
 
@@ -504,6 +505,24 @@ struct nw_snat4_perm_key {
 
 struct nw_snat4_perm {
 	__u64 mapping_created_ns;
+};
+
+/* An inbound NAT forward's external side (DNAT, port forwarding): an
+ * address of the appliance, a protocol and one port. A port range is one
+ * entry per port. */
+struct nw_dnat4_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* Where a forward sends the flows it opens, and the forward's stable id. */
+struct nw_dnat4_target {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+	__u32 forward_id;
 };
 
 /* Types the Go side needs that no map mentions. A pointer to this puts them

@@ -31,6 +31,7 @@ var (
 	overloadedDesc    = prometheus.NewDesc("natwall_snat_mappings_overloaded_total", "SNAT mappings that share an external port across destinations, made once an address had no free port (snat.overload).", nil, nil)
 	retriedDesc       = prometheus.NewDesc("natwall_snat_claims_retried_total", "External port claims retried after a failure other than the port being taken.", nil, nil)
 	filterAdmitDesc   = prometheus.NewDesc("natwall_snat_filter_admitted_total", "Inbound flows the SNAT filtering mode opened to a mapping (snat.filtering).", nil, nil)
+	dnatFlowsDesc     = prometheus.NewDesc("natwall_dnat_flows_total", "Flows opened through an inbound NAT forward (dnat), hairpins included.", nil, nil)
 	atQuotaDesc       = prometheus.NewDesc("natwall_snat_hosts_at_quota", "Inside hosts holding their whole SNAT port quota of some protocol at the last collection (snat.host_quota).", nil, nil)
 )
 
@@ -49,7 +50,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{flowsActiveDesc, flowCapacityDesc, flowsCreatedDesc, flowsEstabDesc, flowsExpiredDesc,
 		eventsLostDesc, eventsDesc, decodeErrorsDesc, sinkLostDesc, portsInUseDesc, portsCapDesc, portErrorsDesc, mappingsDesc,
 		preservedDesc, hairpinDesc, icmpTranslateDesc, flowPacketsDesc, flowBytesDesc, earlyDropDesc, overloadedDesc,
-		retriedDesc, filterAdmitDesc, atQuotaDesc} {
+		retriedDesc, filterAdmitDesc, atQuotaDesc, dnatFlowsDesc} {
 		ch <- d
 	}
 }
@@ -107,6 +108,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(overloadedDesc, stats[dataplane.StatSNATOverloaded])
 		counter(retriedDesc, stats[dataplane.StatSNATRetried])
 		counter(filterAdmitDesc, stats[dataplane.StatSNATFilterAdmit])
+		counter(dnatFlowsDesc, stats[dataplane.StatDNATFlows])
 	} else {
 		m.Log.Error("read dataplane stats", "error", err)
 	}
