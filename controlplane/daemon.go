@@ -253,6 +253,17 @@ func (d *daemon) run(ctx context.Context) (err error) {
 		return errors.Join(err, closeListeners())
 	}
 	registry.MustRegister(rl.collectors()...)
+	if cfg.SNAT != nil && d.guardICMP != nil {
+		// The guard names the inside networks, which a reload may change.
+		// Installing again replaces its rules in place.
+		rl.applied = func(old, next Config) error {
+			if slices.Equal(old.InsideNetworks, next.InsideNetworks) {
+				return nil
+			}
+			_, err := d.guardICMP(next.InsideNetworks, log)
+			return err
+		}
+	}
 	if fs, ok := dp.(flowSource); ok && rl.loader != nil {
 		st := fs.State()
 		registry.MustRegister(&ruleMetrics{rules: rl.loader.liveRules, hits: st.RuleHits,

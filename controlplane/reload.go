@@ -51,6 +51,10 @@ type reloader struct {
 	// live; a settings change then needs a restart.
 	applySettings func(dataplane.Settings) error
 	state         func() *dataplane.State
+	// applied, if set, follows a good reload with what else depends on
+	// the live config (the ICMP guard's inside networks); a failure is
+	// logged, the reload stands.
+	applied func(old, next Config) error
 	// generation reads the dataplane's rule generation, for results.
 	generation func() (uint32, error)
 
@@ -239,6 +243,11 @@ func (r *reloader) transaction(trigger ReloadTrigger) (res api.ReloadResult, ski
 		r.level.Set(next.Log.Level)
 		res.Changed = append(res.Changed, "log.level")
 	}
+	if r.applied != nil {
+		if err := r.applied(*r.cfg, next); err != nil {
+			r.log.Error("after the reload", "error", err)
+		}
+	}
 	*r.cfg = next
 	r.settings = settings
 	res.OK = true
@@ -331,6 +340,8 @@ func restartOnlyChanges(old, next Config) []string {
 	changed("conntrack.table_size", old.Conntrack.TableSize != next.Conntrack.TableSize)
 	changed("conntrack.gc_interval", old.Conntrack.GCInterval != next.Conntrack.GCInterval)
 	changed("reload.watch", old.Reload != next.Reload)
+	// SNAT on or off changes sysctls and the ICMP guard, set at start.
+	changed("snat.enabled", (old.SNAT == nil) != (next.SNAT == nil))
 	// Rule files replace the built-in policy, and the other way round,
 	// only at a start.
 	changed("rules.paths", (len(old.RulePaths) == 0) != (len(next.RulePaths) == 0))
@@ -349,7 +360,9 @@ func withLiveFields(old, next Config) Config {
 	live.OnExit = next.OnExit
 	live.Log.Level = next.Log.Level
 	live.Revalidate = next.Revalidate
-	live.SNAT = next.SNAT
+	if (old.SNAT == nil) == (next.SNAT == nil) {
+		live.SNAT = next.SNAT
+	}
 	live.Conntrack.InvalidTCPReset = next.Conntrack.InvalidTCPReset
 	live.Conntrack.Timeouts = next.Conntrack.Timeouts
 	live.Conntrack.UnansweredPerSource = next.Conntrack.UnansweredPerSource

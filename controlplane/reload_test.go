@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -177,6 +178,22 @@ func TestReloadTransaction(t *testing.T) {
 			},
 		},
 		{
+			name: "snat switched on waits for a restart",
+			edit: func(t *testing.T, f *reloadFixture) {
+				f.writeConfig(t, "snat:\n  enabled: true\n  addresses: [198.19.0.1]\n")
+			},
+			trigger:       TriggerSignal,
+			wantOK:        true,
+			wantChanged:   []string{"rules"},
+			wantRestart:   []string{"snat.enabled"},
+			wantRuleLoads: 1,
+			check: func(t *testing.T, f *reloadFixture) {
+				if f.cfg.SNAT != nil {
+					t.Errorf("SNAT switched on live: %+v", f.cfg.SNAT)
+				}
+			},
+		},
+		{
 			name: "dataplane refuses the rules: old settings return",
 			edit: func(t *testing.T, f *reloadFixture) {
 				f.writeConfig(t, "conntrack:\n  timeouts:\n    udp: 1m\n")
@@ -324,5 +341,28 @@ func TestWatchFilesReloads(t *testing.T) {
 	}
 	if loads, _ := f.calls(); loads != 3 {
 		t.Errorf("%d rule loads after the broken save, want 3", loads)
+	}
+}
+
+// TestReloadFollowsWithApplied: what depends on the live config hears of
+// a good reload with the old and new configs, and of no failed one.
+func TestReloadFollowsWithApplied(t *testing.T) {
+	f := newReloadFixture(t, "")
+	var calls [][2][]netip.Prefix
+	f.r.applied = func(old, next Config) error {
+		calls = append(calls, [2][]netip.Prefix{old.InsideNetworks, next.InsideNetworks})
+		return errors.New("iptables: not today")
+	}
+	f.write(t, f.configFile, strings.Replace(mustRead(t, f.configFile), "198.18.0.0/24", "198.18.0.0/23", 1))
+	if res := f.r.Reload(TriggerSignal); !res.OK {
+		t.Fatalf("reload: %v", res.Errors)
+	}
+	f.write(t, f.ruleFile, brokenRules)
+	if res := f.r.Reload(TriggerSignal); res.OK {
+		t.Fatal("a broken rule file reloaded")
+	}
+	want := [][2][]netip.Prefix{{{netip.MustParsePrefix("198.18.0.0/24")}, {netip.MustParsePrefix("198.18.0.0/23")}}}
+	if !reflect.DeepEqual(calls, want) {
+		t.Errorf("applied called with %v, want %v", calls, want)
 	}
 }
