@@ -534,7 +534,14 @@ const (
 	StatSNATOverloaded    = natwallNwStatNW_STAT_SNAT_OVERLOADED
 	StatSNATRetried       = natwallNwStatNW_STAT_SNAT_RETRIED
 	StatSNATFilterAdmit   = natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED
-	NumStats              = int(natwallNwStatNW_STAT_MAX)
+	// StatAuditMatched counts first packets an audit rule or audit
+	// default would have denied, which went on.
+	StatAuditMatched = natwallNwStatNW_STAT_AUDIT_MATCHED
+	// StatDecisionLogged counts alert events of logged deny and reject
+	// decisions; StatLogSuppressed those over the per-CPU budget.
+	StatDecisionLogged = natwallNwStatNW_STAT_DECISION_LOGGED
+	StatLogSuppressed  = natwallNwStatNW_STAT_LOG_SUPPRESSED
+	NumStats           = int(natwallNwStatNW_STAT_MAX)
 )
 
 // Stats reads every stat, summed over CPUs.
