@@ -12,7 +12,7 @@ type Decision struct {
 	// Audit are the audit rules that matched on the way, each with what it
 	// would have done ("web-deny: audit: would deny"); evaluation went on.
 	Audit []string `json:"audit,omitempty"`
-	Why    string   `json:"why"`
+	Why   string   `json:"why"`
 	// L7 is the deciding rule's L7 condition, if it has one.
 	L7 string `json:"l7,omitempty"`
 	// Meta is the deciding rule's Suricata msg, sid and references.
