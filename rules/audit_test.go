@@ -123,8 +123,14 @@ func TestPolicyAudit(t *testing.T) {
 	}
 	ex := Explain(rs, tbl, tcpTo(445))
 	d := ex.Decisions[len(ex.Decisions)-1]
-	if d.Rule != "" || d.Action != "allow" || !strings.Contains(d.Why, "audit: would deny") || fmt.Sprint(d.Audit) != "[no-smb: audit: would reject]" {
+	// The audit rule is what would have decided: the default is not
+	// reported as auditing too.
+	if d.Rule != "" || d.Action != "allow" || strings.Contains(d.Why, "audit") || fmt.Sprint(d.Audit) != "[no-smb: audit: would reject]" {
 		t.Errorf("explain: %+v", d)
+	}
+	d = Explain(rs, tbl, tcpTo(80)).Decisions[1]
+	if d.Rule != "" || d.Action != "allow" || !strings.Contains(d.Why, "audit: would deny") || d.Audit != nil {
+		t.Errorf("explain of the audit default: %+v", d)
 	}
 	if !strings.HasPrefix(ex.Verdict, "the flow is allowed") {
 		t.Errorf("verdict %q", ex.Verdict)

@@ -58,7 +58,7 @@ func ExplainFlow(rs *RuleSet, t *Tables, p Packet, info *L7Info) Explanation {
 			if len(rules) == 0 {
 				d.Why = fmt.Sprintf("no %s rules are loaded", stage)
 			}
-			if stage == Stateful && rs.DefaultAudit() {
+			if stage == Stateful && rs.DefaultAudit() && len(d.Audit) == 0 {
 				d.Why += fmt.Sprintf("; audit: would %s, so it is reported and the flow is allowed", rs.StatefulDefault)
 			}
 			return d

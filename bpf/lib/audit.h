@@ -72,7 +72,9 @@ static __always_inline int acl_log_decision(const struct nw_acl_pkt *ap, const s
 		stat_inc(NW_STAT_DECISION_LOGGED);
 		break;
 	case NW_ACL_ALLOW:
-		if (!(res->flags & NW_ACL_RULE_AUDIT))
+		/* An audit rule that matched first is what would have decided:
+		 * it has reported, the default would not have been reached. */
+		if (!(res->flags & NW_ACL_RULE_AUDIT) || res->alert_audit)
 			return 0;
 		alert = NW_ALERT_AUDIT;
 		stat_inc(NW_STAT_AUDIT_MATCHED);
