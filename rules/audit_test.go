@@ -189,3 +189,46 @@ func TestEnforceIsDefault(t *testing.T) {
 		t.Fatalf("rule %+v compiled to %s flags %d", r, tbl.Stateful.Actions[0], tbl.Stateful.Flags[0])
 	}
 }
+
+// A Suricata file's "# natwall: mode audit" line puts its drop and reject
+// rules in audit mode; pass and alert rules are unchanged.
+func TestSuricataFileAudit(t *testing.T) {
+	text := "# natwall: priority 100\n# natwall: mode audit\n" +
+		"drop tcp $HOME_NET any -> $EXTERNAL_NET 23 (msg:\"telnet\"; sid:1;)\n" +
+		"reject tcp $HOME_NET any -> $EXTERNAL_NET 445 (sid:2;)\n" +
+		"pass tcp $HOME_NET any -> $EXTERNAL_NET 23 (sid:3;)\n"
+	rs, err := Parse([]Source{{Name: "shadow.rules", Data: []byte(text)}}, Options{Inside: testInside})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs.Stateful {
+		got = append(got, fmt.Sprintf("%s %s audit=%v", r.ID, r.Action, r.Audit))
+	}
+	if want := "[sid:1 deny audit=true sid:2 reject audit=true sid:3 allow audit=false]"; fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+	tbl, err := Compile(rs, seqIDs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rule, alerts := tbl.Stateful.Lookup(tcpTo(23)); rule != 2 || fmt.Sprint(alerts) != "[0]" {
+		t.Fatalf("telnet: rule %d alerts %v, want the pass rule after the audit alert", rule, alerts)
+	}
+
+	var b strings.Builder
+	for _, bad := range []string{
+		"# natwall: priority 100\n# natwall: mode shadow\ndrop tcp any any -> any 23 (sid:1;)\n",
+		"# natwall: priority 100\n# natwall: mode audit\n# natwall: mode enforce\ndrop tcp any any -> any 23 (sid:1;)\n",
+		"# natwall: priority 100\ndrop tcp any any -> any 23 (sid:1;)\n# natwall: mode audit\n",
+		"# natwall: priority 100\n# natwall: mode audit\ndrop tls any any -> any any (tls.sni; content:\"a.example\"; sid:1;)\n",
+	} {
+		_, err := Parse([]Source{{Name: "shadow.rules", Data: []byte(bad)}}, Options{Inside: testInside, InspectL7: true})
+		if err == nil {
+			t.Errorf("accepted:\n%s", bad)
+			continue
+		}
+		fmt.Fprintf(&b, "%v\n", err)
+	}
+	golden(t, "testdata/audit/suricata-errors.golden", b.String())
+}
