@@ -244,3 +244,46 @@ func TestPolicyAuditPasses(t *testing.T) {
 		t.Fatalf("audit matches counted %d, want 2", d)
 	}
 }
+
+// TestAuditNeverAdmits: an audit rule only reports. With no rule after it
+// that allows, the enforcing default still denies the packet, which is
+// reported twice: the audit match and the logged default. IPv6 takes the
+// same path, addresses whole.
+func TestAuditNeverAdmits(t *testing.T) {
+	fx := newFibFixture(t)
+	fx.apply(t, natSettings(1024, 65535))
+	loadYAMLRules(t, fx, "stateful:\n  default_action: deny\n  default_log: true\n  rules:\n"+
+		"    - {id: shadow-telnet, priority: 10, action: deny, mode: audit, protocol: tcp, dst_ports: [23]}\n"+
+		"    - {id: no-smb, priority: 30, action: reject, log: true, protocol: tcp, dst_ports: [445]}\n")
+	rd, err := ringbuf.NewReader(fx.objs.NwEvents)
+	must(t, err)
+	defer rd.Close()
+	er := &EventReader{rd: rd, clk: newMonoClock()}
+	pendingEvents(t, rd, er)
+
+	fx.expect(t, frame4(t, l4spec{proto: layers.IPProtocolTCP, src: "198.18.1.20", dst: "198.19.1.10", sport: 42000, dport: 23, tcpFlags: "S"}), "a0", ReasonDropACLDeny)
+	alerts := alertsOf(pendingEvents(t, rd, er))
+	if len(alerts) != 2 || alerts[0].Flow.RuleID != 100 || !alerts[0].Audit ||
+		alerts[1].Flow.RuleID != rules.StatefulDefaultID || !alerts[1].Logged || alerts[1].Reason != ReasonDropACLDeny {
+		t.Fatalf("alerts %+v, want the audit match then the logged default", alerts)
+	}
+	var admitted bool
+	must(t, fx.state().Flows(func(f Flow) bool {
+		admitted = admitted || f.Src.Port() == 42000
+		return true
+	}))
+	if admitted {
+		t.Fatal("the audit rule admitted a flow the policy denies")
+	}
+
+	v6 := tcpSeg{v6: true, src: "2001:db8:1::10", dst: "2001:db8:2::10", sport: 42001, dport: 445, flags: "S", seq: 1000, win: 65535, wscale: -1}
+	fx.expect(t, v6.frame(t), "a0", ReasonReplyTCPRST)
+	alerts = alertsOf(pendingEvents(t, rd, er))
+	if len(alerts) != 1 {
+		t.Fatalf("IPv6 logged reject: %d alerts %+v, want 1", len(alerts), alerts)
+	}
+	if a := alerts[0]; a.Flow.RuleID != 102 || !a.Logged || a.Reason != ReasonDropACLReject || a.Flow.Proto != 6 ||
+		a.Flow.Src != netip.MustParseAddrPort("[2001:db8:1::10]:42001") || a.Flow.Dst != netip.MustParseAddrPort("[2001:db8:2::10]:445") {
+		t.Fatalf("IPv6 logged reject alert %+v", a)
+	}
+}
