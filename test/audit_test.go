@@ -193,4 +193,28 @@ func TestAuditModeLive(t *testing.T) {
 	if got := a.metricValue(t, "natwall_audit_matches_total"); got != 1 {
 		t.Errorf("natwall_audit_matches_total = %v, want 1 (one audited flow)", got)
 	}
+
+	// natwall rules says which rules only audit and which log.
+	out, err := l.Appliance.Run(ctx, natwallBin, "rules", "-o", "json", "--socket", a.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []struct {
+		ID     string `json:"id"`
+		Action string `json:"action"`
+		Report string `json:"report"`
+		Hits   uint64 `json:"hits"`
+	}
+	if err := json.Unmarshal(out, &live); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got := map[string]string{}
+	for _, r := range live {
+		got[r.ID] = fmt.Sprintf("%s/%s/%d", r.Action, r.Report, r.Hits)
+	}
+	for id, want := range map[string]string{"shadow-web": "deny/audit/1", "web": "allow//1", "no-admin": "reject/log/1"} {
+		if got[id] != want {
+			t.Errorf("natwall rules: %s is %q, want %q (action/report/hits)", id, got[id], want)
+		}
+	}
 }
