@@ -232,3 +232,31 @@ func TestSuricataFileAudit(t *testing.T) {
 	}
 	golden(t, "testdata/audit/suricata-errors.golden", b.String())
 }
+
+// A flow resumed after its L7 rule meets audit rules as the tables do:
+// reported, and evaluation goes on.
+func TestResumeThroughAuditRule(t *testing.T) {
+	rs, err := Parse([]Source{{Name: "audit.yaml", Data: []byte(`stateful:
+  rules:
+    - {id: sni-alert, priority: 1, action: alert, protocol: tcp, tls_sni: [a.example]}
+    - {id: shadow, priority: 2, action: deny, mode: audit, protocol: tcp}
+    - {id: web, priority: 3, action: allow, protocol: tcp}
+`)}}, Options{Inside: testInside, InspectL7: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := Compile(rs, seqIDs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := L7Info{Proto: AppTLS, Name: "a.example"}
+	i, pendingAlerts := tbl.Stateful.Lookup(tcpTo(443))
+	if i != 0 || len(pendingAlerts) != 0 {
+		t.Fatalf("lookup stops at %d %v, want the L7 rule 0", i, pendingAlerts)
+	}
+	ref, refAlerts := Resume(rs.Stateful, tcpTo(443), 0, info)
+	got, alerts := tbl.Stateful.Resume(rs.Stateful, tcpTo(443), 0, info)
+	if ref != 2 || got != 2 || fmt.Sprint(refAlerts) != "[0 1]" || fmt.Sprint(alerts) != fmt.Sprint(refAlerts) {
+		t.Fatalf("reference %d %v, tables %d %v; want web after the alert and the audit rule", ref, refAlerts, got, alerts)
+	}
+}
