@@ -218,3 +218,65 @@ func TestAuditModeLive(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditThenEnforce: a shadowed rule switched from mode: audit to
+// enforce by a reload takes effect for the flows it let through too: with
+// rules.revalidate: close, the open connection it audited is reset, and a
+// new one is denied.
+func TestAuditThenEnforce(t *testing.T) {
+	l := newLab(t, lab.Options{Shape: lab.TwoNIC})
+	dir := t.TempDir()
+	ruleFile := filepath.Join(dir, "rules.yaml")
+	write := func(mode string) {
+		body := fmt.Sprintf(`stateful:
+  default_action: deny
+  rules:
+    - {id: shadow-web, priority: 5, action: deny, mode: %s, protocol: tcp, dst_ports: [7000]}
+    - {id: web, priority: 10, action: allow, protocol: tcp, dst_ports: [7000]}
+    - {id: ping, priority: 30, action: allow, protocol: icmp}
+`, mode)
+		if err := os.WriteFile(ruleFile, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("audit")
+	a := startNatwall(t, l, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n  revalidate: close\nconntrack:\n  invalid_tcp_reset: true\n",
+		filepath.Join(dir, "state"), ruleFile))
+	server, client := l.Servers[0], l.Clients[0]
+	warmUp(t, client.NS, server.IPv4)
+	ctx := testContext(t)
+	dst := netip.AddrPortFrom(server.IPv4, 7000)
+	ln, err := server.NS.Listen("tcp", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServer(ln)
+	conn, err := client.NS.Dial(ctx, "tcp", dst.String())
+	if err != nil {
+		t.Fatalf("the audited port: %v", err)
+	}
+	defer conn.Close()
+	if err := roundTrip(conn, "audited"); err != nil {
+		t.Fatal(err)
+	}
+
+	write("enforce")
+	if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reload", func() bool {
+		for _, m := range a.metrics(t)["natwall_config_reloads_total"].GetMetric() {
+			if m.GetLabel()[0].GetValue() == "ok" && m.GetCounter().GetValue() == 2 {
+				return true
+			}
+		}
+		return false
+	})
+	if err := roundTrip(conn, "enforced"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the audited connection after enforce: %v, want a reset", err)
+	}
+	if _, err := dialWithin(ctx, client.NS, dst, time.Second); err == nil {
+		t.Fatal("a new connection passed the enforced rule")
+	}
+}
