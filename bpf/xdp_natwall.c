@@ -21,6 +21,7 @@
 #include "lib/ct.h"
 #include "lib/tcp_window.h"
 #include "lib/zone.h"
+#include "lib/audit.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -118,9 +119,8 @@ static __always_inline int stateful_verdict(struct xdp_md *ctx, struct nw_pkt *p
 		return NW_DROP_INTERNAL;
 	res = &sc->acl_res;
 	acl_classify(ap, NW_ACL_STATEFUL, pkt->frame_len, res);
-	if (res->alerts)
-		acl_alert_events(res, ap->family, ap->saddr, ap->daddr, ap->proto,
-				 bpf_htons(ap->sport), bpf_htons(ap->dport), ap->zone, now);
+	if (res->alerts || res->flags)
+		acl_report(ap, res, now);
 	*rule_id = res->rule_id;
 	switch (res->action) {
 	case NW_ACL_NONE:

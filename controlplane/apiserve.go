@@ -116,7 +116,7 @@ func (p *apiProviders) Rules(context.Context) ([]api.Rule, error) {
 	SortRuleHits(counted)
 	out := make([]api.Rule, len(counted))
 	for i, r := range counted {
-		out[i] = api.Rule{ID: r.ID, Number: r.Number, Stage: r.Stage, Priority: r.Priority, Action: r.Action, At: r.At, Hits: r.Hits, Bytes: r.Bytes}
+		out[i] = api.Rule{ID: r.ID, Number: r.Number, Stage: r.Stage, Priority: r.Priority, Action: r.Action, At: r.At, Report: r.Report, Hits: r.Hits, Bytes: r.Bytes}
 	}
 	return out, nil
 }

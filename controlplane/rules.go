@@ -70,6 +70,20 @@ type LiveRule struct {
 	Priority int    `json:"priority"`
 	Action   string `json:"action"`
 	At       string `json:"at"`
+	// Report is how the rule's decisions are reported: "audit" (it
+	// reports what it would deny and lets evaluation go on), "log", or
+	// empty.
+	Report string `json:"report,omitempty"`
+}
+
+func ruleReport(r *rules.Rule) string {
+	switch {
+	case r.Audit:
+		return "audit"
+	case r.Log:
+		return "log"
+	}
+	return ""
 }
 
 // LiveRules is the rule set the dataplane enforces, as the daemon last
@@ -193,7 +207,7 @@ func (l *ruleLoader) commit(p *preparedRules) error {
 	for _, stage := range []rules.Stage{rules.Stateless, rules.Stateful} {
 		for _, r := range p.rs.Rules(stage) {
 			live.Rules = append(live.Rules, LiveRule{ID: r.ID, Number: p.ids.ID(r.ID), Stage: stage.String(),
-				Priority: r.Priority, Action: r.Action.String(), At: r.Pos.String()})
+				Priority: r.Priority, Action: r.Action.String(), At: r.Pos.String(), Report: ruleReport(&r)})
 		}
 	}
 	live.Rules = append(live.Rules, liveForwards(p.rs.DNAT, p.ids)...)

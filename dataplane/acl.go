@@ -30,6 +30,9 @@ func validateStage(s *rules.StageTables) error {
 	if _, ok := aclActions[s.Default]; !ok {
 		return fmt.Errorf("default action %v", s.Default)
 	}
+	if s.Flags != nil && len(s.Flags) != len(s.RuleIDs) {
+		return fmt.Errorf("%d rules, %d rule flags", len(s.RuleIDs), len(s.Flags))
+	}
 	for _, a := range s.Actions {
 		if _, ok := aclActions[a]; !ok {
 			return fmt.Errorf("action %v", a)
@@ -194,6 +197,9 @@ func writeStage(objs *natwallObjects, gen, stage uint8, st *rules.StageTables) e
 	for i, id := range st.RuleIDs {
 		ruleKeys[i] = base*uint32(MaxRulesPerStage) + uint32(i)
 		ruleVals[i] = natwallNwAclRule{RuleId: id, Action: uint8(aclActions[st.Actions[i]])}
+		if i < len(st.Flags) {
+			ruleVals[i].Flags = uint8(st.Flags[i])
+		}
 	}
 	if err := batchPut(objs.NwAclRules, ruleKeys, ruleVals); err != nil {
 		return fmt.Errorf("rules: %w", err)
@@ -206,6 +212,7 @@ func writeStage(objs *natwallObjects, gen, stage uint8, st *rules.StageTables) e
 		Nsummary:      uint32((words + 63) / 64),
 		DefaultAction: uint32(aclActions[st.Default]),
 		DefaultRuleId: st.DefaultID,
+		DefaultFlags:  uint32(st.DefaultFlags),
 		NoportBv:      st.NoPort,
 		NoicmpBv:      st.NoICMP,
 		ProtoBv:       st.Proto,

@@ -141,6 +141,15 @@ func FuzzClassifierDifferential(f *testing.F) {
 					*ru = rules.Rule{ID: ru.ID, Priority: ru.Priority, Action: rules.Alert, Protocol: -1, ICMPType: -1, ICMPCode: -1}
 				}
 			}
+			// Deny and reject rules in audit mode, or logged; sometimes
+			// the whole policy in audit mode.
+			rs.Audit = r.IntN(8) == 0
+			for i := range rs.Stateful {
+				if ru := &rs.Stateful[i]; (ru.Action == rules.Deny || ru.Action == rules.Reject) && ru.L7 == nil {
+					ru.Audit = rs.Audit || r.IntN(4) == 0
+					ru.Log = !ru.Audit && r.IntN(2) == 0
+				}
+			}
 			tbl, err := rules.Compile(rs, ids)
 			must(t, err)
 			return rs, tbl
@@ -187,6 +196,9 @@ func FuzzClassifierDifferential(f *testing.F) {
 			sf, wantAlerts := rules.FirstMatch(rs.Stateful, p)
 			wantStateful := ruleID(tbl.Stateful, sf)
 			action := rs.StatefulDefault
+			if rs.DefaultAudit() {
+				action = rules.Allow
+			}
 			if sf >= 0 {
 				action = rs.Stateful[sf].Action
 			}

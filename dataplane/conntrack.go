@@ -535,7 +535,14 @@ const (
 	StatSNATRetried       = natwallNwStatNW_STAT_SNAT_RETRIED
 	StatSNATFilterAdmit   = natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED
 	StatDNATFlows         = natwallNwStatNW_STAT_DNAT_FLOWS
-	NumStats              = int(natwallNwStatNW_STAT_MAX)
+	// StatAuditMatched counts first packets an audit rule or audit
+	// default would have denied, which went on.
+	StatAuditMatched = natwallNwStatNW_STAT_AUDIT_MATCHED
+	// StatDecisionLogged counts alert events of logged deny and reject
+	// decisions; StatLogSuppressed those over the per-CPU budget.
+	StatDecisionLogged = natwallNwStatNW_STAT_DECISION_LOGGED
+	StatLogSuppressed  = natwallNwStatNW_STAT_LOG_SUPPRESSED
+	NumStats           = int(natwallNwStatNW_STAT_MAX)
 )
 
 // Stats reads every stat, summed over CPUs.

@@ -52,6 +52,12 @@ type FlowEvent struct {
 	// ByGC is set on flow ends that the control plane's collector produced
 	// for flows it removed, rather than the dataplane.
 	ByGC bool
+	// Audit marks an alert of an audit rule or default: it would have
+	// denied, and the packet went on.
+	Audit bool
+	// Logged marks an alert reporting a deny or reject decision of a rule
+	// with logging on; Reason is the decision's.
+	Logged bool
 }
 
 // EventReader reads flow events from the dataplane's ring buffer.
@@ -137,6 +143,7 @@ func DecodeFlowEvent(b []byte, clk monoClock, ev *FlowEvent) error {
 	be := binary.BigEndian
 	family := b[9]
 	flags := b[21]
+	alert := b[22]
 	*ev = FlowEvent{
 		Type:   FlowEventType(b[8]),
 		Time:   clk.time(ne.Uint64(b[0:])),
@@ -158,6 +165,8 @@ func DecodeFlowEvent(b []byte, clk monoClock, ev *FlowEvent) error {
 			PacketsReply: ne.Uint64(b[112:]),
 			BytesReply:   ne.Uint64(b[120:]),
 		},
+		Audit:  alert&uint8(natwallNwAlertFlagsNW_ALERT_AUDIT) != 0,
+		Logged: alert&uint8(natwallNwAlertFlagsNW_ALERT_LOGGED) != 0,
 	}
 	// Alerts describe a first packet, not a flow: they carry no lifetime.
 	if created := ne.Uint64(b[128:]); created != 0 {

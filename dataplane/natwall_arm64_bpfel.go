@@ -81,14 +81,23 @@ type natwallNwAclMeta struct {
 	NoicmpBv      uint32
 	ProtoBv       [256]uint32
 	ZoneBv        [8]uint32
+	DefaultFlags  uint32
 }
 
 type natwallNwAclRule struct {
 	_      structs.HostLayout
 	RuleId uint32
 	Action uint8
-	Pad    [3]uint8
+	Flags  uint8
+	Pad    [2]uint8
 }
+
+type natwallNwAclRuleFlags uint32
+
+const (
+	natwallNwAclRuleFlagsNW_ACL_RULE_LOG   natwallNwAclRuleFlags = 1
+	natwallNwAclRuleFlagsNW_ACL_RULE_AUDIT natwallNwAclRuleFlags = 2
+)
 
 type natwallNwAclStage uint32
 
@@ -96,6 +105,13 @@ const (
 	natwallNwAclStageNW_ACL_STATELESS natwallNwAclStage = 0
 	natwallNwAclStageNW_ACL_STATEFUL  natwallNwAclStage = 1
 	natwallNwAclStageNW_ACL_STAGES    natwallNwAclStage = 2
+)
+
+type natwallNwAlertFlags uint32
+
+const (
+	natwallNwAlertFlagsNW_ALERT_AUDIT  natwallNwAlertFlags = 1
+	natwallNwAlertFlagsNW_ALERT_LOGGED natwallNwAlertFlags = 2
 )
 
 type natwallNwConfigFlags uint32
@@ -208,7 +224,8 @@ type natwallNwFlowEvent struct {
 	RuleId       uint32
 	Zone         uint8
 	Flags        uint8
-	Pad          uint16
+	AlertFlags   uint8
+	Pad          uint8
 	Saddr        [16]uint8
 	Daddr        [16]uint8
 	NatSaddr     [16]uint8
@@ -251,6 +268,12 @@ type natwallNwFragState struct {
 	Proto   uint8
 	Pad     uint8
 	SeenNs  uint64
+}
+
+type natwallNwLogBudget struct {
+	_        structs.HostLayout
+	WindowNs uint64
+	Used     uint64
 }
 
 type natwallNwLpm4Key struct {
@@ -349,7 +372,7 @@ type natwallNwRuntimeConfig struct {
 
 type natwallNwScratchSpace struct {
 	_     structs.HostLayout
-	Bytes [952]uint8
+	Bytes [968]uint8
 }
 
 type natwallNwSnat4Endpoint struct {
@@ -451,7 +474,10 @@ const (
 	natwallNwStatNW_STAT_SNAT_RETRIED          natwallNwStat = 12
 	natwallNwStatNW_STAT_SNAT_FILTER_ADMITTED  natwallNwStat = 13
 	natwallNwStatNW_STAT_DNAT_FLOWS            natwallNwStat = 14
-	natwallNwStatNW_STAT_MAX                   natwallNwStat = 15
+	natwallNwStatNW_STAT_AUDIT_MATCHED         natwallNwStat = 15
+	natwallNwStatNW_STAT_DECISION_LOGGED       natwallNwStat = 16
+	natwallNwStatNW_STAT_LOG_SUPPRESSED        natwallNwStat = 17
+	natwallNwStatNW_STAT_MAX                   natwallNwStat = 18
 )
 
 type natwallNwTcpState uint32
@@ -537,6 +563,7 @@ const (
 	natwallMapNwFrag6                    = "nw_frag6"
 	natwallMapNwInside4                  = "nw_inside4"
 	natwallMapNwInside6                  = "nw_inside6"
+	natwallMapNwLogBudget                = "nw_log_budget"
 	natwallMapNwOutsideIfs               = "nw_outside_ifs"
 	natwallMapNwRuleHits                 = "nw_rule_hits"
 	natwallMapNwScratch                  = "nw_scratch"
@@ -626,6 +653,7 @@ type natwallMapSpecs struct {
 	NwFrag6      *ebpf.MapSpec `ebpf:"nw_frag6"`
 	NwInside4    *ebpf.MapSpec `ebpf:"nw_inside4"`
 	NwInside6    *ebpf.MapSpec `ebpf:"nw_inside6"`
+	NwLogBudget  *ebpf.MapSpec `ebpf:"nw_log_budget"`
 	NwOutsideIfs *ebpf.MapSpec `ebpf:"nw_outside_ifs"`
 	NwRuleHits   *ebpf.MapSpec `ebpf:"nw_rule_hits"`
 	NwScratch    *ebpf.MapSpec `ebpf:"nw_scratch"`
@@ -689,6 +717,7 @@ type natwallMaps struct {
 	NwFrag6      *ebpf.Map `ebpf:"nw_frag6"`
 	NwInside4    *ebpf.Map `ebpf:"nw_inside4"`
 	NwInside6    *ebpf.Map `ebpf:"nw_inside6"`
+	NwLogBudget  *ebpf.Map `ebpf:"nw_log_budget"`
 	NwOutsideIfs *ebpf.Map `ebpf:"nw_outside_ifs"`
 	NwRuleHits   *ebpf.Map `ebpf:"nw_rule_hits"`
 	NwScratch    *ebpf.Map `ebpf:"nw_scratch"`
@@ -726,6 +755,7 @@ func (m *natwallMaps) Close() error {
 		m.NwFrag6,
 		m.NwInside4,
 		m.NwInside6,
+		m.NwLogBudget,
 		m.NwOutsideIfs,
 		m.NwRuleHits,
 		m.NwScratch,

@@ -37,19 +37,36 @@ type StageTables struct {
 	// L7 marks the rules with an L7 condition: a flow whose first packet
 	// reaches one (before any rule without one decides it) is PENDING,
 	// and the inspector resumes evaluation there (StageTables.Resume).
-	L7         []bool
-	Default    Action
-	DefaultID  uint32
-	Bitvectors [][]uint64 // deduplicated, ceil(rules/64) words each
-	Src, Dst   []PrefixBV // includes 0.0.0.0/0 and ::/0
-	Proto      [256]uint32
-	SrcPort    [65536]uint32 // TCP and UDP
-	DstPort    [65536]uint32
-	NoPort     uint32        // packets without ports
-	ICMP       [65536]uint32 // type<<8 | code
-	NoICMP     uint32        // packets that are not ICMP
-	Zone       [8]uint32
+	L7 []bool
+	// Flags of rule i: how its decision is reported. An audit rule's
+	// action is Alert, its flags FlagAudit.
+	Flags []RuleFlags
+	// DefaultFlags are the default's; an audit default's action is Allow.
+	DefaultFlags RuleFlags
+	Default      Action
+	DefaultID    uint32
+	Bitvectors   [][]uint64 // deduplicated, ceil(rules/64) words each
+	Src, Dst     []PrefixBV // includes 0.0.0.0/0 and ::/0
+	Proto        [256]uint32
+	SrcPort      [65536]uint32 // TCP and UDP
+	DstPort      [65536]uint32
+	NoPort       uint32        // packets without ports
+	ICMP         [65536]uint32 // type<<8 | code
+	NoICMP       uint32        // packets that are not ICMP
+	Zone         [8]uint32
 }
+
+// RuleFlags say how a stateful rule's decision is reported, as bpf/lib/types.h's
+// enum nw_acl_rule_flags.
+type RuleFlags uint8
+
+const (
+	// FlagLog: a deny or reject decision emits an alert event.
+	FlagLog RuleFlags = 1 << 0
+	// FlagAudit: what the rule (or default) would deny is reported, and
+	// evaluation goes on (a rule) or the flow is allowed (the default).
+	FlagAudit RuleFlags = 1 << 1
+)
 
 // Tables is a whole rule set compiled.
 type Tables struct {
@@ -69,6 +86,12 @@ func Compile(rs *RuleSet, ids IDFunc) (*Tables, error) {
 	}
 	if t.Stateful, err = compileStage(rs.Stateful, rs.StatefulDefault, StatefulDefaultID, ids); err != nil {
 		return nil, fmt.Errorf("stateful: %w", err)
+	}
+	switch {
+	case rs.DefaultAudit():
+		t.Stateful.Default, t.Stateful.DefaultFlags = Allow, FlagAudit
+	case rs.DefaultLog && rs.StatefulDefault != Allow:
+		t.Stateful.DefaultFlags = FlagLog
 	}
 	return t, nil
 }
@@ -108,7 +131,15 @@ func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTab
 	b := &bvBuilder{words: words, ids: map[string]uint32{}, st: st}
 	for _, r := range rules {
 		st.RuleIDs = append(st.RuleIDs, ids(r.ID))
-		st.Actions = append(st.Actions, r.Action)
+		action, flags := r.Action, RuleFlags(0)
+		switch {
+		case r.Audit && r.L7 == nil:
+			action, flags = Alert, FlagAudit
+		case r.Log:
+			flags = FlagLog
+		}
+		st.Actions = append(st.Actions, action)
+		st.Flags = append(st.Flags, flags)
 		st.L7 = append(st.L7, r.L7 != nil)
 	}
 	st.Src = compileAddrs(b, rules, func(r *Rule) []netip.Prefix { return r.Src })
@@ -402,7 +433,7 @@ func FirstMatch(rules []Rule, p Packet) (rule int, alerts []int) {
 		if !rules[i].Matches(p) {
 			continue
 		}
-		if rules[i].Action == Alert && rules[i].L7 == nil {
+		if rules[i].reports() {
 			alerts = append(alerts, i)
 			continue
 		}

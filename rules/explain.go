@@ -9,7 +9,10 @@ type Decision struct {
 	At     string   `json:"at,omitempty"`
 	Action string   `json:"action"`
 	Alerts []string `json:"alerts,omitempty"`
-	Why    string   `json:"why"`
+	// Audit are the audit rules that matched on the way, each with what it
+	// would have done ("web-deny: audit: would deny"); evaluation went on.
+	Audit []string `json:"audit,omitempty"`
+	Why   string   `json:"why"`
 	// L7 is the deciding rule's L7 condition, if it has one.
 	L7 string `json:"l7,omitempty"`
 	// Meta is the deciding rule's Suricata msg, sid and references.
@@ -59,13 +62,20 @@ func explainDecision(rs *RuleSet, stage Stage, st *StageTables, i int, alerts []
 	rules := rs.Rules(stage)
 	d := Decision{Stage: stage.String()}
 	for _, a := range alerts {
-		d.Alerts = append(d.Alerts, rules[a].ID)
+		if r := &rules[a]; r.Audit {
+			d.Audit = append(d.Audit, fmt.Sprintf("%s: audit: would %s", r.ID, r.Action))
+		} else {
+			d.Alerts = append(d.Alerts, r.ID)
+		}
 	}
 	if i < 0 {
 		d.Action = st.Default.String()
 		d.Why = fmt.Sprintf("no %s rule matches; the stage's default applies", stage)
 		if len(rules) == 0 {
 			d.Why = fmt.Sprintf("no %s rules are loaded", stage)
+		}
+		if stage == Stateful && rs.DefaultAudit() && len(d.Audit) == 0 {
+			d.Why += fmt.Sprintf("; audit: would %s, so it is reported and the flow is allowed", rs.StatefulDefault)
 		}
 		return d
 	}

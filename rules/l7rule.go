@@ -217,7 +217,7 @@ func Resume(rules []Rule, p Packet, from int, info L7Info) (rule int, alerts []i
 		if !rules[i].Matches(p) || !rules[i].MatchesL7(info) {
 			continue
 		}
-		if rules[i].Action == Alert {
+		if rules[i].Action == Alert || rules[i].Audit {
 			alerts = append(alerts, i)
 			continue
 		}

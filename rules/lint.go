@@ -32,8 +32,8 @@ func Lint(rs *RuleSet) []Warning {
 			r := &rules[i]
 			for j := 0; j < i; j++ {
 				e := &rules[j]
-				if e.Action == Alert {
-					continue // an alert does not decide, so it shadows nothing
+				if e.Action == Alert || e.Audit {
+					continue // an alert or audit rule does not decide, so it shadows nothing
 				}
 				if sameMatch(e, r) {
 					warn(r, "rule %q matches exactly what rule %q (%s) matches, which comes first", r.ID, e.ID, e.Pos)

@@ -119,7 +119,19 @@ type Rule struct {
 	L7 []L7Cond
 	// Meta is a Suricata rule's msg, sid and references; nil otherwise.
 	Meta *RuleMeta
+	// Log reports a stateful deny or reject rule's decisions as alert
+	// events (log: true).
+	Log bool
+	// Audit is a deny or reject rule in audit mode (mode: audit, or the
+	// policy's audit: true): a match is counted and reported as what it
+	// would deny, and evaluation goes on to the next rule, as after an
+	// alert rule.
+	Audit bool
 }
+
+// reports reports whether r reports a match and lets evaluation go on:
+// an alert or audit rule without an L7 condition.
+func (r *Rule) reports() bool { return (r.Action == Alert || r.Audit) && r.L7 == nil }
 
 // RuleSet is a validated, merged rule set.
 type RuleSet struct {
@@ -134,6 +146,19 @@ type RuleSet struct {
 	// dnatInside are the inside networks the set was parsed with: a
 	// forwarded flow is east-west from them, inbound from elsewhere.
 	dnatInside []netip.Prefix
+	// DefaultLog reports the default's deny or reject decisions as alert
+	// events (default_log: true).
+	DefaultLog bool
+	// Audit is the stateful policy's audit mode (audit: true): every deny
+	// and reject rule is an audit rule, and a deny or reject default
+	// reports what it would deny and allows the flow.
+	Audit bool
+}
+
+// DefaultAudit reports whether the stateful default is in audit mode: it
+// would deny or reject, and allows instead.
+func (rs *RuleSet) DefaultAudit() bool {
+	return rs.Audit && (rs.StatefulDefault == Deny || rs.StatefulDefault == Reject)
 }
 
 // Rules returns a stage's rules.

@@ -165,6 +165,10 @@ type parser struct {
 	defPos     Pos
 	defaultSet bool
 	dnat       []DNAT
+	// The stateful section's default_log and audit, and where each was
+	// set (zero when not).
+	defLog, audit       bool
+	defLogPos, auditPos Pos
 }
 
 func posOf(file string, n *yaml.Node) Pos { return Pos{File: file, Line: n.Line, Col: n.Column} }
@@ -333,8 +337,44 @@ func (p *parser) stateful(file string, n *yaml.Node) {
 			}
 			p.defAction, p.defPos, p.defaultSet = a, pos, true
 		},
+		"default_log": func(k, v *yaml.Node) {
+			pos := posOf(file, v)
+			if p.defLogPos != (Pos{}) {
+				p.add(pos, "stateful default_log is already set at %s", p.defLogPos)
+				return
+			}
+			if b, ok := p.boolean(file, v, "default_log"); ok {
+				p.defLog, p.defLogPos = b, pos
+			}
+		},
+		"audit": func(k, v *yaml.Node) {
+			pos := posOf(file, v)
+			if p.auditPos != (Pos{}) {
+				p.add(pos, "stateful audit is already set at %s", p.auditPos)
+				return
+			}
+			if b, ok := p.boolean(file, v, "audit"); ok {
+				p.audit, p.auditPos = b, pos
+			}
+		},
 		"rules": func(k, v *yaml.Node) { p.ruleList(file, v, Stateful) },
 	})
+}
+
+// boolean reads true or false, and nothing else YAML would take for one.
+func (p *parser) boolean(file string, v *yaml.Node, what string) (bool, bool) {
+	s, ok := p.scalar(file, v, what)
+	if !ok {
+		return false, false
+	}
+	switch s {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	}
+	p.add(posOf(file, v), "%s %q is not true or false", what, s)
+	return false, false
 }
 
 func (p *parser) ruleList(file string, n *yaml.Node, stage Stage) {
@@ -374,7 +414,7 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 		p.add(r.Pos, "a rule is a mapping with id, priority, action and matches")
 		return
 	}
-	var protoPos, portsPos, icmpPos, l7Pos Pos
+	var protoPos, portsPos, icmpPos, l7Pos, logPos, modePos Pos
 	actionWritten := false
 	l7Handler := func(proto AppProto) func(k, v *yaml.Node) {
 		return func(k, v *yaml.Node) {
@@ -400,6 +440,26 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 			}
 		},
 		"description": func(k, v *yaml.Node) { p.scalar(file, v, "description") },
+		"log": func(k, v *yaml.Node) {
+			if b, ok := p.boolean(file, v, "log"); ok {
+				r.Log, logPos = b, posOf(file, k)
+			}
+		},
+		"mode": func(k, v *yaml.Node) {
+			s, ok := p.scalar(file, v, "mode")
+			if !ok {
+				return
+			}
+			switch s {
+			case "enforce":
+			case "audit":
+				r.Audit = true
+			default:
+				p.add(posOf(file, v), "mode %q is not enforce or audit", s)
+				return
+			}
+			modePos = posOf(file, k)
+		},
 		"priority": func(k, v *yaml.Node) {
 			if n, ok := p.integer(file, v, "priority", 0, 1_000_000_000); ok {
 				r.Priority, r.priPos = n, posOf(file, v)
@@ -490,8 +550,31 @@ func (p *parser) rule(file string, n *yaml.Node, stage Stage) {
 	if r.L7 != nil && r.Protocol != 6 {
 		p.add(l7Pos, "tls_sni and http_host need protocol tcp (rule %q)", r.ID)
 	}
+	p.decisionReporting(r, logPos, modePos)
 	_ = protoPos
 	p.rules = append(p.rules, r)
+}
+
+// decisionReporting checks a rule's log and mode: both are for the
+// stateful deny and reject rules, the only ones whose decision would
+// otherwise go unreported (alert rules always report, and allowed flows
+// have flow records).
+func (p *parser) decisionReporting(r *rawRule, logPos, modePos Pos) {
+	decides := r.stage == Stateful && (r.Action == Deny || r.Action == Reject)
+	if r.Log && !decides {
+		p.add(logPos, "log is for stateful deny and reject rules, not %s %s (rule %q)", r.stage, r.Action, r.ID)
+	}
+	if !r.Audit {
+		return
+	}
+	switch {
+	case !decides:
+		p.add(modePos, "mode: audit is for stateful deny and reject rules, not %s %s (rule %q)", r.stage, r.Action, r.ID)
+	case r.Log:
+		p.add(logPos, "log is implied by mode: audit, which reports every match (rule %q)", r.ID)
+	case r.L7 != nil:
+		p.add(modePos, "mode: audit cannot be combined with tls_sni or http_host (rule %q)", r.ID)
+	}
 }
 
 // names reads a tls_sni or http_host list: names matched exactly, or
@@ -570,6 +653,10 @@ func (p *parser) resolve(opts Options) *RuleSet {
 	rs := &RuleSet{StatefulDefault: Deny}
 	if p.defaultSet {
 		rs.StatefulDefault, rs.DefaultPos = p.defAction, p.defPos
+	}
+	rs.DefaultLog, rs.Audit = p.defLog, p.audit
+	if rs.DefaultLog && rs.StatefulDefault == Allow {
+		p.add(p.defLogPos, "default_log is for a deny or reject default, and the default_action is allow")
 	}
 	resolved := map[string][]netip.Prefix{}
 	var expand func(r ref, stack []string) []netip.Prefix
@@ -685,6 +772,13 @@ func (p *parser) resolve(opts Options) *RuleSet {
 			if r.L7 != nil && !reported[r.Pos] {
 				reported[r.Pos] = true
 				p.add(r.Pos, "rule %q has an L7 condition, which this natwall cannot enforce without its L7 inspector: refused rather than enforced on addresses and ports alone", r.ID)
+			}
+		}
+	}
+	if rs.Audit {
+		for i := range rs.Stateful {
+			if r := &rs.Stateful[i]; (r.Action == Deny || r.Action == Reject) && r.L7 == nil {
+				r.Audit = true
 			}
 		}
 	}

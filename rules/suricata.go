@@ -96,6 +96,9 @@ func (p *parser) suricataFile(src Source) {
 	}
 	lines := strings.Split(string(src.Data), "\n")
 	priority, priPos, rulesSeen := -1, Pos{}, 0
+	// mode audit puts the file's drop and reject rules in audit mode, as
+	// a YAML rule's mode: audit.
+	audit, modePos := false, Pos{}
 	var cur *logical
 	for i, raw := range lines {
 		line := strings.TrimSuffix(raw, "\r")
@@ -110,8 +113,19 @@ func (p *parser) suricataFile(src Source) {
 					pos := Pos{File: src.Name, Line: i + 1, Col: col}
 					f := strings.Fields(m[1])
 					switch {
+					case len(f) == 2 && f[0] == "mode":
+						switch {
+						case modePos != (Pos{}):
+							p.add(pos, "mode is already set at %s", modePos)
+						case rulesSeen > 0:
+							p.add(pos, "the mode line must come before the first rule")
+						case f[1] != "audit" && f[1] != "enforce":
+							p.add(pos, "mode %q is not enforce or audit", f[1])
+						default:
+							audit, modePos = f[1] == "audit", pos
+						}
 					case len(f) != 2 || f[0] != "priority":
-						p.add(pos, "unknown natwall directive %q (known: priority N)", m[1])
+						p.add(pos, "unknown natwall directive %q (known: priority N, mode audit|enforce)", m[1])
 					case priority >= 0:
 						p.add(pos, "priority is already set at %s", priPos)
 					case rulesSeen > 0:
@@ -146,6 +160,12 @@ func (p *parser) suricataFile(src Source) {
 			p.add(cur.pos(0), "a .rules file needs a \"# natwall: priority N\" line before its first rule, placing its rules, in file order, among the other files' stateful rules")
 		}
 		if r := p.suricataRule(cur); r != nil {
+			if audit && (r.Action == Deny || r.Action == Reject) {
+				if r.L7 != nil {
+					p.add(r.Pos, "mode audit (%s) cannot cover a rule with a tls or http condition (rule %q)", modePos, r.ID)
+				}
+				r.Audit = true
+			}
 			r.Priority, r.priPos = max(priority, 0), priPos
 			r.sharedPriority = rulesSeen > 1
 			p.rules = append(p.rules, r)

@@ -181,6 +181,8 @@ static long acl_scan_word(__u32 i, void *data)
 
 			if (n < NW_ACL_MAX_ALERTS) {
 				res->alert_ids[n & (NW_ACL_MAX_ALERTS - 1)] = r->rule_id;
+				if (r->flags & NW_ACL_RULE_AUDIT)
+					res->alert_audit |= 1U << (n & (NW_ACL_MAX_ALERTS - 1));
 				res->alerts = n + 1;
 			}
 			acl_count(r->rule_id, 0);
@@ -189,6 +191,7 @@ static long acl_scan_word(__u32 i, void *data)
 		sc->decided = 1;
 		res->action = r->action;
 		res->rule_id = r->rule_id;
+		res->flags = r->flags;
 		return 1;
 	}
 	sc->acc = acc;
@@ -225,16 +228,20 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 	res->action = NW_ACL_NONE;
 	res->rule_id = 0;
 	res->alerts = 0;
+	res->flags = 0;
+	res->alert_audit = 0;
 	if (!meta || meta->nrules == 0) {
 		if (meta && meta->default_action != NW_ACL_NONE) {
 			res->action = meta->default_action;
 			res->rule_id = meta->default_rule_id;
+			res->flags = meta->default_flags;
 			acl_count(res->rule_id, bytes);
 		}
 		return 0;
 	}
 	res->action = meta->default_action;
 	res->rule_id = meta->default_rule_id;
+	res->flags = meta->default_flags;
 
 	if (acl_addr_bv(scr, p, gen, stage, NW_ACL_F_SRC, p->saddr, &ids[NW_ACL_F_SRC]) ||
 	    acl_addr_bv(scr, p, gen, stage, NW_ACL_F_DST, p->daddr, &ids[NW_ACL_F_DST]))
@@ -284,11 +291,13 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 	bpf_loop(NW_ACL_WORDS + NW_ACL_MAX_RULES, acl_scan_word, &sc, 0);
 
 	res->alerts = scr->acl_scan_res.alerts;
+	res->alert_audit = scr->acl_scan_res.alert_audit;
 	for (int i = 0; i < NW_ACL_MAX_ALERTS; i++)
 		res->alert_ids[i] = scr->acl_scan_res.alert_ids[i];
 	if (sc.decided) {
 		res->action = scr->acl_scan_res.action;
 		res->rule_id = scr->acl_scan_res.rule_id;
+		res->flags = scr->acl_scan_res.flags;
 	}
 out:
 	acl_count(res->rule_id, bytes);

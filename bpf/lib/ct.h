@@ -250,13 +250,19 @@ static __always_inline void acl_alert_events(const struct nw_acl_result *res, __
 
 	for (int i = 0; i < NW_ACL_MAX_ALERTS; i++) {
 		struct nw_flow_event *ev;
+		__u32 audit;
 
 		if (i >= res->alerts)
 			break;
+		audit = res->alert_audit & (1U << (i & (NW_ACL_MAX_ALERTS - 1)));
+		if (audit)
+			stat_inc(NW_STAT_AUDIT_MATCHED);
 		st.rule_id = res->alert_ids[i & (NW_ACL_MAX_ALERTS - 1)];
 		ev = ct_event_start(NW_EVENT_ALERT, 0, family, proto, &st, now);
 		if (!ev)
 			return;
+		if (audit)
+			ev->alert_flags = NW_ALERT_AUDIT;
 		__builtin_memcpy(ev->saddr, saddr, 16);
 		__builtin_memcpy(ev->daddr, daddr, 16);
 		ev->sport = sport;

@@ -87,6 +87,9 @@ enum nw_stat {
 	NW_STAT_SNAT_RETRIED,      /* port claims retried after a failure other than "taken" */
 	NW_STAT_SNAT_FILTER_ADMITTED, /* inbound flows opened to a mapping by the filtering mode */
 	NW_STAT_DNAT_FLOWS,        /* flows opened through an inbound NAT forward (DNAT), hairpins included */
+	NW_STAT_AUDIT_MATCHED,     /* first packets an audit rule or audit default would have denied */
+	NW_STAT_DECISION_LOGGED,   /* alert events for logged deny and reject decisions */
+	NW_STAT_LOG_SUPPRESSED,    /* logged decisions over the per-CPU event budget, not reported */
 	NW_STAT_MAX,
 };
 
@@ -134,6 +137,12 @@ enum nw_event_type {
 	NW_EVENT_FLOW_NEW = 1,
 	NW_EVENT_FLOW_END = 2,
 	NW_EVENT_ALERT = 3,   /* a stateful alert rule matched a flow's first packet */
+};
+
+/* What an alert event reports besides an alert rule's match. */
+enum nw_alert_flags {
+	NW_ALERT_AUDIT = 1 << 0,   /* an audit rule or default would have denied; the packet went on */
+	NW_ALERT_LOGGED = 1 << 1,  /* a deny or reject decision with logging on */
 };
 
 enum nw_malformed_action {
@@ -335,7 +344,8 @@ struct nw_flow_event {
 	__u32 rule_id;
 	__u8 zone;
 	__u8 flags;
-	__u16 pad;
+	__u8 alert_flags;     /* enum nw_alert_flags; alerts only */
+	__u8 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u8 nat_saddr[16];   /* the reply tuple's destination: the translated source */
@@ -413,12 +423,20 @@ struct nw_acl_meta {
 	__u32 noicmp_bv;         /* bit vector for the ICMP field of non-ICMP packets */
 	__u32 proto_bv[256];
 	__u32 zone_bv[8];
+	__u32 default_flags;     /* enum nw_acl_rule_flags of the default */
 };
 
 struct nw_acl_rule {
 	__u32 rule_id;   /* stable across reloads: counters and flows name it */
 	__u8 action;     /* enum nw_acl_action */
-	__u8 pad[3];
+	__u8 flags;      /* enum nw_acl_rule_flags */
+	__u8 pad[2];
+};
+
+/* How a stateful rule's (or the default's) decision is reported. */
+enum nw_acl_rule_flags {
+	NW_ACL_RULE_LOG = 1 << 0,    /* a deny or reject decision emits an alert event */
+	NW_ACL_RULE_AUDIT = 1 << 1,  /* would deny: reported, then evaluation goes on (rules: an alert) */
 };
 
 struct nw_acl_lpm4_key {
@@ -463,6 +481,8 @@ struct nw_acl_result {
 	__u32 alerts;
 	__u32 alert_ids[NW_ACL_MAX_ALERTS];
 	__u32 tag;        /* acl_tag of the generation that decided (never 0) */
+	__u32 flags;      /* enum nw_acl_rule_flags of the deciding rule or default */
+	__u32 alert_audit; /* bit i: alert_ids[i] is an audit rule's */
 };
 
 struct nw_rule_counter {
@@ -540,4 +560,6 @@ struct nw_btf_anchor {
 	struct nw_flow_event event;
 	enum nw_snat_count_owner snat_count_owner;
 	struct nw_snat_release_arg snat_release;
+	enum nw_alert_flags alert_flags;
+	enum nw_acl_rule_flags acl_rule_flags;
 };

@@ -257,6 +257,9 @@ func (e explanationView) tables(wide bool) []table {
 		if d.L7 != "" {
 			why += "; L7: " + d.L7
 		}
+		if len(d.Audit) > 0 {
+			why += "; " + strings.Join(d.Audit, "; ")
+		}
 		if m := d.Meta; m != nil {
 			why += fmt.Sprintf("; sid %d rev %d: %s", m.SID, m.Rev, m.Msg)
 			if m.Classtype != "" {

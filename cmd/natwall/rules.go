@@ -19,7 +19,11 @@ func (l ruleList) tables(wide bool) []table {
 		t.header = append(t.header, "BYTES", "NUMBER")
 	}
 	for _, r := range l {
-		row := []string{strconv.FormatUint(r.Hits, 10), r.Stage, strconv.Itoa(r.Priority), r.Action, r.ID, r.At}
+		action := r.Action
+		if r.Report != "" {
+			action += " (" + r.Report + ")"
+		}
+		row := []string{strconv.FormatUint(r.Hits, 10), r.Stage, strconv.Itoa(r.Priority), action, r.ID, r.At}
 		if wide {
 			row = append(row, strconv.FormatUint(r.Bytes, 10), strconv.FormatUint(uint64(r.Number), 10))
 		}

@@ -141,6 +141,9 @@ type Rule struct {
 	Priority int    `json:"priority"`
 	Action   string `json:"action"`
 	At       string `json:"at"`
+	// Report is "audit" for a rule in audit mode, "log" for one whose
+	// decisions are logged, else empty.
+	Report string `json:"report,omitempty"`
 	// Hits counts packets for stateless rules, flows for stateful ones.
 	Hits  uint64 `json:"hits"`
 	Bytes uint64 `json:"bytes,omitempty"`

@@ -171,11 +171,15 @@ func (e *Encoder) AppendAlert(b []byte, ev *dataplane.FlowEvent) []byte {
 	f := &ev.Flow
 	b = e.header(b, ev, "alert")
 	// Alert rules let the packet go on; an event carrying a drop or
-	// reject reason reports a packet natwall blocked.
+	// reject reason reports a packet natwall blocked (a logged deny or
+	// reject). An audit alert says what a rule would have denied: the
+	// packet went on, so it is allowed whatever the rule's action.
 	action := "allowed"
 	switch ev.Reason.Verdict() {
 	case dataplane.VerdictDrop, dataplane.VerdictReply:
-		action = "blocked"
+		if !ev.Audit {
+			action = "blocked"
+		}
 	}
 	b = append(b, `,"alert":{"action":"`...)
 	b = append(b, action...)
@@ -197,7 +201,12 @@ func (e *Encoder) AppendAlert(b []byte, ev *dataplane.FlowEvent) []byte {
 	}
 	b = append(b, `,"category":"natwall `...)
 	b = appendStringBody(b, kind)
-	b = append(b, ` rule","severity":3}`...)
+	b = append(b, ` rule","severity":3`...)
+	if ev.Audit {
+		// EVE's rule metadata: keys with lists of values.
+		b = append(b, `,"metadata":{"natwall_mode":["audit"]}`...)
+	}
+	b = append(b, '}')
 	return append(b, "}\n"...)
 }
 

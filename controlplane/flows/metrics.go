@@ -32,6 +32,9 @@ var (
 	retriedDesc       = prometheus.NewDesc("natwall_snat_claims_retried_total", "External port claims retried after a failure other than the port being taken.", nil, nil)
 	filterAdmitDesc   = prometheus.NewDesc("natwall_snat_filter_admitted_total", "Inbound flows the SNAT filtering mode opened to a mapping (snat.filtering).", nil, nil)
 	dnatFlowsDesc     = prometheus.NewDesc("natwall_dnat_flows_total", "Flows opened through an inbound NAT forward (dnat), hairpins included.", nil, nil)
+	auditDesc         = prometheus.NewDesc("natwall_audit_matches_total", "First packets an audit rule or audit default would have denied and let through (mode: audit).", nil, nil)
+	loggedDesc        = prometheus.NewDesc("natwall_decisions_logged_total", "Deny and reject decisions of rules with log: true reported as alerts.", nil, nil)
+	logSuppressedDesc = prometheus.NewDesc("natwall_decisions_log_suppressed_total", "Logged decisions and audit matches over the per-CPU budget of alert events, counted but not reported.", nil, nil)
 	atQuotaDesc       = prometheus.NewDesc("natwall_snat_hosts_at_quota", "Inside hosts holding their whole SNAT port quota of some protocol at the last collection (snat.host_quota).", nil, nil)
 )
 
@@ -50,7 +53,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{flowsActiveDesc, flowCapacityDesc, flowsCreatedDesc, flowsEstabDesc, flowsExpiredDesc,
 		eventsLostDesc, eventsDesc, decodeErrorsDesc, sinkLostDesc, portsInUseDesc, portsCapDesc, portErrorsDesc, mappingsDesc,
 		preservedDesc, hairpinDesc, icmpTranslateDesc, flowPacketsDesc, flowBytesDesc, earlyDropDesc, overloadedDesc,
-		retriedDesc, filterAdmitDesc, atQuotaDesc, dnatFlowsDesc} {
+		retriedDesc, filterAdmitDesc, atQuotaDesc, dnatFlowsDesc, auditDesc, loggedDesc, logSuppressedDesc} {
 		ch <- d
 	}
 }
@@ -109,6 +112,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(retriedDesc, stats[dataplane.StatSNATRetried])
 		counter(filterAdmitDesc, stats[dataplane.StatSNATFilterAdmit])
 		counter(dnatFlowsDesc, stats[dataplane.StatDNATFlows])
+		counter(auditDesc, stats[dataplane.StatAuditMatched])
+		counter(loggedDesc, stats[dataplane.StatDecisionLogged])
+		counter(logSuppressedDesc, stats[dataplane.StatLogSuppressed])
 	} else {
 		m.Log.Error("read dataplane stats", "error", err)
 	}
