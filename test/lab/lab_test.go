@@ -951,9 +951,16 @@ func TestXDPFramesAreDelivered(t *testing.T) {
 			ctx := testContext(t)
 			client := l.Clients[0]
 			// The test programs bounce ARP too: let the kernel answer it
-			// first.
-			if err := client.NS.Ping(ctx, ApplianceInsideV4); err != nil {
-				t.Fatal(err)
+			// first. A single one-second ping can lose the race with the
+			// neighbour's resolution on a loaded machine: try for a while.
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				err := client.NS.Ping(ctx, ApplianceInsideV4)
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal(err)
+				}
 			}
 
 			// An echo request from the client passes the fabric port facing
