@@ -115,6 +115,9 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if cfg.VLANAction == dataplane.VLANPass {
 		log.Warn("vlan_action is pass: frames tagged with a VLAN ID go to the kernel's VLAN devices, which route them with no policy and no NAT")
 	}
+	if cfg.ReversePath == dataplane.ReversePathOff {
+		log.Warn("reverse_path is off: a new flow's source is not checked against the route back to it, so spoofed inside sources can open flows")
+	}
 
 	// A missing NIC is named as such before any sysctl under its name is
 	// read or anything is bound, pinned or attached.

@@ -256,6 +256,27 @@ func TestRunWarnsAboutMalformedPass(t *testing.T) {
 	}
 }
 
+// TestRunWarnsAboutReversePathOff: with the check off, spoofed sources
+// can open flows; the start says so.
+func TestRunWarnsAboutReversePathOff(t *testing.T) {
+	const warning = "reverse_path is off"
+	for _, mode := range []dataplane.ReversePathMode{dataplane.ReversePathStrict, dataplane.ReversePathOff} {
+		cfg := testDaemonConfig()
+		cfg.ReversePath = mode
+		dp := &fakeDataplane{}
+		dp.attached.Store(true)
+		d, logs, _ := testDaemon(t, cfg, dp)
+		r := start(t, d)
+		r.waitReady(t)
+		if err := r.stop(t); err != nil {
+			t.Errorf("run = %v", err)
+		}
+		if got := strings.Contains(logs.String(), warning); got != (mode == dataplane.ReversePathOff) {
+			t.Errorf("reverse_path %v: warning logged = %v", mode, got)
+		}
+	}
+}
+
 // TestRunVLANAction: vlan_action reaches the dataplane's settings, and
 // pass, which lets tagged frames past the policy, is warned about.
 func TestRunVLANAction(t *testing.T) {
