@@ -3,7 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"unsafe"
 )
 
@@ -202,29 +202,50 @@ func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTab
 		}
 	}
 	st.NoICMP = b.intern(noICMP)
-	constrained := map[int][]int{} // key -> rules
+	// A constrained key's vector: the rules without ICMP match, those of
+	// its type with any code, and those of its type and code. Keys in
+	// order, so the numbering is the same every time.
+	type icmpRules struct {
+		anyCode []int
+		byCode  [256][]int
+	}
+	var byType [256]*icmpRules
 	for i, r := range rules {
 		if r.ICMPType < 0 {
 			continue
 		}
-		for code := 0; code < 256; code++ {
-			if r.ICMPCode < 0 || r.ICMPCode == code {
-				k := r.ICMPType<<8 | code
-				constrained[k] = append(constrained[k], i)
-			}
+		t := byType[r.ICMPType]
+		if t == nil {
+			t = &icmpRules{}
+			byType[r.ICMPType] = t
+		}
+		switch {
+		case r.ICMPCode < 0:
+			t.anyCode = append(t.anyCode, i)
+		case r.ICMPCode < 256:
+			t.byCode[r.ICMPCode] = append(t.byCode[r.ICMPCode], i)
 		}
 	}
 	for k := range st.ICMP {
 		st.ICMP[k] = st.NoICMP
 	}
-	// In key order, so the numbering does not follow the map's.
-	keys := make([]int, 0, len(constrained))
-	for k := range constrained {
-		keys = append(keys, k)
-	}
-	sort.Ints(keys)
-	for _, k := range keys {
-		st.ICMP[k] = withRules(noICMP, constrained[k])
+	for typ, t := range byType {
+		if t == nil {
+			continue
+		}
+		for code, exact := range t.byCode {
+			if len(t.anyCode) == 0 && len(exact) == 0 {
+				continue
+			}
+			copy(scratch, noICMP)
+			for _, i := range t.anyCode {
+				set(scratch, i)
+			}
+			for _, i := range exact {
+				set(scratch, i)
+			}
+			st.ICMP[typ<<8|code] = b.intern(scratch)
+		}
 	}
 
 	// Zone.
@@ -259,7 +280,7 @@ func compileAddrs(b *bvBuilder, rules []Rule, field func(*Rule) []netip.Prefix) 
 		prefix netip.Prefix
 		rule   int
 	}
-	var listings []listing
+	listings := make([]listing, 0, 2*len(rules)+2)
 	for i := range rules {
 		for _, p := range field(&rules[i]) {
 			listings = append(listings, listing{p.Masked(), i})
@@ -269,12 +290,11 @@ func compileAddrs(b *bvBuilder, rules []Rule, field func(*Rule) []netip.Prefix) 
 		listings = append(listings, listing{root, -1})
 	}
 	// By address then length: a prefix's descendants follow it directly.
-	sort.Slice(listings, func(i, j int) bool {
-		a, c := listings[i].prefix, listings[j].prefix
-		if c := a.Addr().Compare(c.Addr()); c != 0 {
-			return c < 0
+	slices.SortFunc(listings, func(x, y listing) int {
+		if c := x.prefix.Addr().Compare(y.prefix.Addr()); c != 0 {
+			return c
 		}
-		return a.Bits() < c.Bits()
+		return x.prefix.Bits() - y.prefix.Bits()
 	})
 
 	base := make([]uint64, b.words) // rules that match any address
@@ -345,7 +365,7 @@ func compilePorts(b *bvBuilder, rules []Rule, field func(*Rule) []PortRange, out
 			edges = append(edges, edge{int(pr.Lo), i, true}, edge{int(pr.Hi) + 1, i, false})
 		}
 	}
-	sort.Slice(edges, func(i, j int) bool { return edges[i].at < edges[j].at })
+	slices.SortFunc(edges, func(x, y edge) int { return x.at - y.at })
 	e := 0
 	id := b.intern(cur)
 	for port := 0; port < 65536; port++ {
