@@ -135,7 +135,11 @@ func stageName(stage int) string {
 
 func writeStage(objs *natwallObjects, gen, stage uint8, st *rules.StageTables) error {
 	base := uint32(gen)*uint32(natwallNwAclStageNW_ACL_STAGES) + uint32(stage)
-	if err := clearStage(objs, gen, stage); err != nil {
+	vectors := 0
+	if st != nil {
+		vectors = len(st.Bitvectors)
+	}
+	if err := clearStage(objs, gen, stage, vectors); err != nil {
 		return err
 	}
 	meta := natwallNwAclMeta{}
@@ -161,24 +165,31 @@ func writeStage(objs *natwallObjects, gen, stage uint8, st *rules.StageTables) e
 		return fmt.Errorf("bit vectors: %w", err)
 	}
 
+	var keys4 []natwallNwAclLpm4Key
+	var keys6 []natwallNwAclLpm6Key
+	var vals4, vals6 []uint32
 	for field, list := range [][]rules.PrefixBV{st.Src, st.Dst} {
 		f := uint8(natwallNwAclFieldNW_ACL_F_SRC)
 		if field == 1 {
 			f = uint8(natwallNwAclFieldNW_ACL_F_DST)
 		}
 		for _, p := range list {
-			var err error
 			if p.Prefix.Addr().Is4() {
-				err = objs.NwAclLpm4.Put(natwallNwAclLpm4Key{Prefixlen: 32 + uint32(p.Prefix.Bits()), Gen: gen, Stage: stage,
-					Field: f, Addr: beUint32(p.Prefix.Masked().Addr().As4())}, p.BV)
+				keys4 = append(keys4, natwallNwAclLpm4Key{Prefixlen: 32 + uint32(p.Prefix.Bits()), Gen: gen, Stage: stage,
+					Field: f, Addr: beUint32(p.Prefix.Masked().Addr().As4())})
+				vals4 = append(vals4, p.BV)
 			} else {
-				err = objs.NwAclLpm6.Put(natwallNwAclLpm6Key{Prefixlen: 32 + uint32(p.Prefix.Bits()), Gen: gen, Stage: stage,
-					Field: f, Addr: p.Prefix.Masked().Addr().As16()}, p.BV)
-			}
-			if err != nil {
-				return fmt.Errorf("prefix %s: %w", p.Prefix, err)
+				keys6 = append(keys6, natwallNwAclLpm6Key{Prefixlen: 32 + uint32(p.Prefix.Bits()), Gen: gen, Stage: stage,
+					Field: f, Addr: p.Prefix.Masked().Addr().As16()})
+				vals6 = append(vals6, p.BV)
 			}
 		}
+	}
+	if err := batchPut(objs.NwAclLpm4, keys4, vals4); err != nil {
+		return fmt.Errorf("IPv4 prefixes: %w", err)
+	}
+	if err := batchPut(objs.NwAclLpm6, keys6, vals6); err != nil {
+		return fmt.Errorf("IPv6 prefixes: %w", err)
 	}
 
 	for field, tbl := range []*[65536]uint32{&st.SrcPort, &st.DstPort, &st.ICMP} {
@@ -222,23 +233,98 @@ func writeStage(objs *natwallObjects, gen, stage uint8, st *rules.StageTables) e
 }
 
 // clearStage removes a generation's stage entries from the maps keyed by
-// content (bit vectors, prefixes). Arrays are overwritten in place.
-func clearStage(objs *natwallObjects, gen, stage uint8) error {
-	genStage := uint32(gen)<<8 | uint32(stage)
-	if err := deleteWhere(objs.NwAclBits, func(k natwallNwAclBvKey, _ natwallNwAclBitvec) bool {
-		return k.GenStage == genStage
-	}); err != nil {
+// content (prefixes) and its bit vectors from id keep on: the caller
+// overwrites ids below keep. Arrays are overwritten in place.
+func clearStage(objs *natwallObjects, gen, stage uint8, keep int) error {
+	if err := deleteVectorsFrom(objs.NwAclBits, uint32(gen)<<8|uint32(stage), keep); err != nil {
 		return fmt.Errorf("bit vectors: %w", err)
 	}
-	if err := deleteWhere(objs.NwAclLpm4, func(k natwallNwAclLpm4Key, _ uint32) bool {
+	if err := deleteKeysWhere(objs.NwAclLpm4, func(k natwallNwAclLpm4Key) bool {
 		return k.Gen == gen && k.Stage == stage
 	}); err != nil {
 		return fmt.Errorf("IPv4 prefixes: %w", err)
 	}
-	if err := deleteWhere(objs.NwAclLpm6, func(k natwallNwAclLpm6Key, _ uint32) bool {
+	if err := deleteKeysWhere(objs.NwAclLpm6, func(k natwallNwAclLpm6Key) bool {
 		return k.Gen == gen && k.Stage == stage
 	}); err != nil {
 		return fmt.Errorf("IPv6 prefixes: %w", err)
+	}
+	return nil
+}
+
+// deleteKeysWhere deletes m's entries whose key is stale. It walks the
+// keys alone: the classifier's values are up to 4 KiB, and reading them
+// was most of a reload's time. Deletions go in batches.
+func deleteKeysWhere[K any](m *ebpf.Map, stale func(K) bool) error {
+	var victims []K
+	var key, next K
+	var from any // nil: the walk starts at the first key
+	for {
+		err := m.NextKey(from, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("walk %s: %w", m, err)
+		}
+		if stale(next) {
+			victims = append(victims, next)
+		}
+		key = next
+		from = &key
+	}
+	return batchDelete(m, victims)
+}
+
+// deleteVectorsFrom deletes a stage's bit vectors from id from on. A
+// stage's ids are always 0 to n-1 (writeStage writes them in order, and
+// deletes from the top down to the new set's count), so the deletion
+// stops at the first id that is missing, without walking the map, whose
+// values are up to 4 KiB and many. Were an id ever left above a gap, no
+// table would name it: the tables only name the ids the new set writes.
+func deleteVectorsFrom(m *ebpf.Map, genStage uint32, from int) error {
+	const chunk = 4096
+	keys := make([]natwallNwAclBvKey, chunk)
+	for id := from; id < int(m.MaxEntries()); id += chunk {
+		for i := range keys {
+			keys[i] = natwallNwAclBvKey{GenStage: genStage, Id: uint32(id + i)}
+		}
+		n, err := m.BatchDelete(keys, nil)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			for _, k := range keys {
+				if err := m.Delete(k); errors.Is(err, ebpf.ErrKeyNotExist) {
+					return nil
+				} else if err != nil {
+					return err
+				}
+			}
+		case err != nil:
+			return err
+		case n < chunk:
+			return nil
+		}
+	}
+	return nil
+}
+
+// batchDelete deletes many keys in few system calls.
+func batchDelete[K any](m *ebpf.Map, keys []K) error {
+	const chunk = 8192
+	for i := 0; i < len(keys); i += chunk {
+		j := min(i+chunk, len(keys))
+		if _, err := m.BatchDelete(keys[i:j], nil); err != nil {
+			if !errors.Is(err, ebpf.ErrNotSupported) {
+				return err
+			}
+			for n := i; n < j; n++ {
+				if err := m.Delete(keys[n]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -3,7 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"unsafe"
 )
 
@@ -96,31 +96,45 @@ func Compile(rs *RuleSet, ids IDFunc) (*Tables, error) {
 	return t, nil
 }
 
+// bvBuilder interns the stage's vectors: equal vectors share one id. The
+// callers build each vector in a scratch buffer they reuse; intern copies
+// it only when it is new, into slabs, so a stage's thousands of vectors
+// cost a few allocations.
 type bvBuilder struct {
 	words int
 	ids   map[string]uint32
 	st    *StageTables
+	slab  []uint64
+}
+
+// vectorsPerSlab bounds the memory a slab holds beyond the stage's need.
+const vectorsPerSlab = 256
+
+func vectorKey(bv []uint64) string {
+	if len(bv) == 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(unsafe.Pointer(&bv[0])), len(bv)*8)
 }
 
 func (b *bvBuilder) intern(bv []uint64) uint32 {
-	var key string
-	if len(bv) > 0 {
-		key = unsafe.String((*byte)(unsafe.Pointer(&bv[0])), len(bv)*8)
-	}
-	if id, ok := b.ids[key]; ok {
+	if id, ok := b.ids[vectorKey(bv)]; ok {
 		return id
 	}
-	id := uint32(len(b.st.Bitvectors))
-	owned := append([]uint64(nil), bv...)
-	b.st.Bitvectors = append(b.st.Bitvectors, owned)
-	if len(owned) > 0 {
-		key = unsafe.String((*byte)(unsafe.Pointer(&owned[0])), len(owned)*8)
+	if len(b.slab) < len(bv) {
+		b.slab = make([]uint64, len(bv)*vectorsPerSlab)
 	}
-	b.ids[key] = id
+	owned := b.slab[:len(bv):len(bv)]
+	b.slab = b.slab[len(bv):]
+	copy(owned, bv)
+	id := uint32(len(b.st.Bitvectors))
+	b.st.Bitvectors = append(b.st.Bitvectors, owned)
+	b.ids[vectorKey(owned)] = id
 	return id
 }
 
-func set(bv []uint64, i int) { bv[i/64] |= 1 << (i % 64) }
+func set(bv []uint64, i int)   { bv[i/64] |= 1 << (i % 64) }
+func unset(bv []uint64, i int) { bv[i/64] &^= 1 << (i % 64) }
 
 func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTables, error) {
 	if len(rules) > MaxRulesPerStage {
@@ -145,21 +159,27 @@ func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTab
 	st.Src = compileAddrs(b, rules, func(r *Rule) []netip.Prefix { return r.Src })
 	st.Dst = compileAddrs(b, rules, func(r *Rule) []netip.Prefix { return r.Dst })
 
-	// Protocol.
+	// Protocol: the rules of any protocol, plus those of this one.
 	anyProto := make([]uint64, words)
+	var byProto [256][]int
 	for i, r := range rules {
-		if r.Protocol < 0 {
+		switch {
+		case r.Protocol < 0:
 			set(anyProto, i)
+		case r.Protocol < 256:
+			byProto[r.Protocol] = append(byProto[r.Protocol], i)
 		}
 	}
-	for v := 0; v < 256; v++ {
-		bv := append([]uint64(nil), anyProto...)
-		for i, r := range rules {
-			if r.Protocol == v {
-				set(bv, i)
-			}
+	scratch := make([]uint64, words)
+	withRules := func(base []uint64, idx []int) uint32 {
+		copy(scratch, base)
+		for _, i := range idx {
+			set(scratch, i)
 		}
-		st.Proto[v] = b.intern(bv)
+		return b.intern(scratch)
+	}
+	for v := range st.Proto {
+		st.Proto[v] = withRules(anyProto, byProto[v])
 	}
 
 	// Ports: a rule without ports matches every port and packets without
@@ -182,38 +202,65 @@ func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTab
 		}
 	}
 	st.NoICMP = b.intern(noICMP)
-	constrained := map[int][]int{} // key -> rules
+	// A constrained key's vector: the rules without ICMP match, those of
+	// its type with any code, and those of its type and code. Keys in
+	// order, so the numbering is the same every time.
+	type icmpRules struct {
+		anyCode []int
+		byCode  [256][]int
+	}
+	var byType [256]*icmpRules
 	for i, r := range rules {
 		if r.ICMPType < 0 {
 			continue
 		}
-		for code := 0; code < 256; code++ {
-			if r.ICMPCode < 0 || r.ICMPCode == code {
-				k := r.ICMPType<<8 | code
-				constrained[k] = append(constrained[k], i)
-			}
+		t := byType[r.ICMPType]
+		if t == nil {
+			t = &icmpRules{}
+			byType[r.ICMPType] = t
+		}
+		switch {
+		case r.ICMPCode < 0:
+			t.anyCode = append(t.anyCode, i)
+		case r.ICMPCode < 256:
+			t.byCode[r.ICMPCode] = append(t.byCode[r.ICMPCode], i)
 		}
 	}
 	for k := range st.ICMP {
 		st.ICMP[k] = st.NoICMP
 	}
-	for k, idx := range constrained {
-		bv := append([]uint64(nil), noICMP...)
-		for _, i := range idx {
-			set(bv, i)
+	for typ, t := range byType {
+		if t == nil {
+			continue
 		}
-		st.ICMP[k] = b.intern(bv)
+		for code, exact := range t.byCode {
+			if len(t.anyCode) == 0 && len(exact) == 0 {
+				continue
+			}
+			copy(scratch, noICMP)
+			for _, i := range t.anyCode {
+				set(scratch, i)
+			}
+			for _, i := range exact {
+				set(scratch, i)
+			}
+			st.ICMP[typ<<8|code] = b.intern(scratch)
+		}
 	}
 
 	// Zone.
-	for z := range st.Zone {
-		bv := make([]uint64, words)
-		for i, r := range rules {
-			if r.Direction == AnyDirection || zoneOf[r.Direction] == z {
-				set(bv, i)
-			}
+	anyZone := make([]uint64, words)
+	var byZone [len(st.Zone)][]int
+	for i, r := range rules {
+		if r.Direction == AnyDirection {
+			set(anyZone, i)
+		} else {
+			z := zoneOf[r.Direction]
+			byZone[z] = append(byZone[z], i)
 		}
-		st.Zone[z] = b.intern(bv)
+	}
+	for z := range st.Zone {
+		st.Zone[z] = withRules(anyZone, byZone[z])
 	}
 	return st, nil
 }
@@ -221,53 +268,75 @@ func compileStage(rules []Rule, def Action, defID uint32, ids IDFunc) (*StageTab
 // compileAddrs gives every stored prefix the vector of the rules that
 // contain it. The stored prefixes containing an address form a chain, so
 // the longest one's vector holds every rule matching the address.
+//
+// In the order by address then length, a prefix's stored ancestors precede
+// it and every prefix between an ancestor and it lies inside that
+// ancestor. One walk with a stack of the current chain therefore finds
+// each prefix's parent, and its vector is the parent's plus the rules that
+// list exactly this prefix: time and memory linear in the prefixes (times
+// the vector length), not in prefixes times rules.
 func compileAddrs(b *bvBuilder, rules []Rule, field func(*Rule) []netip.Prefix) []PrefixBV {
-	stored := map[netip.Prefix]bool{anyV4: true, anyV6: true}
+	type listing struct {
+		prefix netip.Prefix
+		rule   int
+	}
+	listings := make([]listing, 0, 2*len(rules)+2)
 	for i := range rules {
 		for _, p := range field(&rules[i]) {
-			stored[p.Masked()] = true
+			listings = append(listings, listing{p.Masked(), i})
 		}
 	}
-	prefixes := make([]netip.Prefix, 0, len(stored))
-	for p := range stored {
-		prefixes = append(prefixes, p)
+	for _, root := range []netip.Prefix{anyV4, anyV6} {
+		listings = append(listings, listing{root, -1})
 	}
 	// By address then length: a prefix's descendants follow it directly.
-	sort.Slice(prefixes, func(i, j int) bool {
-		if c := prefixes[i].Addr().Compare(prefixes[j].Addr()); c != 0 {
-			return c < 0
+	slices.SortFunc(listings, func(x, y listing) int {
+		if c := x.prefix.Addr().Compare(y.prefix.Addr()); c != 0 {
+			return c
 		}
-		return prefixes[i].Bits() < prefixes[j].Bits()
+		return x.prefix.Bits() - y.prefix.Bits()
 	})
-	index := make(map[netip.Prefix]int, len(prefixes))
-	for i, p := range prefixes {
-		index[p] = i
-	}
+
 	base := make([]uint64, b.words) // rules that match any address
-	vecs := make([][]uint64, len(prefixes))
 	for i := range rules {
 		if len(field(&rules[i])) == 0 {
 			set(base, i)
 		}
 	}
-	for i := range vecs {
-		vecs[i] = append([]uint64(nil), base...)
-	}
-	for i := range rules {
-		for _, r := range field(&rules[i]) {
-			r = r.Masked()
-			for j := index[r]; j < len(prefixes) && r.Contains(prefixes[j].Addr()) && prefixes[j].Addr().Is4() == r.Addr().Is4(); j++ {
-				if prefixes[j].Bits() >= r.Bits() {
-					set(vecs[j], i)
-				}
+	// chain[d] is the d-th stored prefix of the current chain and vecs[d]
+	// its vector; the buffers are reused as the walk moves on.
+	var chain []netip.Prefix
+	var vecs [][]uint64
+	out := make([]PrefixBV, 0, len(listings))
+	for at := 0; at < len(listings); {
+		p := listings[at].prefix
+		for len(chain) > 0 && !containsPrefix(chain[len(chain)-1], p) {
+			chain = chain[:len(chain)-1]
+		}
+		d := len(chain)
+		if d == len(vecs) {
+			vecs = append(vecs, make([]uint64, b.words))
+		}
+		vec := vecs[d]
+		if d == 0 {
+			copy(vec, base)
+		} else {
+			copy(vec, vecs[d-1])
+		}
+		for ; at < len(listings) && listings[at].prefix == p; at++ {
+			if r := listings[at].rule; r >= 0 {
+				set(vec, r)
 			}
 		}
-	}
-	out := make([]PrefixBV, len(prefixes))
-	for i, p := range prefixes {
-		out[i] = PrefixBV{Prefix: p, BV: b.intern(vecs[i])}
+		chain = append(chain, p)
+		out = append(out, PrefixBV{Prefix: p, BV: b.intern(vec)})
 	}
 	return out
+}
+
+// containsPrefix reports whether outer contains inner (of the same family).
+func containsPrefix(outer, inner netip.Prefix) bool {
+	return outer.Addr().Is4() == inner.Addr().Is4() && outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
 }
 
 // compilePorts sweeps the port space once, adding and removing rules at
@@ -296,7 +365,7 @@ func compilePorts(b *bvBuilder, rules []Rule, field func(*Rule) []PortRange, out
 			edges = append(edges, edge{int(pr.Lo), i, true}, edge{int(pr.Hi) + 1, i, false})
 		}
 	}
-	sort.Slice(edges, func(i, j int) bool { return edges[i].at < edges[j].at })
+	slices.SortFunc(edges, func(x, y edge) int { return x.at - y.at })
 	e := 0
 	id := b.intern(cur)
 	for port := 0; port < 65536; port++ {
@@ -311,7 +380,7 @@ func compilePorts(b *bvBuilder, rules []Rule, field func(*Rule) []PortRange, out
 			if count[ed.rule] > 0 {
 				set(cur, ed.rule)
 			} else {
-				cur[ed.rule/64] &^= 1 << (ed.rule % 64)
+				unset(cur, ed.rule)
 			}
 			changed = true
 		}

@@ -179,8 +179,13 @@ func (p *parser) file(src Source) {
 		p.add(top, "file is larger than %d bytes", MaxFileSize)
 		return
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(src.Data, &doc); err != nil {
+	// One decoder reads the document and then looks for a second one
+	// after "---", which would otherwise be dropped unseen: the file is
+	// parsed once (yaml.Unmarshal and a second decoder parsed it twice,
+	// most of a large reload's time).
+	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
+	var doc, second yaml.Node
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
 		line := 1
 		if m := regexp.MustCompile(`line (\d+)`).FindStringSubmatch(err.Error()); m != nil {
 			line, _ = strconv.Atoi(m[1])
@@ -189,12 +194,7 @@ func (p *parser) file(src Source) {
 		msg = regexp.MustCompile(`^line \d+: `).ReplaceAllString(msg, "")
 		p.add(Pos{File: src.Name, Line: line, Col: 1}, "not valid YAML: %s", msg)
 		return
-	}
-	// Unmarshal reads the first document only: a second after "---"
-	// would be dropped unseen.
-	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
-	var first, second yaml.Node
-	if dec.Decode(&first) == nil {
+	} else if err == nil {
 		if err := dec.Decode(&second); err != io.EOF {
 			line := second.Line
 			if m := regexp.MustCompile(`line (\d+)`).FindStringSubmatch(fmt.Sprint(err)); err != nil && m != nil {
