@@ -30,6 +30,13 @@ type Options struct {
 	Duration time.Duration
 	// ConnDuration is one connection-rate trial's time.
 	ConnDuration time.Duration
+	// EstablishedFlows is how many flows the established cases warm up
+	// and cycle through (or N, if larger); establishedFlows if 0. The
+	// suite's miniature run takes fewer, to warm up in seconds.
+	EstablishedFlows uint32
+	// StateFlows is how many flows the state measurement opens;
+	// stateFlows if 0.
+	StateFlows int
 	// Configs restricts the run to these configuration IDs; all if empty.
 	Configs []string
 	// Progress receives a line per trial.
@@ -88,12 +95,12 @@ func rotateEstablished(cases []trafficCase, rep int) []trafficCase {
 	return append(append(established[k:], established[:k]...), fresh...)
 }
 
-func (c trafficCase) traffic(rules int) traffic {
-	tr := traffic{flows: establishedFlows, dportBase: ruleBasePort, dportCount: 1, dsts: 1}
+func (c trafficCase) traffic(rules int, flows uint32) traffic {
+	tr := traffic{flows: flows, dportBase: ruleBasePort, dportCount: 1, dsts: 1}
 	switch c.Name {
 	case "spread":
 		tr.dportCount = uint16(max(rules, 1))
-		tr.flows = uint32(max(rules, int(establishedFlows)))
+		tr.flows = uint32(max(rules, int(flows)))
 	case "default":
 		tr.dportBase = unmatchedPort
 	}
@@ -160,6 +167,12 @@ type sample struct {
 func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
+	}
+	if opts.StateFlows == 0 {
+		opts.StateFlows = stateFlows
+	}
+	if opts.EstablishedFlows == 0 {
+		opts.EstablishedFlows = establishedFlows
 	}
 	b := &bench{ctx: ctx, opts: opts, started: time.Now(), pinDir: fmt.Sprintf("/sys/fs/bpf/natwall-bench-%d", os.Getpid())}
 	if b.scratch, err = os.MkdirTemp("", "natwall-bench-"); err != nil {
@@ -260,7 +273,9 @@ func (b *bench) configuration(report *Report, rep int, cfg config, n int, cases 
 	if err := b.ctx.Err(); err != nil {
 		return err
 	}
+	setupStart := time.Now()
 	load, err := cfg.setup(b, n)
+	fmt.Fprintf(b.opts.Progress, "%5.0fs %s N=%d set up in %.1fs\n", time.Since(b.started).Seconds(), cfg.ID, n, time.Since(setupStart).Seconds())
 	if err == nil && !cfg.Natwall {
 		b.replyPath, err = attachCounter(b.topo.dut, dutOutIf, "nwb_pass", nil, 0)
 	}
@@ -299,7 +314,7 @@ func nsNote(s sample) string {
 // trial sends one case's traffic through the configured DUT and measures
 // what reaches the far side.
 func (b *bench) trial(cfg config, n int, c trafficCase) (sample, error) {
-	tr := c.traffic(n)
+	tr := c.traffic(n, b.opts.EstablishedFlows)
 	gen, err := newGenerator(b.topo, tr)
 	if err != nil {
 		return sample{}, err

@@ -54,7 +54,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	p("new flow to one destination and port, so after the first %d flows every packet meets an address with no\n", exhaustionPorts)
 	p("port left (`drop_snat_exhausted`), and nothing reaches the sink: its rate is natwall's verdict rate.\n\n")
 	p("Cases:\n\n")
-	p("- *established*: %d flows (or N, if larger) in every case, warmed up in both directions first (the sink answers while\n", establishedFlows)
+	p("- *established*: %d flows (or N, if larger) in every case, warmed up in both directions first (the sink answers while\n", r.EstablishedFlows)
 	p("  warming), so stateful firewalls consider them established. *first* sends all of them to rule 0's port,\n")
 	p("  *spread* spreads them evenly over all N rules, *default* sends them to a port no rule matches.\n")
 	p("- *new*: every packet is a new flow (a new source address and port), spread over the rules and over\n")

@@ -17,16 +17,18 @@ import (
 
 // Report is a run's results, as JSON and as docs/benchmarks.md.
 type Report struct {
-	Machine    Machine
-	Started    time.Time
-	Reps       int
-	TrialSecs  float64
-	PinnedCPUs bool
-	Forwarding []ForwardingResult
-	ConnRate   []ConnRateResult
-	RuleLoad   []LoadResult
-	State      *StateResult `json:",omitempty"`
-	Goals      []Goal
+	Machine   Machine
+	Started   time.Time
+	Reps      int
+	TrialSecs float64
+	// EstablishedFlows is the established cases' flow count (or N).
+	EstablishedFlows uint32
+	PinnedCPUs       bool
+	Forwarding       []ForwardingResult
+	ConnRate         []ConnRateResult
+	RuleLoad         []LoadResult
+	State            *StateResult `json:",omitempty"`
+	Goals            []Goal
 	// Skipped are the configurations this machine cannot run.
 	Skipped []SkippedConfig `json:",omitempty"`
 
@@ -151,7 +153,7 @@ type Machine struct {
 
 func newReport(opts Options, pinned bool) *Report {
 	r := &Report{
-		Machine: describeMachine(), Started: time.Now().UTC(), Reps: opts.Reps, TrialSecs: opts.Duration.Seconds(), PinnedCPUs: pinned,
+		Machine: describeMachine(), Started: time.Now().UTC(), Reps: opts.Reps, TrialSecs: opts.Duration.Seconds(), EstablishedFlows: opts.EstablishedFlows, PinnedCPUs: pinned,
 		samples: map[resultKey][]sample{}, conns: map[resultKey][]float64{}, loads: map[resultKey][]float64{}, names: map[string]string{},
 	}
 	for _, c := range configs {
