@@ -231,11 +231,13 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 		if err := b.connectionRates(report, rep); err != nil {
 			return nil, err
 		}
+		fmt.Fprintf(opts.Progress, "%5.0fs rep %d connection rates measured\n", time.Since(b.started).Seconds(), rep+1)
 	}
 	if sel := b.selected(); containsID(sel, "O3") && containsID(sel, "B3") {
 		if err := b.statePerFlow(report); err != nil {
 			return nil, err
 		}
+		fmt.Fprintf(opts.Progress, "%5.0fs state per flow measured\n", time.Since(b.started).Seconds())
 	}
 	report.finish()
 	return report, ctx.Err()
