@@ -1,9 +1,16 @@
 package bench
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/natwall/natwall/test/lab"
 )
 
 func TestParseProcCPU(t *testing.T) {
@@ -86,6 +93,43 @@ func TestDaemonConfigExhaustion(t *testing.T) {
 	for _, want := range []string{"port_range: 1024-1087\n", "host_quota: 64\n", "on_exit: detach\n", "mapping: address-port-dependent\n"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("config lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// TestDaemonStartFailure starts natwall run where it cannot attach (a
+// namespace without the DUT's NICs): the start must fail with the
+// daemon's own words, not hang until the ready timeout, and leave no pins
+// or socket directory behind.
+func TestDaemonStartFailure(t *testing.T) {
+	lab.RequirePrivileges(t)
+	if testing.Short() {
+		t.Skip("builds natwall")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	scratch := t.TempDir()
+	bin, err := buildNatwall(ctx, scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{ctx: ctx, scratch: scratch, natwallBin: bin, topo: &topology{dut: lab.NewNetNST(t, "bench-fail")},
+		pinDir: fmt.Sprintf("/sys/fs/bpf/natwall-bench-fail-%d", os.Getpid())}
+	start := time.Now()
+	d, err := b.startDaemon(daemonConfig{rules: natwallRules(1, "stateful")})
+	if err == nil {
+		d.stop()
+		t.Fatal("natwall run became ready without the interfaces it attaches to")
+	}
+	if !strings.Contains(err.Error(), "exited before it was ready") || !strings.Contains(err.Error(), dutInIf) {
+		t.Errorf("the error does not say that natwall run exited, and why: %v", err)
+	}
+	if took := time.Since(start); took >= daemonReadyTimeout {
+		t.Errorf("the failed start took %s, the whole ready timeout", took)
+	}
+	for _, dir := range []string{b.pinDir, filepath.Join("/run", filepath.Base(b.pinDir))} {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind (stat: %v)", dir, err)
 		}
 	}
 }
