@@ -258,6 +258,11 @@ func (r *Report) finish() {
 	}
 	for i := range r.Forwarding {
 		f := &r.Forwarding[i]
+		// At port exhaustion the sink sees only the first few flows: the
+		// case's rate is natwall's verdict rate, not the sink's.
+		if f.ExhaustedShare != nil {
+			continue
+		}
 		if b1 := r.mpps("B1", 0, f.Traffic, "first"); b1 > 0 && f.Mpps.Median > 0 {
 			f.DeltaNs = 1e3/f.Mpps.Median - 1e3/b1
 		}
