@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,8 +18,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/natwall/natwall/dataplane"
 )
 
 // Options select what a run measures.
@@ -33,6 +30,13 @@ type Options struct {
 	Duration time.Duration
 	// ConnDuration is one connection-rate trial's time.
 	ConnDuration time.Duration
+	// EstablishedFlows is how many flows the established cases warm up
+	// and cycle through (or N, if larger); establishedFlows if 0. The
+	// suite's miniature run takes fewer, to warm up in seconds.
+	EstablishedFlows uint32
+	// StateFlows is how many flows the state measurement opens;
+	// stateFlows if 0.
+	StateFlows int
 	// Configs restricts the run to these configuration IDs; all if empty.
 	Configs []string
 	// Progress receives a line per trial.
@@ -55,6 +59,8 @@ type trafficCase struct {
 	// NewFlows makes every packet a new flow; otherwise a fixed set of
 	// flows is pre-warmed in both directions.
 	NewFlows bool
+	// OneDestination sends every packet to the same address and port.
+	OneDestination bool
 }
 
 var (
@@ -62,6 +68,11 @@ var (
 	caseSpread  = trafficCase{Name: "spread"}
 	caseDefault = trafficCase{Name: "default"}
 	caseNew     = trafficCase{Name: "spread", NewFlows: true}
+	// caseExhausted sends every new flow to one destination and port, so
+	// that the translator cannot share a port in use with it (a new
+	// destination would let it overload one): once the few ports are
+	// taken, every packet meets an address with no port left.
+	caseExhausted = trafficCase{Name: "exhausted", NewFlows: true, OneDestination: true}
 	// Configurations without rules see one established and one new-flow
 	// case.
 	ruleFreeCases = []trafficCase{caseFirst, {Name: "first", NewFlows: true}}
@@ -84,17 +95,20 @@ func rotateEstablished(cases []trafficCase, rep int) []trafficCase {
 	return append(append(established[k:], established[:k]...), fresh...)
 }
 
-func (c trafficCase) traffic(rules int) traffic {
-	tr := traffic{flows: establishedFlows, dportBase: ruleBasePort, dportCount: 1, dsts: 1}
+func (c trafficCase) traffic(rules int, flows uint32) traffic {
+	tr := traffic{flows: flows, dportBase: ruleBasePort, dportCount: 1, dsts: 1}
 	switch c.Name {
 	case "spread":
 		tr.dportCount = uint16(max(rules, 1))
-		tr.flows = uint32(max(rules, int(establishedFlows)))
+		tr.flows = uint32(max(rules, int(flows)))
 	case "default":
 		tr.dportBase = unmatchedPort
 	}
 	if c.NewFlows {
 		tr.flows, tr.dsts = 0, newFlowDsts
+	}
+	if c.OneDestination {
+		tr.dsts, tr.dportBase, tr.dportCount = 1, ruleBasePort, 1
 	}
 	return tr
 }
@@ -114,8 +128,6 @@ const (
 	newFlowLimit      = 1_500_000
 )
 
-var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // bench is one run's state.
 type bench struct {
 	ctx     context.Context
@@ -128,8 +140,10 @@ type bench struct {
 	// What the current configuration attached, for teardown.
 	ceiling   *counterProgram
 	replyPath *counterProgram
-	natwall   *dataplane.Dataplane
+	daemon    *daemon
 	ipset     bool
+	// natwallBin is `natwall run`'s binary, built once per run.
+	natwallBin string
 }
 
 // sample is one trial's measurement.
@@ -140,6 +154,12 @@ type sample struct {
 	// ProgRunNs is natwall's time for one established packet of the case
 	// under BPF_PROG_RUN, without the veth around it.
 	ProgRunNs float64
+	// What natwall run reports over the measured window: the packets its
+	// program took a verdict on per second (natwall_packets_total), the
+	// share of them dropped for want of a SNAT port, and the daemon's own
+	// CPU time (user + system, all threads).
+	VerdictMpps, ExhaustedShare float64
+	DaemonCPUSeconds            float64
 }
 
 // Run builds the topology, runs every trial and returns the report. It
@@ -147,6 +167,12 @@ type sample struct {
 func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
+	}
+	if opts.StateFlows == 0 {
+		opts.StateFlows = stateFlows
+	}
+	if opts.EstablishedFlows == 0 {
+		opts.EstablishedFlows = establishedFlows
 	}
 	b := &bench{ctx: ctx, opts: opts, started: time.Now(), pinDir: fmt.Sprintf("/sys/fs/bpf/natwall-bench-%d", os.Getpid())}
 	if b.scratch, err = os.MkdirTemp("", "natwall-bench-"); err != nil {
@@ -168,6 +194,13 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	defer b.sink.Close()
 	defer b.teardown()
 
+	if slices.ContainsFunc(b.selected(), func(c config) bool { return c.Natwall }) {
+		fmt.Fprintln(opts.Progress, "building natwall")
+		if b.natwallBin, err = buildNatwall(ctx, b.scratch); err != nil {
+			return nil, err
+		}
+	}
+
 	report := newReport(opts, b.topo.pinned)
 	var runnable []config
 	for _, cfg := range b.selected() {
@@ -183,7 +216,10 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 	for rep := range opts.Reps {
 		for _, cfg := range runnable {
 			counts, cases := []int{0}, ruleFreeCases
-			if cfg.PerRuleCount {
+			switch {
+			case cfg.Cases != nil:
+				counts, cases = opts.RuleCounts[:1], cfg.Cases
+			case cfg.PerRuleCount:
 				counts, cases = opts.RuleCounts, ruleCases
 			}
 			for _, n := range counts {
@@ -195,11 +231,13 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 		if err := b.connectionRates(report, rep); err != nil {
 			return nil, err
 		}
+		fmt.Fprintf(opts.Progress, "%5.0fs rep %d connection rates measured\n", time.Since(b.started).Seconds(), rep+1)
 	}
 	if sel := b.selected(); containsID(sel, "O3") && containsID(sel, "B3") {
 		if err := b.statePerFlow(report); err != nil {
 			return nil, err
 		}
+		fmt.Fprintf(opts.Progress, "%5.0fs state per flow measured\n", time.Since(b.started).Seconds())
 	}
 	report.finish()
 	return report, ctx.Err()
@@ -237,7 +275,9 @@ func (b *bench) configuration(report *Report, rep int, cfg config, n int, cases 
 	if err := b.ctx.Err(); err != nil {
 		return err
 	}
+	setupStart := time.Now()
 	load, err := cfg.setup(b, n)
+	fmt.Fprintf(b.opts.Progress, "%5.0fs %s N=%d set up in %.1fs\n", time.Since(b.started).Seconds(), cfg.ID, n, time.Since(setupStart).Seconds())
 	if err == nil && !cfg.Natwall {
 		b.replyPath, err = attachCounter(b.topo.dut, dutOutIf, "nwb_pass", nil, 0)
 	}
@@ -256,23 +296,27 @@ func (b *bench) configuration(report *Report, rep int, cfg config, n int, cases 
 			return errors.Join(fmt.Errorf("%s traffic, %s: %w", c.trafficName(), c.Name, err), b.teardown())
 		}
 		report.addSample(cfg, n, c, s)
-		fmt.Fprintf(b.opts.Progress, "%5.0fs rep %d  %-3s N=%-6d %-11s %-8s %7.3f Mpps (generator %.3f)%s\n",
+		fmt.Fprintf(b.opts.Progress, "%5.0fs rep %d  %-3s N=%-6d %-11s %-9s %7.3f Mpps (generator %.3f)%s\n",
 			time.Since(b.started).Seconds(), rep+1, cfg.ID, n, c.trafficName(), c.Name, s.Mpps, s.SentMpps, nsNote(s))
 	}
 	return b.teardown()
 }
 
 func nsNote(s sample) string {
-	if s.NsPerPacket == 0 {
+	if s.VerdictMpps == 0 {
 		return ""
 	}
-	return fmt.Sprintf(", %.0f ns/packet in XDP", s.NsPerPacket)
+	note := fmt.Sprintf(", natwall %.3f M verdicts/s, %.0f ns/packet in XDP, daemon %.2f CPU s", s.VerdictMpps, s.NsPerPacket, s.DaemonCPUSeconds)
+	if s.ExhaustedShare > 0 {
+		note += fmt.Sprintf(", %.0f %% drop_snat_exhausted", 100*s.ExhaustedShare)
+	}
+	return note
 }
 
 // trial sends one case's traffic through the configured DUT and measures
 // what reaches the far side.
 func (b *bench) trial(cfg config, n int, c trafficCase) (sample, error) {
-	tr := c.traffic(n)
+	tr := c.traffic(n, b.opts.EstablishedFlows)
 	gen, err := newGenerator(b.topo, tr)
 	if err != nil {
 		return sample{}, err
@@ -291,6 +335,18 @@ func (b *bench) trial(cfg config, n int, c trafficCase) (sample, error) {
 	if c.NewFlows {
 		limit = newFlowLimit
 	}
+	// The daemon is scraped outside the window its CPU time is taken
+	// over, so that the scrapes are not counted as its work.
+	var verdicts0 map[string]float64
+	var cpu0 time.Duration
+	if cfg.Natwall {
+		if verdicts0, err = b.daemon.packets(b.ctx); err != nil {
+			return sample{}, err
+		}
+		if cpu0, err = b.daemon.cpu(); err != nil {
+			return sample{}, err
+		}
+	}
 	before, err := counter.count()
 	if err != nil {
 		return sample{}, err
@@ -306,10 +362,32 @@ func (b *bench) trial(cfg config, n int, c trafficCase) (sample, error) {
 		return sample{}, err
 	}
 	s := sample{Mpps: float64(after-before) / elapsed.Seconds() / 1e6, SentMpps: float64(sent) / elapsed.Seconds() / 1e6}
-	if cfg.Natwall && !c.NewFlows {
-		if s.NsPerPacket, err = b.natwallNsPerPacket(gen); err != nil {
-			return sample{}, err
-		}
+	if !cfg.Natwall {
+		return s, nil
+	}
+	cpu1, err := b.daemon.cpu()
+	if err != nil {
+		return sample{}, err
+	}
+	verdicts1, err := b.daemon.packets(b.ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	s.DaemonCPUSeconds = (cpu1 - cpu0).Seconds()
+	var total float64
+	for reason, n := range verdicts1 {
+		total += n - verdicts0[reason]
+	}
+	s.VerdictMpps = total / elapsed.Seconds() / 1e6
+	if c.OneDestination && total > 0 {
+		s.ExhaustedShare = (verdicts1["drop_snat_exhausted"] - verdicts0["drop_snat_exhausted"]) / total
+	}
+	// A new-flow pass after the trial goes on opening flows, within the
+	// room the flow table has left.
+	if s.NsPerPacket, err = b.natwallNsPerPacket(gen, limit/4); err != nil {
+		return sample{}, err
+	}
+	if !c.NewFlows {
 		if s.ProgRunNs, err = b.natwallProgRun(tr); err != nil {
 			return sample{}, err
 		}
@@ -351,17 +429,29 @@ func (b *bench) warm(gen *generator, tr traffic) error {
 // natwallNsPerPacket measures the program's own run time per packet in a
 // separate pass: BPF statistics cost time of their own, so they stay off
 // while the rate is measured (§4.3.2b).
-func (b *bench) natwallNsPerPacket(gen *generator) (float64, error) {
+func (b *bench) natwallNsPerPacket(gen *generator, limit uint64) (float64, error) {
+	prog, err := b.natwallProgram()
+	if err != nil {
+		return 0, err
+	}
+	defer prog.Close()
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		return 0, fmt.Errorf("enable BPF statistics: %w", err)
 	}
 	defer stats.Close()
-	rt0, n0, err := b.natwall.RunStats()
+	runStats := func() (time.Duration, uint64, error) {
+		st, err := prog.Stats()
+		if err != nil {
+			return 0, 0, err
+		}
+		return st.Runtime, st.RunCount, nil
+	}
+	rt0, n0, err := runStats()
 	if err != nil {
 		return 0, err
 	}
-	if _, _, err := gen.send(b.opts.Duration/4, 0); err != nil {
+	if _, _, err := gen.send(b.opts.Duration/4, limit); err != nil {
 		return 0, err
 	}
 	// The DUT's NAPI thread drains the veth ring after the generator
@@ -370,7 +460,7 @@ func (b *bench) natwallNsPerPacket(gen *generator) (float64, error) {
 	var n1 uint64
 	for deadline := time.Now().Add(2 * time.Second); ; {
 		time.Sleep(20 * time.Millisecond)
-		if rt1, n1, err = b.natwall.RunStats(); err != nil {
+		if rt1, n1, err = runStats(); err != nil {
 			return 0, err
 		}
 		if n1 > n0 {
@@ -395,25 +485,13 @@ func (b *bench) natwallProgRun(tr traffic) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	l, err := b.topo.dut.Interface(dutInIf)
+	prog, err := b.natwallProgram()
 	if err != nil {
 		return 0, err
 	}
+	defer prog.Close()
 	var timings []float64
 	err = b.topo.dut.Do(func() error {
-		link, err := netlink.LinkByIndex(l.Index)
-		if err != nil {
-			return err
-		}
-		xdp := link.Attrs().Xdp
-		if xdp == nil || !xdp.Attached {
-			return errors.New("no XDP program on " + dutInIf)
-		}
-		prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(xdp.ProgId))
-		if err != nil {
-			return err
-		}
-		defer prog.Close()
 		restore, err := pinThread(dutCPU, b.topo.pinned)
 		if err != nil {
 			return err
@@ -435,6 +513,25 @@ func (b *bench) natwallProgRun(tr traffic) (float64, error) {
 }
 
 const xdpRedirect = 4
+
+// natwallProgram is the XDP program natwall run attached to the DUT's
+// inside NIC.
+func (b *bench) natwallProgram() (*ebpf.Program, error) {
+	var prog *ebpf.Program
+	err := b.topo.dut.Do(func() error {
+		link, err := netlink.LinkByName(dutInIf)
+		if err != nil {
+			return err
+		}
+		xdp := link.Attrs().Xdp
+		if xdp == nil || !xdp.Attached {
+			return errors.New("no XDP program on " + dutInIf)
+		}
+		prog, err = ebpf.NewProgramFromID(ebpf.ProgramID(xdp.ProgId))
+		return err
+	})
+	return prog, err
+}
 
 // raiseConntrackLimits sizes Linux's connection table like natwall's for
 // the new-flow trials, and returns how to put the old values back.

@@ -3,16 +3,13 @@ package bench
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
-
-	"github.com/natwall/natwall/dataplane"
-	"github.com/natwall/natwall/rules"
+	"github.com/vishvananda/netlink/nl"
 )
 
 // config is one configuration of the device under test
@@ -26,6 +23,9 @@ type config struct {
 	// setup configures the device under test for n rules and returns how
 	// long loading the rules took (zero where there are none).
 	setup func(b *bench, n int) (time.Duration, error)
+	// Cases, if set, are the only traffic cases the configuration sees,
+	// at the smallest rule count.
+	Cases []trafficCase
 	// unsupported, if set, says why this kernel cannot run the
 	// configuration, or returns nil.
 	unsupported func(b *bench) error
@@ -65,14 +65,19 @@ var configs = []config{
 		return set + rules, err
 	}},
 	{ID: "O1", Name: "natwall stateless rules", PerRuleCount: true, Natwall: true, setup: func(b *bench, n int) (time.Duration, error) {
-		return b.openNatwall(natwallRules(n, "stateless"), false)
+		return b.runNatwall(daemonConfig{rules: natwallRules(n, "stateless")}, n)
 	}},
 	{ID: "O2", Name: "natwall stateful rules", PerRuleCount: true, Natwall: true, setup: func(b *bench, n int) (time.Duration, error) {
-		return b.openNatwall(natwallRules(n, "stateful"), false)
+		return b.runNatwall(daemonConfig{rules: natwallRules(n, "stateful")}, n)
 	}},
 	{ID: "O3", Name: "natwall stateful rules + SNAT", PerRuleCount: true, Natwall: true, setup: func(b *bench, n int) (time.Duration, error) {
-		return b.openNatwall(natwallRules(n, "stateful"), true)
+		return b.runNatwall(daemonConfig{rules: natwallRules(n, "stateful"), snat: true}, n)
 	}},
+	{ID: "O3X", Name: fmt.Sprintf("natwall stateful rules + SNAT, %d ports on its one address (port exhaustion)", exhaustionPorts),
+		Natwall: true, Cases: []trafficCase{caseExhausted}, setup: func(b *bench, n int) (time.Duration, error) {
+			return b.runNatwall(daemonConfig{rules: natwallRules(n, "stateful"), snat: true,
+				snatPorts: fmt.Sprintf("1024-%d", 1024+exhaustionPorts-1)}, n)
+		}},
 }
 
 // Every rule set has the same n rules, in the bpf-iptables shape: rule i
@@ -211,64 +216,37 @@ func (b *bench) restore(tool, ruleset string) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// openNatwall loads natwall's dataplane on both of the DUT's NICs with the
-// given rule file, as `natwall run` does, and times the rule load: parse,
-// compile and the swap into the kernel's tables.
-func (b *bench) openNatwall(ruleFile string, snat bool) (time.Duration, error) {
-	settings := dataplane.DefaultSettings()
-	settings.Inside = []netip.Prefix{insideNetwork}
-	// Every generated packet is a new, never-answered flow from a few
-	// hosts: the per-source limit on unanswered flows, there against
-	// floods, would measure itself instead of the flow table.
-	settings.UnansweredPerSource = 0
-	if snat {
-		// Address-and-port-dependent mapping allocates ports per
-		// destination, as Linux MASQUERADE does, so both translators have
-		// the same port space when every packet is a new flow.
-		settings.SNAT = &dataplane.SNAT{Addresses: []netip.Addr{dutOutsideAddr.Addr()}, PortMin: 1024, PortMax: 65535,
-			Mode: dataplane.MappingAddressPortDependent}
-	}
-	var dp *dataplane.Dataplane
-	err := b.topo.dut.Do(func() error {
-		var err error
-		dp, err = dataplane.Open(dataplane.Options{
-			Interfaces:    []string{dutInIf, dutOutIf},
-			Mode:          dataplane.ModeNative,
-			PinDir:        b.pinDir,
-			Settings:      settings,
-			FlowTableSize: natwallFlowTable,
-			Logger:        discardLogger,
-		})
-		return err
-	})
+// exhaustionPorts is O3X's snat.port_range: so few that one inside host
+// takes them all within its first packets, after which every new flow
+// meets an address with no port left.
+const exhaustionPorts = 64
+
+// runNatwall starts `natwall run` on both of the DUT's NICs with the rule
+// file, checks that it attached in native mode, and times a reload of its
+// n rules through the API: parse, compile and the swap into the kernel's
+// tables, as an operator's `natwall reload` does.
+func (b *bench) runNatwall(dc daemonConfig, n int) (time.Duration, error) {
+	d, err := b.startDaemon(dc)
 	if err != nil {
-		return 0, fmt.Errorf("open natwall: %w", err)
+		return 0, fmt.Errorf("start natwall run: %w", err)
 	}
-	b.natwall = dp
-	for _, a := range dp.Attachments() {
-		if a.Mode != dataplane.ModeNative {
-			return 0, fmt.Errorf("natwall runs on %s in %s mode, not native", a.Interface, a.Mode)
+	b.daemon = d
+	err = b.topo.dut.Do(func() error {
+		for _, dev := range []string{dutInIf, dutOutIf} {
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return err
+			}
+			if x := l.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != nl.XDP_ATTACHED_DRV {
+				return fmt.Errorf("natwall run is not attached to %s in native mode: %+v", dev, x)
+			}
 		}
-	}
-	start := time.Now()
-	rs, err := rules.Parse([]rules.Source{{Name: "bench.yaml", Data: []byte(ruleFile)}}, rules.Options{Inside: settings.Inside})
-	if err != nil {
-		return 0, err
-	}
-	ids := map[string]uint32{}
-	tables, err := rules.Compile(rs, func(id string) uint32 {
-		if _, ok := ids[id]; !ok {
-			ids[id] = uint32(len(ids) + 1)
-		}
-		return ids[id]
+		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	if err := dp.LoadRules(tables.Stateless, tables.Stateful); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
+	return d.reload(b.ctx, n)
 }
 
 // teardown returns the device under test to plain Linux forwarding with
@@ -281,9 +259,9 @@ func (b *bench) teardown() error {
 			*c = nil
 		}
 	}
-	if b.natwall != nil {
-		errs = append(errs, b.natwall.Detach())
-		b.natwall = nil
+	if b.daemon != nil {
+		errs = append(errs, b.daemon.stop())
+		b.daemon = nil
 	}
 	if _, err := b.topo.dut.Run(b.ctx, "nft", "flush", "ruleset"); err != nil {
 		errs = append(errs, err)

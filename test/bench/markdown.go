@@ -44,10 +44,17 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	p("traffic matching no rule reaches the sink; its cost is that of a default deny.\n")
 	p("The netfilter configurations are what fck-nat and similar NAT instances ship: an established/related\n")
 	p("accept first, then the rules, then masquerade. natwall's SNAT uses address-and-port-dependent mapping,\n")
-	p("which allocates ports per destination as Linux does. natwall is loaded with its dataplane package, as\n")
-	p("`natwall run` loads it, in native XDP mode (asserted).\n\n")
+	p("which allocates ports per destination as Linux does. natwall runs as deployed: `natwall run`, built once\n")
+	p("per bench run, in the DUT's namespace with its GC, metrics and API, attached in native XDP mode (asserted),\n")
+	p("its rules in a rule file, `on_exit: detach`; it starts per configuration and stops after it. Its config\n")
+	p("differs from the defaults in three keys: `sysctl.manage: false` (the Linux configurations share the\n")
+	p("namespace), `conntrack.unanswered_per_source: 0` (the generator opens up to 64,000 flows from one source\n")
+	p("in a row, which that limit would rightly drop as a flood) and `conntrack.table_size`, sized like Linux's.\n")
+	p("**O3X** is O3 with `snat.port_range` of %d ports (and the host quota as large): its one case sends every\n", exhaustionPorts)
+	p("new flow to one destination and port, so after the first %d flows every packet meets an address with no\n", exhaustionPorts)
+	p("port left (`drop_snat_exhausted`), and nothing reaches the sink: its rate is natwall's verdict rate.\n\n")
 	p("Cases:\n\n")
-	p("- *established*: %d flows (or N, if larger) in every case, warmed up in both directions first (the sink answers while\n", establishedFlows)
+	p("- *established*: %d flows (or N, if larger) in every case, warmed up in both directions first (the sink answers while\n", r.EstablishedFlows)
 	p("  warming), so stateful firewalls consider them established. *first* sends all of them to rule 0's port,\n")
 	p("  *spread* spreads them evenly over all N rules, *default* sends them to a port no rule matches.\n")
 	p("- *new*: every packet is a new flow (a new source address and port), spread over the rules and over\n")
@@ -57,7 +64,11 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	p("since the statistics cost time of their own). PROG_RUN ns is the same program run with `BPF_PROG_RUN` on\n")
 	p("one established packet of the case (the middle flow): the median of 20,000 single runs, without the veths\n")
 	p("around it (repeat mode would replay the packet natwall already rewrote). Each run follows a system call, so\n")
-	p("caches are colder than under traffic: read it next to the in-place column. More\n")
+	p("caches are colder than under traffic: read it next to the in-place column. For new flows the in-place\n")
+	p("pass goes on opening new flows. *Verdict Mpps* is the packets natwall's program finished with per second\n")
+	p("over the measured window (`natwall_packets_total`, drops included), *daemon CPU s* the CPU time\n")
+	p("(user + system, `/proc/<pid>/stat`) `natwall run` itself spent in that window; the scrapes are outside it.\n")
+	p("Rule load time for natwall is a `natwall reload` of the rule file through the daemon's API. More\n")
 	p("single-packet timings: `go test -run '^$' -bench . ./dataplane/`; the compiler: `go test -run '^$' -bench Compile ./rules/`.\n\n")
 
 	p("## Goals\n\n| Goal | Target | Measured | |\n|---|---|---|---|\n")
@@ -72,13 +83,14 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 
 	for _, traffic := range []string{"established", "new"} {
 		p("## Forwarding, %s flows\n\n", traffic)
-		p("| Config | Rules | Case | Mpps (median) | min–max | Δns vs B1 | XDP ns/pkt | PROG_RUN ns |\n|---|---:|---|---:|---|---:|---:|---:|\n")
+		p("| Config | Rules | Case | Mpps (median) | min–max | Δns vs B1 | XDP ns/pkt | PROG_RUN ns | verdict Mpps | daemon CPU s |\n|---|---:|---|---:|---|---:|---:|---:|---:|---:|\n")
 		for _, f := range r.Forwarding {
 			if f.Traffic != traffic {
 				continue
 			}
-			p("| %s %s | %s | %s | %.3f | %.3f–%.3f | %s | %s | %s |\n", f.Config, f.Name, rulesCell(f.Rules), f.Case,
-				f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), medianCell(f.NsPerPacket), medianCell(f.ProgRunNs))
+			p("| %s %s | %s | %s | %.3f | %.3f–%.3f | %s | %s | %s | %s | %s |\n", f.Config, f.Name, rulesCell(f.Rules), f.Case,
+				f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), medianCell(f.NsPerPacket), medianCell(f.ProgRunNs),
+				statCell(f.VerdictMpps, "%.3f"), statCell(f.DaemonCPUSeconds, "%.2f"))
 		}
 		p("\n")
 	}
@@ -91,7 +103,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	for _, c := range r.ConnRate {
 		p("| %s %s | %d | %d | %.0f | %.0f–%.0f |\n", c.Config, r.names[c.Config], c.Rules, c.Clients, c.PerSecond.Median, c.PerSecond.Min, c.PerSecond.Max)
 	}
-	p("\n## Rule load time\n\nFrom rule text to rules in force: `iptables-restore`, `nft -f`, and natwall's parse, compile and table swap.\n\n")
+	p("\n## Rule load time\n\nFrom rule text to rules in force: `iptables-restore`, `nft -f`, and and natwall's reload through its API (parse, compile, table swap).\n\n")
 	p("| Config | Rules | seconds (median) | min–max |\n|---|---:|---:|---|\n")
 	for _, l := range r.RuleLoad {
 		p("| %s %s | %d | %.3f | %.3f–%.3f |\n", l.Config, r.names[l.Config], l.Rules, l.Seconds.Median, l.Seconds.Min, l.Seconds.Max)

@@ -148,15 +148,16 @@ func requestOnce(d *net.Dialer, addr string) error {
 	return err
 }
 
-// stateFlows is how many flows the state measurement opens (§4.3.4).
+// stateFlows is how many flows the state measurement opens by default
+// (§4.3.4).
 const stateFlows = 100_000
 
-// statePerFlow opens stateFlows new flows through natwall with SNAT and
+// statePerFlow opens Options.StateFlows new flows through natwall with SNAT and
 // through Linux with MASQUERADE, and measures what each keeps per flow.
 func (b *bench) statePerFlow(report *Report) error {
 	n := b.opts.RuleCounts[0]
 	var st StateResult
-	st.Flows = stateFlows
+	st.Flows = b.opts.StateFlows
 
 	if _, err := configByID("O3").setup(b, n); err != nil {
 		return errors.Join(err, b.teardown())
@@ -192,12 +193,12 @@ func (b *bench) statePerFlow(report *Report) error {
 }
 
 func (b *bench) openFlows() error {
-	gen, err := newGenerator(b.topo, caseNew.traffic(1))
+	gen, err := newGenerator(b.topo, caseNew.traffic(1, 0))
 	if err != nil {
 		return err
 	}
 	defer gen.Close()
-	err = gen.trickle(stateFlows)
+	err = gen.trickle(uint64(b.opts.StateFlows))
 	time.Sleep(50 * time.Millisecond)
 	return err
 }

@@ -17,16 +17,18 @@ import (
 
 // Report is a run's results, as JSON and as docs/benchmarks.md.
 type Report struct {
-	Machine    Machine
-	Started    time.Time
-	Reps       int
-	TrialSecs  float64
-	PinnedCPUs bool
-	Forwarding []ForwardingResult
-	ConnRate   []ConnRateResult
-	RuleLoad   []LoadResult
-	State      *StateResult `json:",omitempty"`
-	Goals      []Goal
+	Machine   Machine
+	Started   time.Time
+	Reps      int
+	TrialSecs float64
+	// EstablishedFlows is the established cases' flow count (or N).
+	EstablishedFlows uint32
+	PinnedCPUs       bool
+	Forwarding       []ForwardingResult
+	ConnRate         []ConnRateResult
+	RuleLoad         []LoadResult
+	State            *StateResult `json:",omitempty"`
+	Goals            []Goal
 	// Skipped are the configurations this machine cannot run.
 	Skipped []SkippedConfig `json:",omitempty"`
 
@@ -78,6 +80,14 @@ type ForwardingResult struct {
 	// in place; ProgRunNs the same under BPF_PROG_RUN for one packet.
 	NsPerPacket *Stat `json:",omitempty"`
 	ProgRunNs   *Stat `json:",omitempty"`
+	// natwall run's view of the measured window: the packets its program
+	// took a verdict on per second (natwall_packets_total, so it counts
+	// the drops the sink never sees), the daemon's CPU seconds
+	// (/proc/<pid>/stat utime + stime) and, for the exhaustion case, the
+	// share of the verdicts that were drop_snat_exhausted.
+	VerdictMpps      *Stat `json:",omitempty"`
+	DaemonCPUSeconds *Stat `json:",omitempty"`
+	ExhaustedShare   *Stat `json:",omitempty"`
 }
 
 type ConnRateResult struct {
@@ -143,7 +153,7 @@ type Machine struct {
 
 func newReport(opts Options, pinned bool) *Report {
 	r := &Report{
-		Machine: describeMachine(), Started: time.Now().UTC(), Reps: opts.Reps, TrialSecs: opts.Duration.Seconds(), PinnedCPUs: pinned,
+		Machine: describeMachine(), Started: time.Now().UTC(), Reps: opts.Reps, TrialSecs: opts.Duration.Seconds(), EstablishedFlows: opts.EstablishedFlows, PinnedCPUs: pinned,
 		samples: map[resultKey][]sample{}, conns: map[resultKey][]float64{}, loads: map[resultKey][]float64{}, names: map[string]string{},
 	}
 	for _, c := range configs {
@@ -202,7 +212,7 @@ func (r *Report) finish() {
 	for k := range r.samples {
 		keys = append(keys, k)
 	}
-	caseOrder := map[string]int{"first": 0, "spread": 1, "default": 2}
+	caseOrder := map[string]int{"first": 0, "spread": 1, "default": 2, "exhausted": 3}
 	sort.Slice(keys, func(i, j int) bool {
 		a, b := keys[i], keys[j]
 		if a.Traffic != b.Traffic {
@@ -217,9 +227,16 @@ func (r *Report) finish() {
 		return caseOrder[a.Case] < caseOrder[b.Case]
 	})
 	for _, k := range keys {
-		var mpps, ns, progRun []float64
+		var mpps, ns, progRun, verdicts, cpu, exhausted []float64
 		for _, s := range r.samples[k] {
 			mpps = append(mpps, s.Mpps)
+			if s.VerdictMpps > 0 {
+				verdicts = append(verdicts, s.VerdictMpps)
+				cpu = append(cpu, s.DaemonCPUSeconds)
+			}
+			if s.ExhaustedShare > 0 {
+				exhausted = append(exhausted, s.ExhaustedShare)
+			}
 			if s.NsPerPacket > 0 {
 				ns = append(ns, s.NsPerPacket)
 			}
@@ -236,10 +253,16 @@ func (r *Report) finish() {
 			st := summarise(progRun)
 			fr.ProgRunNs = &st
 		}
+		fr.VerdictMpps, fr.DaemonCPUSeconds, fr.ExhaustedShare = optionalStat(verdicts), optionalStat(cpu), optionalStat(exhausted)
 		r.Forwarding = append(r.Forwarding, fr)
 	}
 	for i := range r.Forwarding {
 		f := &r.Forwarding[i]
+		// At port exhaustion the sink sees only the first few flows: the
+		// case's rate is natwall's verdict rate, not the sink's.
+		if f.ExhaustedShare != nil {
+			continue
+		}
 		if b1 := r.mpps("B1", 0, f.Traffic, "first"); b1 > 0 && f.Mpps.Median > 0 {
 			f.DeltaNs = 1e3/f.Mpps.Median - 1e3/b1
 		}
@@ -267,6 +290,14 @@ func (r *Report) finish() {
 	r.Goals = r.evaluateGoals()
 }
 
+func optionalStat(xs []float64) *Stat {
+	if len(xs) == 0 {
+		return nil
+	}
+	st := summarise(xs)
+	return &st
+}
+
 // result is a measurement's result, or nil if the run did not make it.
 func (r *Report) result(config string, rules int, traffic, cas string) *ForwardingResult {
 	for i, f := range r.Forwarding {
@@ -289,6 +320,14 @@ func (r *Report) mpps(config string, rules int, traffic, cas string) float64 {
 func (r *Report) xdpNs(config string, rules int, traffic, cas string) float64 {
 	if f := r.result(config, rules, traffic, cas); f != nil && f.NsPerPacket != nil {
 		return f.NsPerPacket.Median
+	}
+	return 0
+}
+
+// verdictMpps is natwall's median verdict rate for a measurement, or 0.
+func (r *Report) verdictMpps(config string, rules int, traffic, cas string) float64 {
+	if f := r.result(config, rules, traffic, cas); f != nil && f.VerdictMpps != nil {
+		return f.VerdictMpps.Median
 	}
 	return 0
 }
@@ -360,6 +399,11 @@ func (r *Report) evaluateGoals() []Goal {
 	ratioGoal(fmt.Sprintf("new flows per second, natwall (O3) vs Linux conntrack + MASQUERADE (B3), N = %d, every packet a new flow", lo), "≥ 2×",
 		r.mpps("O3", lo, "new", "spread"), r.mpps("B3", lo, "new", "spread"), 2,
 		fmt.Sprintf("%.3f vs %.3f M flows/s", r.mpps("O3", lo, "new", "spread"), r.mpps("B3", lo, "new", "spread")))
+	if normal, exhausted := r.xdpNs("O3", lo, "new", "spread"), r.xdpNs("O3X", lo, "new", "exhausted"); normal > 0 && exhausted > 0 {
+		goals = append(goals, Goal{Goal: fmt.Sprintf("natwall per-packet cost in XDP when the SNAT address has no port left (O3X) over a normal new flow (O3), N = %d", lo),
+			Target: "≤ 2×", Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f ns; %.3f vs %.3f M verdicts/s)", exhausted/normal, exhausted, normal,
+				r.verdictMpps("O3X", lo, "new", "exhausted"), r.verdictMpps("O3", lo, "new", "spread")), Met: exhausted/normal <= 2})
+	}
 	ratioGoal("new TCP connections per second end to end, natwall (O3) vs Linux + iptables MASQUERADE (B3), 2 clients", "≥ 2×",
 		r.connRate("O3", 2), r.connRate("B3", 2), 2, fmt.Sprintf("%.0f vs %.0f conn/s", r.connRate("O3", 2), r.connRate("B3", 2)))
 	if s := r.State; s != nil && s.Natwall.Flows > 0 && s.LinuxConntrackObjects > 0 {
@@ -373,10 +417,11 @@ func (r *Report) evaluateGoals() []Goal {
 // WriteTable prints the results for a terminal.
 func (r *Report) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\trules\ttraffic\tcase\tMpps median\tmin\tmax\tΔns vs B1\tXDP ns/pkt\tPROG_RUN ns\t")
+	fmt.Fprintln(tw, "config\trules\ttraffic\tcase\tMpps median\tmin\tmax\tΔns vs B1\tXDP ns/pkt\tPROG_RUN ns\tverdict Mpps\tdaemon CPU s\t")
 	for _, f := range r.Forwarding {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t\n", f.Config, rulesCell(f.Rules), f.Traffic, f.Case,
-			f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), medianCell(f.NsPerPacket), medianCell(f.ProgRunNs))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t%s\t\n", f.Config, rulesCell(f.Rules), f.Traffic, f.Case,
+			f.Mpps.Median, f.Mpps.Min, f.Mpps.Max, deltaCell(f), medianCell(f.NsPerPacket), medianCell(f.ProgRunNs),
+			statCell(f.VerdictMpps, "%.3f"), statCell(f.DaemonCPUSeconds, "%.2f"))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -394,6 +439,13 @@ func medianCell(s *Stat) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.0f", s.Median)
+}
+
+func statCell(s *Stat, format string) string {
+	if s == nil {
+		return "–"
+	}
+	return fmt.Sprintf(format, s.Median)
 }
 
 func rulesCell(n int) string {
