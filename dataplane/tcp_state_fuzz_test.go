@@ -23,6 +23,10 @@ import (
 // fuzz can open (scale at most 7: 8 MiB), so that the property does not
 // restate the check it tests.
 
+// tcpSideChallenge is NW_TCP_SIDE_CHALLENGE of enum nw_tcp_side_flags
+// (bpf/lib/types.h), which bpf2go cannot see: no BTF type names it.
+const tcpSideChallenge = 1 << 2
+
 // fuzzFarMargin is beyond the largest window (65535 << 7) plus payload.
 const fuzzFarMargin = 1 << 24
 
@@ -209,6 +213,19 @@ func fuzzOneStep(t *testing.T, c *tcpConn, i int, s fuzzStep) {
 		return
 	}
 	if bareSYN && dir == 0 && state == natwallNwTcpStateNW_TCP_SYN_SENT && !s.badSum {
+		return
+	}
+	// A challenge ACK (a bare ACK from the responder before its SYN-ACK)
+	// and the originator's RST answering it pass by design: they free a
+	// TIME_WAIT socket at the responder (TestTCPChallengeACKToANewSYN).
+	// Neither may move the state.
+	challengeACK := dir == 1 && seg.flags == "A" && seg.payload == 0
+	challengeRST := dir == 0 && seg.flags == "R" &&
+		before.Tcp[1].Flags&tcpSideChallenge != 0 && seg.seq == before.Tcp[1].Maxack
+	if state == natwallNwTcpStateNW_TCP_SYN_SENT && (challengeACK || challengeRST) && !s.badSum {
+		if exists && after.TcpState != before.TcpState {
+			t.Fatalf("%s: a challenge ACK or its RST moved the flow to %s", where(), TCPStateName(TCPState(after.TcpState)))
+		}
 		return
 	}
 

@@ -320,6 +320,15 @@ __noinline int ct_tcp_check(struct xdp_md *ctx, const struct nw_pkt *pkt, struct
 		tcp_side_start(ctx, snd, &seg);
 		return 0;
 	}
+	if (dir == NW_CT_DIR_ORIGINAL && st->tcp_state == NW_TCP_SYN_SENT && (flags & NW_TCP_RST) &&
+	    (rcv->flags & NW_TCP_SIDE_CHALLENGE) && seg.seq == rcv->maxack) {
+		/* The originator's reset of the responder's old connection,
+		 * answering its challenge ACK (RFC 793 3.4: the RST takes the
+		 * ACK's acknowledgement as its sequence number). It frees the
+		 * responder's TIME_WAIT socket for the SYN that follows. */
+		rcv->flags &= ~NW_TCP_SIDE_CHALLENGE;
+		return 0;
+	}
 	if (dir == NW_CT_DIR_REPLY && st->tcp_state == NW_TCP_SYN_SENT) {
 		/* The responder's answer: its own SYN (simultaneous open),
 		 * or a SYN-ACK or RST that acknowledges the SYN (RFC 793
@@ -327,6 +336,15 @@ __noinline int ct_tcp_check(struct xdp_md *ctx, const struct nw_pkt *pkt, struct
 		 * cannot lock the real one out. */
 		if ((flags & (NW_TCP_SYN | NW_TCP_ACK | NW_TCP_RST)) == NW_TCP_SYN) {
 			tcp_side_start(ctx, snd, &seg);
+			return 0;
+		}
+		/* A bare ACK, no data: the challenge ACK of a responder whose socket for
+		 * these ports is still in TIME_WAIT and did not take the SYN
+		 * (RFC 793 3.9, RFC 5961 4). It goes to the originator, which
+		 * answers with the RST above; nothing else changes. */
+		if ((flags & (NW_TCP_SYN | NW_TCP_ACK | NW_TCP_RST | NW_TCP_FIN)) == NW_TCP_ACK && seg.end == seg.seq) {
+			snd->maxack = seg.ack;
+			snd->flags |= NW_TCP_SIDE_CHALLENGE;
 			return 0;
 		}
 		if (!(flags & NW_TCP_ACK) || !(flags & (NW_TCP_SYN | NW_TCP_RST)) ||

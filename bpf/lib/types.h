@@ -227,6 +227,7 @@ struct nw_tcp_side {
 enum nw_tcp_side_flags {
 	NW_TCP_SIDE_WSCALE = 1 << 0, /* its SYN carried a window scale option */
 	NW_TCP_SIDE_MAXACK = 1 << 1, /* maxack is set */
+	NW_TCP_SIDE_CHALLENGE = 1 << 2, /* the responder, in syn_sent, sent a challenge ACK; maxack is its acknowledgement */
 };
 
 /* What natwall knows about a flow, held once per flow. */
