@@ -233,71 +233,57 @@ func TestRunWarnsAboutGenericFallback(t *testing.T) {
 	}
 }
 
-// TestRunWarnsAboutMalformedPass checks that malformed_action: pass is
-// announced at start, and drop is not.
-func TestRunWarnsAboutMalformedPass(t *testing.T) {
-	const warning = `"level":"WARN","msg":"malformed_action is pass: the kernel forwards the packets natwall could not check`
-	for _, action := range []dataplane.MalformedAction{dataplane.MalformedPass, dataplane.MalformedDrop} {
-		t.Run(action.String(), func(t *testing.T) {
+// TestRunWarnsAboutUnfilteredSettings: every setting that hands the
+// kernel traffic natwall did not check is announced at start, and its safe
+// value is not; the setting reaches the dataplane either way.
+func TestRunWarnsAboutUnfilteredSettings(t *testing.T) {
+	tests := []struct {
+		name    string
+		set     func(*Config)
+		warning string // "" for none
+		check   func(dataplane.Settings) bool
+	}{
+		{"malformed drop", func(c *Config) { c.MalformedAction = dataplane.MalformedDrop }, "",
+			func(s dataplane.Settings) bool { return s.MalformedAction == dataplane.MalformedDrop }},
+		{"malformed pass", func(c *Config) { c.MalformedAction = dataplane.MalformedPass },
+			`"level":"WARN","msg":"malformed_action is pass: the kernel forwards the packets natwall could not check`,
+			func(s dataplane.Settings) bool { return s.MalformedAction == dataplane.MalformedPass }},
+		{"vlan drop", func(c *Config) { c.VLANAction = dataplane.VLANDrop }, "",
+			func(s dataplane.Settings) bool { return s.VLANAction == dataplane.VLANDrop }},
+		{"vlan pass", func(c *Config) { c.VLANAction = dataplane.VLANPass }, "vlan_action is pass",
+			func(s dataplane.Settings) bool { return s.VLANAction == dataplane.VLANPass }},
+		{"reverse path strict", func(c *Config) { c.ReversePath = dataplane.ReversePathStrict }, "",
+			func(s dataplane.Settings) bool { return s.ReversePath == dataplane.ReversePathStrict }},
+		{"reverse path off", func(c *Config) { c.ReversePath = dataplane.ReversePathOff }, "reverse_path is off",
+			func(s dataplane.Settings) bool { return s.ReversePath == dataplane.ReversePathOff }},
+	}
+	warnings := []string{"malformed_action is pass", "vlan_action is pass", "reverse_path is off"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			cfg := testDaemonConfig()
-			cfg.MalformedAction = action
+			cfg.MalformedAction = dataplane.MalformedDrop
+			tt.set(&cfg)
 			dp := &fakeDataplane{}
 			dp.attached.Store(true)
-			d, logs, _ := testDaemon(t, cfg, dp)
+			d, logs, opened := testDaemon(t, cfg, dp)
 			r := start(t, d)
 			r.waitReady(t)
 			if err := r.stop(t); err != nil {
 				t.Errorf("run = %v", err)
 			}
-			if got := strings.Contains(logs.String(), warning); got != (action == dataplane.MalformedPass) {
-				t.Errorf("malformed_action %s: warning logged = %v, want %v:\n%s", action, got, action == dataplane.MalformedPass, logs)
+			if len(*opened) != 1 || !tt.check((*opened)[0].Settings) {
+				t.Errorf("dataplane opened with %+v", *opened)
+			}
+			for _, w := range warnings {
+				want := tt.warning != "" && strings.Contains(tt.warning, w)
+				if got := strings.Contains(logs.String(), w); got != want {
+					t.Errorf("warning %q logged = %v, want %v:\n%s", w, got, want, logs)
+				}
+			}
+			if tt.warning != "" && !strings.Contains(logs.String(), tt.warning) {
+				t.Errorf("log lacks %q:\n%s", tt.warning, logs)
 			}
 		})
-	}
-}
-
-// TestRunWarnsAboutReversePathOff: with the check off, spoofed sources
-// can open flows; the start says so.
-func TestRunWarnsAboutReversePathOff(t *testing.T) {
-	const warning = "reverse_path is off"
-	for _, mode := range []dataplane.ReversePathMode{dataplane.ReversePathStrict, dataplane.ReversePathOff} {
-		cfg := testDaemonConfig()
-		cfg.ReversePath = mode
-		dp := &fakeDataplane{}
-		dp.attached.Store(true)
-		d, logs, _ := testDaemon(t, cfg, dp)
-		r := start(t, d)
-		r.waitReady(t)
-		if err := r.stop(t); err != nil {
-			t.Errorf("run = %v", err)
-		}
-		if got := strings.Contains(logs.String(), warning); got != (mode == dataplane.ReversePathOff) {
-			t.Errorf("reverse_path %v: warning logged = %v", mode, got)
-		}
-	}
-}
-
-// TestRunVLANAction: vlan_action reaches the dataplane's settings, and
-// pass, which lets tagged frames past the policy, is warned about.
-func TestRunVLANAction(t *testing.T) {
-	const warning = "vlan_action is pass"
-	for _, action := range []dataplane.VLANAction{dataplane.VLANDrop, dataplane.VLANPass} {
-		cfg := testDaemonConfig()
-		cfg.VLANAction = action
-		dp := &fakeDataplane{}
-		dp.attached.Store(true)
-		d, logs, opened := testDaemon(t, cfg, dp)
-		r := start(t, d)
-		r.waitReady(t)
-		if err := r.stop(t); err != nil {
-			t.Errorf("run = %v", err)
-		}
-		if len(*opened) != 1 || (*opened)[0].Settings.VLANAction != action {
-			t.Errorf("vlan_action %v: dataplane opened with %+v", action, *opened)
-		}
-		if got := strings.Contains(logs.String(), warning); got != (action == dataplane.VLANPass) {
-			t.Errorf("vlan_action %v: warning logged = %v:\n%s", action, got, logs)
-		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netlink"
 
 	"github.com/natwall/natwall/test/lab"
 )
@@ -67,21 +65,7 @@ func TestIncompatiblePinnedStateAndTeardown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("natwall teardown: %v\n%s", err, out)
 	}
-	for _, nic := range l.ApplianceNICs {
-		err := l.Appliance.Do(func() error {
-			link, err := netlink.LinkByName(nic)
-			if err != nil {
-				return err
-			}
-			if x := link.Attrs().Xdp; x != nil && x.Attached {
-				return fmt.Errorf("XDP program %d still attached to %s", x.ProgId, nic)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Errorf("after teardown: %v", err)
-		}
-	}
+	expectNoXDP(t, l, "after teardown")
 	if _, err := os.Stat(a.pinDir); !os.IsNotExist(err) {
 		t.Errorf("pin directory %s still there after teardown (%v)", a.pinDir, err)
 	}

@@ -12,6 +12,26 @@ import (
 	"github.com/natwall/natwall/test/lab"
 )
 
+// expectNoXDP fails the test if any appliance NIC still runs an XDP program.
+func expectNoXDP(t *testing.T, l *lab.Lab, when string) {
+	t.Helper()
+	for _, nic := range l.ApplianceNICs {
+		err := l.Appliance.Do(func() error {
+			link, err := netlink.LinkByName(nic)
+			if err != nil {
+				return err
+			}
+			if x := link.Attrs().Xdp; x != nil && x.Attached {
+				return fmt.Errorf("XDP program %d attached to %s", x.ProgId, nic)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: %v", when, err)
+		}
+	}
+}
+
 // TestStartWithBrokenRulePathLeavesNothing starts a live `natwall run`
 // whose rule path does not exist, with on_exit keep (the shipped unit's
 // setting, which used to leave the built-in policy attached and its maps
@@ -39,21 +59,7 @@ func TestStartWithBrokenRulePathLeavesNothing(t *testing.T) {
 	if err := proc.Wait(); err == nil {
 		t.Fatalf("natwall exited 0 with a broken rule path:\n%s", proc.Output())
 	}
-	for _, nic := range l.ApplianceNICs {
-		err := l.Appliance.Do(func() error {
-			link, err := netlink.LinkByName(nic)
-			if err != nil {
-				return err
-			}
-			if x := link.Attrs().Xdp; x != nil && x.Attached {
-				return fmt.Errorf("XDP program %d attached to %s", x.ProgId, nic)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Errorf("after the failed start: %v", err)
-		}
-	}
+	expectNoXDP(t, l, "after the failed start")
 	if entries, err := os.ReadDir(pinDir); !os.IsNotExist(err) {
 		t.Errorf("pin directory %s exists after the failed start (%d entries, %v)", pinDir, len(entries), err)
 	}
