@@ -1,10 +1,7 @@
 package flowlog
 
 import (
-	"bytes"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/natwall/natwall/dataplane"
@@ -43,23 +40,7 @@ func TestEVEAuditAndLoggedAlerts(t *testing.T) {
 	enc := Encoder{Rules: auditRT}
 	for _, tc := range auditCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := enc.AppendEvent(nil, &tc.ev)
-			if !ok {
-				t.Fatal("no record")
-			}
-			path := filepath.Join("testdata", tc.name+".json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("got\n%s\nwant\n%s", got, want)
-			}
+			got := goldenEVE(t, enc, &tc.ev, tc.name)
 			var rec struct {
 				EventType string `json:"event_type"`
 				Alert     struct {

@@ -61,27 +61,35 @@ var eveCases = []struct {
 	}}},
 }
 
+// goldenEVE encodes ev and requires testdata/<name>.json to hold exactly
+// the record (-update rewrites it); it returns the record.
+func goldenEVE(t *testing.T, enc Encoder, ev *dataplane.FlowEvent, name string) []byte {
+	t.Helper()
+	got, ok := enc.AppendEvent(nil, ev)
+	if !ok {
+		t.Fatal("no record")
+	}
+	path := filepath.Join("testdata", name+".json")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	return got
+}
+
 func TestEVEGolden(t *testing.T) {
 	enc := Encoder{Rules: testRT}
 	for _, tc := range eveCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := enc.AppendEvent(nil, &tc.ev)
-			if !ok {
-				t.Fatal("no record")
-			}
-			path := filepath.Join("testdata", tc.name+".json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("got\n%s\nwant\n%s", got, want)
-			}
+			got := goldenEVE(t, enc, &tc.ev, tc.name)
 			var v map[string]any
 			if err := json.Unmarshal(got, &v); err != nil {
 				t.Fatalf("record is not JSON: %v", err)
