@@ -287,18 +287,25 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := loadConfig("natwall.yaml", []byte(tt.yaml), nil)
-			if err == nil {
-				t.Fatal("loadConfig succeeded, want an error")
-			}
-			if err.Error() != tt.want {
-				t.Errorf("error:\n%s\nwant:\n%s", err, tt.want)
-			}
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Errorf("error %T is not a *ConfigError", err)
-			}
+			expectConfigError(t, tt.yaml, tt.want)
 		})
+	}
+}
+
+// expectConfigError requires loading yaml as natwall.yaml to fail with
+// exactly want, as a *ConfigError.
+func expectConfigError(t *testing.T, yaml, want string) {
+	t.Helper()
+	_, err := loadConfig("natwall.yaml", []byte(yaml), nil)
+	if err == nil {
+		t.Fatal("loadConfig succeeded, want an error")
+	}
+	if err.Error() != want {
+		t.Errorf("error:\n%s\nwant:\n%s", err, want)
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Errorf("error %T is not a *ConfigError", err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -75,17 +74,7 @@ func TestLoadConfigZoneErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := loadConfig("natwall.yaml", []byte(tt.yaml), nil)
-			if err == nil {
-				t.Fatal("loadConfig succeeded, want an error")
-			}
-			if err.Error() != tt.want {
-				t.Errorf("error:\n%s\nwant:\n%s", err, tt.want)
-			}
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Errorf("error %T is not a *ConfigError", err)
-			}
+			expectConfigError(t, tt.yaml, tt.want)
 		})
 	}
 }

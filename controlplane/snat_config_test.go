@@ -82,13 +82,7 @@ func TestLoadConfigSNATAllocationErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := loadConfig("natwall.yaml", []byte(snatBase+tt.extra), nil)
-			if err == nil {
-				t.Fatal("loadConfig succeeded, want an error")
-			}
-			if err.Error() != tt.want {
-				t.Errorf("error:\n%s\nwant:\n%s", err, tt.want)
-			}
+			expectConfigError(t, snatBase+tt.extra, tt.want)
 		})
 	}
 }
