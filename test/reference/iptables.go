@@ -36,46 +36,91 @@ func Install(rs *rules.RuleSet) error {
 		if err != nil {
 			return err
 		}
-		v6 := proto == iptables.ProtocolIPv6
-		stateful := [][]string{
-			{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
-			{"-p", "tcp", "!", "--syn", "-j", "DROP"},
+		chains, err := Chains(rs, proto == iptables.ProtocolIPv6)
+		if err != nil {
+			return err
 		}
-		for _, st := range []struct {
-			chain string
-			head  [][]string
-			rules []rules.Rule
-			def   rules.Action
-		}{
-			{StatelessChain, nil, rs.Stateless, rules.Pass},
-			{StatefulChain, stateful, rs.Stateful, rs.StatefulDefault},
-		} {
-			if err := ipt.ClearChain("filter", st.chain); err != nil {
+		for _, c := range chains {
+			if err := ipt.ClearChain("filter", c.Name); err != nil {
 				return err
 			}
-			specs := st.head
-			for _, r := range st.rules {
-				if r.Direction != rules.AnyDirection || r.Action == rules.Alert {
-					return fmt.Errorf("rule %s: directions and alerts are not compiled to iptables", r.ID)
-				}
-				for _, match := range matches(r, v6) {
-					for _, target := range targets(r.Action, r.Protocol, v6) {
-						specs = append(specs, append(append([]string(nil), match...), target...))
-					}
+			for _, spec := range c.Specs {
+				if err := ipt.Append("filter", c.Name, spec...); err != nil {
+					return fmt.Errorf("%s %v: %w", c.Name, spec, err)
 				}
 			}
-			specs = append(specs, targets(st.def, -1, v6)...)
-			for _, spec := range specs {
-				if err := ipt.Append("filter", st.chain, spec...); err != nil {
-					return fmt.Errorf("%s %v: %w", st.chain, spec, err)
-				}
-			}
-			if err := ipt.AppendUnique("filter", "FORWARD", "-j", st.chain); err != nil {
+			if err := ipt.AppendUnique("filter", "FORWARD", "-j", c.Name); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// Chain is one of the chains a stage compiles to: its rule specs in order,
+// each the arguments iptables -A takes after the chain's name.
+type Chain struct {
+	Name  string
+	Specs [][]string
+}
+
+// Chains compiles rs for one family into its two chains, stateless then
+// stateful, as Install describes.
+func Chains(rs *rules.RuleSet, v6 bool) ([]Chain, error) {
+	stateful := [][]string{
+		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+		{"-p", "tcp", "!", "--syn", "-j", "DROP"},
+	}
+	var out []Chain
+	for _, st := range []struct {
+		chain string
+		head  [][]string
+		rules []rules.Rule
+		def   rules.Action
+	}{
+		{StatelessChain, nil, rs.Stateless, rules.Pass},
+		{StatefulChain, stateful, rs.Stateful, rs.StatefulDefault},
+	} {
+		specs := st.head
+		for _, r := range st.rules {
+			if r.Direction != rules.AnyDirection || r.Action == rules.Alert {
+				return nil, fmt.Errorf("rule %s: directions and alerts are not compiled to iptables", r.ID)
+			}
+			for _, match := range matches(r, v6) {
+				for _, target := range targets(r.Action, r.Protocol, v6) {
+					specs = append(specs, append(append([]string(nil), match...), target...))
+				}
+			}
+		}
+		specs = append(specs, targets(st.def, -1, v6)...)
+		out = append(out, Chain{Name: st.chain, Specs: specs})
+	}
+	return out, nil
+}
+
+// RestoreInput is rs for one family as iptables-restore (or
+// ip6tables-restore) input: the filter table with the two chains flushed
+// and filled, and FORWARD jumping to them, in one commit.
+func RestoreInput(rs *rules.RuleSet, v6 bool) (string, error) {
+	chains, err := Chains(rs, v6)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString("*filter\n:FORWARD ACCEPT [0:0]\n")
+	for _, c := range chains {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c.Name)
+	}
+	for _, c := range chains {
+		fmt.Fprintf(&b, "-A FORWARD -j %s\n", c.Name)
+	}
+	for _, c := range chains {
+		for _, spec := range c.Specs {
+			fmt.Fprintf(&b, "-A %s %s\n", c.Name, strings.Join(spec, " "))
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return b.String(), nil
 }
 
 // targets are the iptables targets for an action on packets of protocol
