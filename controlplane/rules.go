@@ -317,8 +317,11 @@ func SortRuleHits(h []RuleHits) {
 	})
 }
 
+// writeJSONAtomic writes compact JSON: the live rules hold every rule and
+// the rule files' text, and indenting them was a fifth of a reload's time
+// in the control plane. `natwall rules` is what people read, not the file.
 func writeJSONAtomic(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
