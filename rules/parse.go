@@ -231,7 +231,9 @@ func (p *parser) mapping(file string, n *yaml.Node, handlers map[string]func(k, 
 		p.add(posOf(file, n), "expected a mapping")
 		return
 	}
-	seen := map[string]bool{}
+	// A slice, not a map: a rule has a handful of keys, and a map per rule
+	// was a tenth of parsing 30,000 of them.
+	seen := make([]string, 0, 16)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		h, ok := handlers[k.Value]
@@ -243,10 +245,10 @@ func (p *parser) mapping(file string, n *yaml.Node, handlers map[string]func(k, 
 			}
 			sort.Strings(known)
 			p.add(posOf(file, k), "unknown key %q (known: %s)", k.Value, strings.Join(known, ", "))
-		case seen[k.Value]:
+		case slices.Contains(seen, k.Value):
 			p.add(posOf(file, k), "%q is set twice", k.Value)
 		default:
-			seen[k.Value] = true
+			seen = append(seen, k.Value)
 			h(k, v)
 		}
 	}
