@@ -106,6 +106,10 @@ type heldStage struct {
 	lpm4  map[natwallNwAclLpm4Key]uint32 // prefix to bit vector id
 	lpm6  map[natwallNwAclLpm6Key]uint32
 	ports [3][]uint32 // source port, destination port, ICMP; nil: unknown
+	// vectors are the words of each bit vector id, the compiled tables'
+	// own slices (compiled tables are not changed once loaded); nil:
+	// unknown. A reload that changes a few rules keeps most vectors.
+	vectors [][]uint64
 }
 
 // loadRules writes with nothing remembered: every write walks the tries.
@@ -217,18 +221,26 @@ func writeStage(objs *natwallObjects, held *heldStage, gen, stage uint8, st *rul
 		if held != nil {
 			now.ports = held.ports // the arrays keep what they held
 		}
+		now.vectors = [][]uint64{} // all deleted
 		return now, objs.NwAclStages.Put(base, natwallNwAclMeta{})
 	}
 
 	// In chunks: a vector is 4 KiB, and 30,000 of them at once were
 	// 120 MiB to allocate and collect.
 	const chunk = 512
+	var wasVectors [][]uint64
+	if held != nil {
+		wasVectors = held.vectors
+	}
 	keys := make([]natwallNwAclBvKey, 0, chunk)
 	vals := make([]natwallNwAclBitvec, chunk)
 	for first := 0; first < len(st.Bitvectors); first += chunk {
 		keys = keys[:0]
 		for id := first; id < min(first+chunk, len(st.Bitvectors)); id++ {
 			words := st.Bitvectors[id]
+			if id < len(wasVectors) && slices.Equal(wasVectors[id], words) {
+				continue
+			}
 			bv := &vals[len(keys)]
 			*bv = natwallNwAclBitvec{}
 			copy(bv.Words[:], words)
@@ -243,6 +255,7 @@ func writeStage(objs *natwallObjects, held *heldStage, gen, stage uint8, st *rul
 			return nil, fmt.Errorf("bit vectors: %w", err)
 		}
 	}
+	now.vectors = st.Bitvectors
 
 	for field, tbl := range []*[65536]uint32{&st.SrcPort, &st.DstPort, &st.ICMP} {
 		start := (base*3 + uint32(field)) * 65536

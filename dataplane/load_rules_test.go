@@ -25,17 +25,33 @@ func TestReloadLeavesOnlyTheLiveTables(t *testing.T) {
 		t.Run(fmt.Sprint("remember=", remember), func(t *testing.T) {
 			fx := newFibFixture(t)
 			r := rand.New(rand.NewPCG(15, 9))
-			sizes := []int{2000, 40, 0, 700, -1, 1300, 1300, 5, 5, 2000}
+			// -1: no rule set; sameAgain: the set two steps back, into
+			// the generation that holds it; oneLess: that set without its
+			// last stateless rule.
+			const sameAgain, oneLess = -2, -3
+			sizes := []int{2000, 40, 0, 700, -1, 1300, 1300, 5, 5, 2000, sameAgain, 600, oneLess, 800, sameAgain}
 			var held [2][2]*rules.StageTables // by generation, stage
+			var sets []*rules.RuleSet
 			w := &aclWriter{objs: &fx.objs}
 			for step, n := range sizes {
 				var tbl rules.Tables
-				if n >= 0 {
-					rs := &rules.RuleSet{
+				var rs *rules.RuleSet
+				switch {
+				case n >= 0:
+					rs = &rules.RuleSet{
 						Stateless:       rulestest.RandomRules(r, n, []rules.Action{rules.Drop, rules.Pass}),
 						Stateful:        rulestest.RandomRules(r, n/2, []rules.Action{rules.Allow, rules.Deny}),
 						StatefulDefault: rules.Deny,
 					}
+				case n == sameAgain:
+					rs = sets[step-2]
+				case n == oneLess:
+					again := *sets[step-2]
+					again.Stateless = again.Stateless[:len(again.Stateless)-1]
+					rs = &again
+				}
+				sets = append(sets, rs)
+				if rs != nil {
 					next := uint32(rules.StatefulDefaultID)
 					compiled, err := rules.Compile(rs, func(string) uint32 { next++; return next })
 					if err != nil {
