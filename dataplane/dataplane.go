@@ -124,6 +124,7 @@ type Dataplane struct {
 	opts        Options
 	log         *slog.Logger
 	objs        natwallObjects
+	acl         aclWriter
 	links       []link.Link
 	attachments []Attachment
 	lock        *os.File
@@ -144,6 +145,7 @@ func Open(opts Options) (_ *Dataplane, err error) {
 		opts.Logger = slog.Default()
 	}
 	d := &Dataplane{opts: opts, log: opts.Logger}
+	d.acl.objs = &d.objs
 	defer func() {
 		if err != nil {
 			d.Close()

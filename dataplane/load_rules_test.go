@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -14,38 +15,94 @@ import (
 
 // A reload writes the idle generation over whatever it held: after rule
 // sets that grow, shrink and vanish, each generation's stage holds exactly
-// the bit vectors and prefixes of the set last written to it, no fewer
-// and none left from an earlier set (a left prefix would classify packets
-// by a vector the new set numbers differently).
+// the bit vectors, prefixes and port entries of the set last written to
+// it, no fewer and none left from an earlier set (a left prefix would
+// classify packets by a vector the new set numbers differently). The
+// daemon's writer remembers what it wrote and deletes by that record; a
+// writer that remembers nothing, as after a restart, walks the tries.
 func TestReloadLeavesOnlyTheLiveTables(t *testing.T) {
-	fx := newFibFixture(t)
-	r := rand.New(rand.NewPCG(15, 9))
-	sizes := []int{2000, 40, 0, 700, -1, 1300, 1300, 5}
-	var held [2][2]*rules.StageTables // by generation, stage
-	for step, n := range sizes {
-		var tbl rules.Tables
-		if n >= 0 {
-			rs := &rules.RuleSet{
-				Stateless:       rulestest.RandomRules(r, n, []rules.Action{rules.Drop, rules.Pass}),
-				Stateful:        rulestest.RandomRules(r, n/2, []rules.Action{rules.Allow, rules.Deny}),
-				StatefulDefault: rules.Deny,
+	for _, remember := range []bool{true, false} {
+		t.Run(fmt.Sprint("remember=", remember), func(t *testing.T) {
+			fx := newFibFixture(t)
+			r := rand.New(rand.NewPCG(15, 9))
+			// -1: no rule set; sameAgain: the set two steps back, into
+			// the generation that holds it; oneLess: that set without its
+			// last stateless rule.
+			const sameAgain, oneLess = -2, -3
+			sizes := []int{2000, 40, 0, 700, -1, 1300, 1300, 5, 5, 2000, sameAgain, 600, oneLess, 800, sameAgain}
+			var held [2][2]*rules.StageTables // by generation, stage
+			var sets []*rules.RuleSet
+			w := &aclWriter{objs: &fx.objs}
+			for step, n := range sizes {
+				var tbl rules.Tables
+				var rs *rules.RuleSet
+				switch {
+				case n >= 0:
+					rs = &rules.RuleSet{
+						Stateless:       rulestest.RandomRules(r, n, []rules.Action{rules.Drop, rules.Pass}),
+						Stateful:        rulestest.RandomRules(r, n/2, []rules.Action{rules.Allow, rules.Deny}),
+						StatefulDefault: rules.Deny,
+					}
+				case n == sameAgain:
+					rs = sets[step-2]
+				case n == oneLess:
+					again := *sets[step-2]
+					again.Stateless = again.Stateless[:len(again.Stateless)-1]
+					rs = &again
+				}
+				sets = append(sets, rs)
+				if rs != nil {
+					next := uint32(rules.StatefulDefaultID)
+					compiled, err := rules.Compile(rs, func(string) uint32 { next++; return next })
+					if err != nil {
+						t.Fatal(err)
+					}
+					tbl = *compiled
+				} // n < 0: no rule set, the built-in policy
+				if !remember {
+					w = &aclWriter{objs: &fx.objs}
+				}
+				if err := w.load(tbl.Stateless, tbl.Stateful); err != nil {
+					t.Fatalf("step %d: %v", step, err)
+				}
+				var active uint32
+				if err := fx.objs.NwAclGen.Lookup(uint32(0), &active); err != nil {
+					t.Fatal(err)
+				}
+				held[active&1] = [2]*rules.StageTables{tbl.Stateless, tbl.Stateful}
+				checkHeldTables(t, step, &fx.objs, held)
+				checkHeldPorts(t, step, &fx.objs, held)
 			}
-			next := uint32(rules.StatefulDefaultID)
-			compiled, err := rules.Compile(rs, func(string) uint32 { next++; return next })
-			if err != nil {
-				t.Fatal(err)
+		})
+	}
+}
+
+// checkHeldPorts checks the port and ICMP tables of every stage that
+// holds a set: the writer that remembers rewrites only the entries that
+// change, so an entry it wrongly skips keeps an old set's vector id.
+func checkHeldPorts(t *testing.T, step int, objs *natwallObjects, held [2][2]*rules.StageTables) {
+	t.Helper()
+	got := make([]uint32, objs.NwAclPorts.MaxEntries())
+	keys := make([]uint32, 8192)
+	vals := make([]uint32, 8192)
+	if err := batchWalk(objs.NwAclPorts, keys, vals, func(k, v *uint32) { got[*k] = *v }); err != nil {
+		t.Fatal(err)
+	}
+	for gen := range held {
+		for stage, st := range held[gen] {
+			if st == nil {
+				continue
 			}
-			tbl = *compiled
-		} // n < 0: no rule set, the built-in policy
-		if err := loadRules(&fx.objs, tbl.Stateless, tbl.Stateful); err != nil {
-			t.Fatalf("step %d: %v", step, err)
+			base := uint32(gen)*uint32(natwallNwAclStageNW_ACL_STAGES) + uint32(stage)
+			for field, tbl := range []*[65536]uint32{&st.SrcPort, &st.DstPort, &st.ICMP} {
+				start := (base*3 + uint32(field)) * 65536
+				for i, want := range tbl {
+					if got[start+uint32(i)] != want {
+						t.Fatalf("step %d gen %d stage %d field %d: entry %d is %d, want %d", step, gen, stage, field, i, got[start+uint32(i)], want)
+					}
+				}
+			}
 		}
-		var active uint32
-		if err := fx.objs.NwAclGen.Lookup(uint32(0), &active); err != nil {
-			t.Fatal(err)
-		}
-		held[active&1] = [2]*rules.StageTables{tbl.Stateless, tbl.Stateful}
-		checkHeldTables(t, step, &fx.objs, held)
 	}
 }
 

@@ -125,8 +125,10 @@ func TestStatelessVerdictRememberedUnderItsGeneration(t *testing.T) {
 
 	// A reload under way: the new rules are in the idle tables, and the
 	// flip comes right after the next packet's classification.
-	must(t, writeStage(&fx.objs, uint8((gen+1)&1), uint8(natwallNwAclStageNW_ACL_STATELESS), naiveStage([]testRule{drop}, rules.Pass, 1)))
-	must(t, writeStage(&fx.objs, uint8((gen+1)&1), uint8(natwallNwAclStageNW_ACL_STATEFUL), nil))
+	_, err := writeStage(&fx.objs, nil, uint8((gen+1)&1), uint8(natwallNwAclStageNW_ACL_STATELESS), naiveStage([]testRule{drop}, rules.Pass, 1))
+	must(t, err)
+	_, err = writeStage(&fx.objs, nil, uint8((gen+1)&1), uint8(natwallNwAclStageNW_ACL_STATEFUL), nil)
+	must(t, err)
 	normal := fx.objs.XdpNatwall
 	fx.objs.XdpNatwall = hookedProgram(t, fx, gen+1)
 	fx.expect(t, query, "a0", ReasonFwdRedirect) // passed by the old rules
