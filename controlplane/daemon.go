@@ -294,6 +294,8 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if fs, ok := dp.(flowSource); ok {
 		var coll *flows.Collector
 		d.flows, coll, stopFlows = d.startFlows(serveCtx, &wg, fs, registry, eve)
+		// Set before anything that triggers a reload is served.
+		rl.stream = d.flows
 		hub = newFlowHub()
 		d.flows.AddSink("api", hub, flows.Filter{}, 0)
 		providers.state = fs.State
