@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -294,6 +295,8 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	if fs, ok := dp.(flowSource); ok {
 		var coll *flows.Collector
 		d.flows, coll, stopFlows = d.startFlows(serveCtx, &wg, fs, registry, eve)
+		// Set before anything that triggers a reload is served.
+		rl.stream = d.flows
 		hub = newFlowHub()
 		d.flows.AddSink("api", hub, flows.Filter{}, 0)
 		providers.state = fs.State
@@ -358,8 +361,34 @@ func (d *daemon) run(ctx context.Context) (err error) {
 	}
 	stopServing(nil)
 	wg.Wait()
+	if d.flows != nil && d.cfg.OnExit == ExitDetach {
+		d.endFlowsAtShutdown(providers.state())
+	}
 	stopFlows()
 	return errors.Join(serveErrs[:]...)
+}
+
+// endFlowsAtShutdown reports every flow still live as ended, before the
+// detach that follows removes them with the dataplane: their flow logs
+// would otherwise never be written. With on_exit: keep the flows go on
+// under the pinned dataplane, and the next daemon's collector reports
+// their ends. A flow that sees packets between this walk and the detach
+// is reported with the counts of the walk.
+func (d *daemon) endFlowsAtShutdown(st *dataplane.State) {
+	now := time.Now()
+	var ev dataplane.FlowEvent
+	n := 0
+	err := st.Flows(func(f dataplane.Flow) bool {
+		ev = dataplane.FlowEvent{Type: dataplane.FlowEnded, Time: now, Flow: f, ByGC: true, Shutdown: true}
+		d.flows.Publish(&ev)
+		n++
+		return true
+	})
+	d.flows.Flush()
+	if err != nil {
+		d.log.Error("report the flows live at shutdown", "error", err)
+	}
+	d.log.Info("flows live at shutdown reported as ended", "flows", n)
 }
 
 // ruleApplier is the dataplane's rule loading.

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/natwall/natwall/controlplane/api"
+	"github.com/natwall/natwall/controlplane/flows"
 	"github.com/natwall/natwall/dataplane"
 	"github.com/natwall/natwall/rules"
 )
@@ -51,6 +52,10 @@ type reloader struct {
 	// live; a settings change then needs a restart.
 	applySettings func(dataplane.Settings) error
 	state         func() *dataplane.State
+	// stream, once set, receives a flow end for each flow a reload
+	// closes (rules.revalidate: close); ended is the event it is built in.
+	stream *flows.Stream
+	ended  dataplane.FlowEvent
 	// applied, if set, follows a good reload with what else depends on
 	// the live config (the ICMP guard's inside networks); a failure is
 	// logged, the reload stands.
@@ -288,7 +293,18 @@ func (r *reloader) readConfig(trigger ReloadTrigger) (Config, []byte, error) {
 }
 
 func (r *reloader) closeDenied(tbl *rules.Tables) {
-	n, err := closeDenied(r.state(), tbl)
+	var closed func(*dataplane.Flow, dataplane.Reason)
+	if r.stream != nil {
+		// Each flow closed becomes a flow end on the stream, as one the
+		// collector removes does; its reason is the new rules' decision.
+		now := time.Now()
+		closed = func(f *dataplane.Flow, why dataplane.Reason) {
+			r.ended = dataplane.FlowEvent{Type: dataplane.FlowEnded, Time: now, Flow: *f, Reason: why, ByGC: true}
+			r.stream.Publish(&r.ended)
+		}
+		defer r.stream.Flush()
+	}
+	n, err := closeDenied(r.state(), tbl, closed)
 	r.closed.Add(float64(n))
 	if err != nil {
 		r.log.Error("close flows the new rules deny", "error", err)

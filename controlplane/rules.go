@@ -279,9 +279,14 @@ func flowPacket(f dataplane.Flow) rules.Packet {
 }
 
 // closeDenied removes the flows the stateful stage of tbl would not admit
-// now, and returns how many.
-func closeDenied(st *dataplane.State, tbl *rules.Tables) (int, error) {
-	var victims []dataplane.Flow
+// now, tells closed (if not nil) of each with the reason, and returns how
+// many.
+func closeDenied(st *dataplane.State, tbl *rules.Tables, closed func(f *dataplane.Flow, why dataplane.Reason)) (int, error) {
+	type victim struct {
+		flow dataplane.Flow
+		why  dataplane.Reason
+	}
+	var victims []victim
 	err := st.Flows(func(f dataplane.Flow) bool {
 		i, _ := tbl.Stateful.Lookup(flowPacket(f))
 		act := tbl.Stateful.Default
@@ -289,19 +294,35 @@ func closeDenied(st *dataplane.State, tbl *rules.Tables) (int, error) {
 			act = tbl.Stateful.Actions[i]
 		}
 		if act != rules.Allow {
-			victims = append(victims, f)
+			victims = append(victims, victim{f, revalidationReason(i >= 0, act)})
 		}
 		return true
 	})
 	if err != nil {
 		return 0, err
 	}
-	for n, f := range victims {
-		if err := st.Delete(f); err != nil {
+	for n := range victims {
+		if err := st.Delete(victims[n].flow); err != nil {
 			return n, err
+		}
+		if closed != nil {
+			closed(&victims[n].flow, victims[n].why)
 		}
 	}
 	return len(victims), nil
+}
+
+// revalidationReason is the reason a flow closed on reload ends with: the
+// drop the new rules would give its next packet, so that its flow-end
+// record says which decision ended it.
+func revalidationReason(byRule bool, act rules.Action) dataplane.Reason {
+	switch {
+	case !byRule:
+		return dataplane.ReasonDropPolicy
+	case act == rules.Reject:
+		return dataplane.ReasonDropACLReject
+	}
+	return dataplane.ReasonDropACLDeny
 }
 
 // ReadLiveRules reads what the daemon last applied, from its state directory.

@@ -52,6 +52,10 @@ type FlowEvent struct {
 	// ByGC is set on flow ends that the control plane's collector produced
 	// for flows it removed, rather than the dataplane.
 	ByGC bool
+	// Shutdown marks the flow ends a stopping daemon reports for the flows
+	// still live when it detaches the dataplane (on_exit: detach), which
+	// removes them; ByGC is set too.
+	Shutdown bool
 	// Audit marks an alert of an audit rule or default: it would have
 	// denied, and the packet went on.
 	Audit bool

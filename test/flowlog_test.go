@@ -289,3 +289,51 @@ eve:
 		t.Errorf("natwall_eve_records_total{event_type=flow} = %v", n)
 	}
 }
+
+// TestFlowLogAtShutdown: a daemon stopping with on_exit detach removes the
+// live flows with the dataplane, so it writes their flow-end records first,
+// with flow.reason shutdown. With on_exit keep the flows go on, and it
+// writes none: the next daemon reports their end.
+func TestFlowLogAtShutdown(t *testing.T) {
+	for _, onExit := range []string{"detach", "keep"} {
+		t.Run(onExit, func(t *testing.T) {
+			l := newLab(t, lab.Options{Shape: lab.TwoNIC})
+			evePath := filepath.Join(t.TempDir(), "eve.json")
+			a := startNatwall(t, l, natConfig(fmt.Sprintf("on_exit: %s\nconntrack:\n  gc_interval: 1h\neve:\n  output: file\n  path: %s\n", onExit, evePath)))
+			client, server := l.Clients[0], l.Servers[0]
+			warmUp(t, client.NS, server.IPv4)
+			startUDPServer(t, server, 9000)
+			pc, err := client.NS.ListenPacket("udp4", netip.AddrPortFrom(client.IPv4, 45200).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			if _, err := udpAsk(pc, netip.AddrPortFrom(server.IPv4, 9000)); err != nil {
+				t.Fatal(err)
+			}
+			a.stop(t)
+
+			var ends []eveRecord
+			for _, r := range readEVE(t, evePath) {
+				if r.EventType == "flow" && r.Proto == "UDP" && r.SrcPort == 45200 {
+					ends = append(ends, r)
+				}
+			}
+			switch onExit {
+			case "detach":
+				if len(ends) != 1 || ends[0].Flow == nil || ends[0].Flow.Reason != "shutdown" ||
+					ends[0].Flow.PktsToServer != 1 || ends[0].Flow.PktsToClient != 1 || ends[0].DestPort != 9000 {
+					t.Fatalf("flow-end records of the live UDP flow at shutdown: %+v, want one with reason shutdown and its packet each way", ends)
+				}
+			case "keep":
+				if len(ends) != 0 {
+					t.Errorf("on_exit keep wrote flow ends for a flow that goes on: %+v", ends)
+				}
+				out, err := l.Appliance.Run(testContext(t), natwallBin, "teardown", "--pin-dir", a.pinDir)
+				if err != nil {
+					t.Fatalf("natwall teardown: %v\n%s", err, out)
+				}
+			}
+		})
+	}
+}

@@ -67,6 +67,8 @@ type appliance struct {
 	socket string
 	config string
 	http   *http.Client
+	// bin is the natwall binary start runs; empty is natwallBin.
+	bin string
 }
 
 const metricsListen = "127.0.0.1:9617"
@@ -98,7 +100,14 @@ func apiSocket(pinDir string) string {
 // the test ends.
 func startNatwall(t testing.TB, l *lab.Lab, extraConfig string) *appliance {
 	t.Helper()
+	return startNatwallBin(t, l, "", extraConfig)
+}
+
+// startNatwallBin is startNatwall running bin (empty: natwallBin).
+func startNatwallBin(t testing.TB, l *lab.Lab, bin, extraConfig string) *appliance {
+	t.Helper()
 	a := &appliance{
+		bin:    bin,
 		lab:    l,
 		pinDir: fmt.Sprintf("/sys/fs/bpf/natwall-test-%d-%d", os.Getpid(), pinCounter.Add(1)),
 	}
@@ -121,7 +130,11 @@ func startNatwall(t testing.TB, l *lab.Lab, extraConfig string) *appliance {
 
 func (a *appliance) start(t testing.TB) {
 	t.Helper()
-	proc, err := a.lab.Appliance.Start(natwallBin, "run", "--config", a.config)
+	bin := a.bin
+	if bin == "" {
+		bin = natwallBin
+	}
+	proc, err := a.lab.Appliance.Start(bin, "run", "--config", a.config)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // rules.revalidate: a reload that denies an established connection's port
 // keeps it (keep, the default) or closes it (close; with invalid_tcp_reset
-// the client's next segment is answered with a RST).
+// the client's next segment is answered with a RST, and the flow's end is
+// in the EVE log with reason forced).
 func TestRevalidateOnReload(t *testing.T) {
 	for _, mode := range []string{"keep", "close"} {
 		t.Run(mode, func(t *testing.T) {
@@ -175,8 +176,9 @@ func TestRevalidateOnReload(t *testing.T) {
 				}
 			}
 			write(7000)
-			a := startNatwall(t, l, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n  revalidate: %s\nconntrack:\n  invalid_tcp_reset: true\n",
-				filepath.Join(dir, "state"), ruleFile, mode))
+			evePath := filepath.Join(dir, "eve.json")
+			a := startNatwall(t, l, fmt.Sprintf("state_dir: %s\nrules:\n  paths: [%s]\n  revalidate: %s\nconntrack:\n  invalid_tcp_reset: true\neve:\n  output: file\n  path: %s\n",
+				filepath.Join(dir, "state"), ruleFile, mode, evePath))
 			server, client := l.Servers[0], l.Clients[0]
 			warmUp(t, client.NS, server.IPv4)
 			ctx := testContext(t)
@@ -216,6 +218,20 @@ func TestRevalidateOnReload(t *testing.T) {
 			case "close":
 				if !errors.Is(err, syscall.ECONNRESET) {
 					t.Fatalf("revalidate close: the connection's next segment got %v, want a reset", err)
+				}
+				rec := waitForEVE(t, evePath, "the closed flow's end", func(r *eveRecord) bool {
+					return r.EventType == "flow" && r.DestPort == 7000 && r.Proto == "TCP"
+				})
+				if rec.Flow == nil || rec.Flow.Reason != "forced" || rec.Flow.PktsToServer == 0 || rec.Flow.PktsToClient == 0 {
+					t.Errorf("revalidate close: flow-end record %+v, want reason forced and the packets it carried", rec.Flow)
+				}
+			}
+			if mode == "keep" {
+				time.Sleep(500 * time.Millisecond)
+				for _, r := range readEVE(t, evePath) {
+					if r.EventType == "flow" && r.DestPort == 7000 && r.Proto == "TCP" {
+						t.Errorf("revalidate keep: a flow-end record for the connection that goes on: %+v", r.Flow)
+					}
 				}
 			}
 		})

@@ -231,11 +231,14 @@ func flowState(f *dataplane.Flow) string {
 }
 
 // flowReason is EVE's flow.reason. natwall ends flows on their idle
-// timeout; "active" marks a periodic record of a flow that goes on.
+// timeout; "active" marks a periodic record of a flow that goes on,
+// "shutdown" one that a stopping daemon removed with the dataplane.
 func flowReason(ev *dataplane.FlowEvent) string {
 	switch {
 	case ev.Type == dataplane.FlowActive:
 		return "active"
+	case ev.Shutdown:
+		return "shutdown"
 	case ev.Reason != dataplane.ReasonNone:
 		return "forced"
 	}
