@@ -76,6 +76,8 @@ const (
 	ReasonHeldBudget     = "held_budget"      // the packet was not kept: the session holds too many bytes
 	ReasonFragment       = "fragment"         // waiting for the rest of an IP datagram
 	ReasonBeyondMaxBytes = "beyond_max_bytes" // kept for reinjection, not read: past MaxBytes
+	ReasonNeedStart      = "need_start"       // bytes came, not those at offset 0
+	ReasonBadDatagram    = "malformed_datagram"
 )
 
 // Result is what a Feed (or Expire) decided.
@@ -157,10 +159,12 @@ func (in *Inspector) Feed(key Key, firstSeq uint32, pkt []byte, now time.Time) (
 	defer in.mu.Unlock()
 	s := in.sessions[key]
 	if s == nil {
-		var ip ipPacket
-		if err := parseIP(pkt, !in.limits.SkipChecksums, &ip); err != nil {
-			return Result{}, err
+		// Refuse an unusable packet before it takes a session.
+		if err := in.check(pkt); err != nil {
+			return unusable, err
 		}
+		var ip ipPacket
+		_ = parseIP(pkt, !in.limits.SkipChecksums, &ip)
 		if len(in.sessions) >= in.limits.MaxSessions {
 			return in.overLimit(firstSeq, &ip, pkt)
 		}
@@ -170,7 +174,7 @@ func (in *Inspector) Feed(key Key, firstSeq uint32, pkt []byte, now time.Time) (
 	}
 	if s.result.Outcome != rules.OutcomeWait {
 		if err := in.check(pkt); err != nil {
-			return Result{}, err
+			return unusable, err
 		}
 		r := s.result
 		r.Held = [][]byte{clone(pkt)}
@@ -183,6 +187,10 @@ func (in *Inspector) Feed(key Key, firstSeq uint32, pkt []byte, now time.Time) (
 	}
 	return in.feed(s, pkt)
 }
+
+// unusable is the Result beside an error: waiting, so that a caller that
+// looked only at the Outcome would still not act on the packet.
+var unusable = Result{Outcome: rules.OutcomeWait}
 
 // check parses pkt only to refuse what feed would refuse.
 func (in *Inspector) check(pkt []byte) error {
@@ -209,7 +217,7 @@ func (in *Inspector) overLimit(firstSeq uint32, ip *ipPacket, pkt []byte) (Resul
 	}
 	var seg tcpSegment
 	if err := parseTCP(ip.transport, ip.src, ip.dst, !in.limits.SkipChecksums, &seg); err != nil {
-		return Result{}, err
+		return unusable, err
 	}
 	deny.Held = [][]byte{clone(pkt)}
 	if off, ok := offset(firstSeq, &seg); ok && off == 0 {
@@ -227,13 +235,13 @@ func (in *Inspector) feed(s *session, pkt []byte) (Result, error) {
 	verify := !in.limits.SkipChecksums
 	var ip ipPacket
 	if err := parseIP(pkt, verify, &ip); err != nil {
-		return Result{}, err
+		return unusable, err
 	}
 	transport := ip.transport
 	if ip.fragment {
 		q, reason, err := s.fragQueue(&ip, in.limits.MaxBytes)
 		if err != nil {
-			return Result{}, err
+			return unusable, err
 		}
 		if reason != "" {
 			s.decide(rules.OutcomeDeny, reason)
@@ -260,10 +268,10 @@ func (in *Inspector) feed(s *session, pkt []byte) (Result, error) {
 	if err := parseTCP(transport, ip.src, ip.dst, verify, &seg); err != nil {
 		if ip.fragment {
 			// The fragments were kept; the datagram they make is unusable.
-			s.decide(rules.OutcomeDeny, "malformed_datagram")
+			s.decide(rules.OutcomeDeny, ReasonBadDatagram)
 			return s.handOut(), nil
 		}
-		return Result{}, err
+		return unusable, err
 	}
 	if len(seg.payload) == 0 {
 		// Nothing to read nor to reinject: the dataplane holds only data.
@@ -301,6 +309,10 @@ func (in *Inspector) feed(s *session, pkt []byte) (Result, error) {
 	}
 	s.stream.write(off, data)
 	prefix := s.stream.prefix()
+	if prefix == 0 {
+		// Nothing to classify yet: an empty prefix is a prefix of anything.
+		return s.waiting(ReasonNeedStart), nil
+	}
 	info, out, reason := rules.Classify(s.stream.buf[:prefix], &in.hello, &in.req)
 	s.result.Info, s.result.Reason = info, reason
 	if out == rules.OutcomeWait && prefix >= in.limits.MaxBytes {
