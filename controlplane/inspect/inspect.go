@@ -71,7 +71,7 @@ const (
 	ReasonTooLarge       = "too_large"        // MaxBytes without a complete hello or head
 	ReasonHoldTimeout    = "hold_timeout"     // HoldTime without a complete hello or head
 	ReasonSessionLimit   = "session_limit"    // MaxSessions flows held already
-	ReasonBeforeFirstSeq = "before_first_seq" // data before the client's first sequence number
+	ReasonBeforeFirstSeq = "before_first_seq" // a segment wholly before the client's first sequence number, ignored
 	ReasonFragmentBounds = "fragment_bounds"  // a fragmented datagram too large, or too many at once
 	ReasonHeldBudget     = "held_budget"      // the packet was not kept: the session holds too many bytes
 	ReasonFragment       = "fragment"         // waiting for the rest of an IP datagram
@@ -220,7 +220,7 @@ func (in *Inspector) overLimit(firstSeq uint32, ip *ipPacket, pkt []byte) (Resul
 		return unusable, err
 	}
 	deny.Held = [][]byte{clone(pkt)}
-	if off, ok := offset(firstSeq, &seg); ok && off == 0 {
+	if off, ok := offset(firstSeq, &seg); ok && off == 0 && !seg.rst {
 		data := seg.payload[:min(len(seg.payload), in.limits.MaxBytes)]
 		info, out, reason := rules.Classify(data, &in.hello, &in.req)
 		if out != rules.OutcomeWait {
@@ -277,15 +277,24 @@ func (in *Inspector) feed(s *session, pkt []byte) (Result, error) {
 		// Nothing to read nor to reinject: the dataplane holds only data.
 		return s.waiting(s.result.Reason), nil
 	}
-	off, ok := offset(s.firstSeq, &seg)
-	if !ok {
-		// No client sends these: its first data byte is firstSeq. A server
-		// would trim or drop them, each its own way.
-		s.decide(rules.OutcomeDeny, ReasonBeforeFirstSeq)
-		s.keep(pkt, 0)
-		return s.handOut(), nil
+	if seg.rst {
+		// A reset's payload is diagnostic text, never stream data
+		// (RFC 9293 §3.5.3); the dataplane passes resets itself.
+		return s.waiting(s.result.Reason), nil
 	}
+	off, _ := offset(s.firstSeq, &seg)
 	data := seg.payload
+	if off < 0 {
+		if off+len(data) <= 0 {
+			// Wholly before the first data byte: a Windows keep-alive's
+			// garbage byte, or an old duplicate. The server drops it, so it
+			// is neither read nor kept.
+			return s.waiting(ReasonBeforeFirstSeq), nil
+		}
+		// A server trims what precedes its next expected byte and takes
+		// the rest (RFC 9293 §3.10.7.4); so does natwall.
+		data, off = data[-off:], 0
+	}
 	if off >= in.limits.MaxBytes {
 		if !ip.fragment && !s.keep(pkt, in.limits.MaxBytes*heldBudgetFactor) {
 			return s.waiting(ReasonHeldBudget), nil
@@ -374,10 +383,10 @@ func (s *session) keep(pkt []byte, budget int) bool {
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
 
-// offset is where seg's payload goes in the stream, false when it starts
-// before firstSeq. A SYN's data follows the SYN's own sequence number.
-// Sequence numbers wrap: a payload up to 2 GiB behind firstSeq counts as
-// before it.
+// offset is where seg's payload goes in the stream, negative (and false)
+// when it starts before firstSeq. A SYN's data follows the SYN's own
+// sequence number. Sequence numbers wrap: a payload up to 2 GiB behind
+// firstSeq counts as before it.
 func offset(firstSeq uint32, seg *tcpSegment) (int, bool) {
 	seq := seg.seq
 	if seg.syn {

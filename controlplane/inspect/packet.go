@@ -145,6 +145,7 @@ func parseIPv6(b []byte, p *ipPacket) error {
 type tcpSegment struct {
 	seq     uint32
 	syn     bool
+	rst     bool
 	payload []byte
 }
 
@@ -163,7 +164,7 @@ func parseTCP(b []byte, src, dst netip.Addr, verify bool, t *tcpSegment) error {
 	if verify && checksum(pseudoHeader(src, dst, len(b)), b) != 0xffff {
 		return fmt.Errorf("%w: TCP", ErrChecksum)
 	}
-	*t = tcpSegment{seq: binary.BigEndian.Uint32(b[4:8]), syn: b[13]&0x02 != 0, payload: b[doff:]}
+	*t = tcpSegment{seq: binary.BigEndian.Uint32(b[4:8]), syn: b[13]&0x02 != 0, rst: b[13]&0x04 != 0, payload: b[doff:]}
 	return nil
 }
 

@@ -90,14 +90,29 @@ func (f flow) firstSeq() uint32 { return f.isn + 1 }
 // tcp is the TCP segment (header and payload, checksummed) carrying data
 // at stream offset off.
 func (f flow) tcp(t testing.TB, off int, data []byte) []byte {
+	return f.tcpFlags(t, f.firstSeq()+uint32(off), data, func(*layers.TCP) {})
+}
+
+func (f flow) tcpFlags(t testing.TB, seq uint32, data []byte, flags func(*layers.TCP)) []byte {
 	t.Helper()
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(f.sport), DstPort: layers.TCPPort(f.dport), Seq: f.firstSeq() + uint32(off), Ack: 77, ACK: true, PSH: true, Window: 65535}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(f.sport), DstPort: layers.TCPPort(f.dport), Seq: seq, Ack: 77, ACK: true, PSH: true, Window: 65535}
+	flags(tcp)
 	if f.src.Is4() {
 		tcp.SetNetworkLayerForChecksum(&layers.IPv4{SrcIP: f.src.AsSlice(), DstIP: f.dst.AsSlice(), Protocol: layers.IPProtocolTCP})
 	} else {
 		tcp.SetNetworkLayerForChecksum(&layers.IPv6{SrcIP: f.src.AsSlice(), DstIP: f.dst.AsSlice(), NextHeader: layers.IPProtocolTCP})
 	}
 	return serialize(t, tcp, gopacket.Payload(data))
+}
+
+// rst is a reset at offset 0 carrying data.
+func (f flow) rst(t testing.TB, data []byte) []byte {
+	return f.ip(t, f.tcpFlags(t, f.firstSeq(), data, func(h *layers.TCP) { h.RST, h.PSH = true, false }), 0, 0, false)
+}
+
+// syn is a SYN carrying data (TCP Fast Open's shape).
+func (f flow) syn(t testing.TB, data []byte) []byte {
+	return f.ip(t, f.tcpFlags(t, f.isn, data, func(h *layers.TCP) { h.SYN, h.ACK, h.PSH = true, false, false }), 0, 0, false)
 }
 
 // ip wraps transport bytes in an IP header; fragOff and more make it a
