@@ -115,6 +115,9 @@ type session struct {
 	stream   assembler
 	held     [][]byte
 	heldSize int
+	// classified is the prefix length Classify last read: with one byte
+	// per segment, reading again only a grown prefix bounds the work.
+	classified int
 	frags    []*fragQueue
 	result   Result // Outcome and Info so far; decided unless OutcomeWait
 }
@@ -322,6 +325,11 @@ func (in *Inspector) feed(s *session, pkt []byte) (Result, error) {
 		// Nothing to classify yet: an empty prefix is a prefix of anything.
 		return s.waiting(ReasonNeedStart), nil
 	}
+	if prefix == s.classified {
+		// Bytes past a hole: the prefix, and so its verdict, is the same.
+		return s.waiting(s.result.Reason), nil
+	}
+	s.classified = prefix
 	info, out, reason := rules.Classify(s.stream.buf[:prefix], &in.hello, &in.req)
 	s.result.Info, s.result.Reason = info, reason
 	if out == rules.OutcomeWait && prefix >= in.limits.MaxBytes {

@@ -310,3 +310,38 @@ func TestParseNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestHeldBudget(t *testing.T) {
+	classic := clientHello(t, "www.example.com", true)
+	segs := flow4.segs(t, classic, 1)
+	in := New(Limits{MaxBytes: 1000})
+	budget := 1000 * heldBudgetFactor / len(segs[0])
+	for i, p := range segs {
+		r, err := in.Feed(flow4.key(), flow4.firstSeq(), p, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Outcome != rules.OutcomeWait || (i >= budget) != (r.Reason == ReasonHeldBudget) {
+			t.Fatalf("packet %d of a budget of %d: %v %q", i, budget, r.Outcome, r.Reason)
+		}
+	}
+	ex := in.Expire(t0.Add(time.Minute))
+	if len(ex) != 1 {
+		t.Fatalf("expired %d", len(ex))
+	}
+	check(t, ex[0].Result, want{rules.OutcomeDeny, tlsName(""), "hold_timeout", budget}, segs)
+}
+
+func TestFragmentBounds(t *testing.T) {
+	pq := clientHello(t, "www.example.com", false)
+	frags := flow4.fragments(t, pq, 576, 1)
+	r := feedAll(t, New(Limits{MaxBytes: 1000}), flow4, frags[:2])
+	check(t, r, want{rules.OutcomeDeny, rules.L7Info{Proto: rules.AppUnknown}, "fragment_bounds", 2}, frags)
+
+	var firsts [][]byte
+	for id := range uint32(maxFragQueues + 1) {
+		firsts = append(firsts, flow6.fragments(t, pq, 512, id+1)[0])
+	}
+	r = feedAll(t, New(Limits{}), flow6, firsts)
+	check(t, r, want{rules.OutcomeDeny, rules.L7Info{Proto: rules.AppUnknown}, "fragment_bounds", len(firsts)}, firsts)
+}

@@ -10,6 +10,8 @@ type assembler struct {
 	max  int
 	buf  []byte   // grows to the highest end written
 	have []uint64 // one bit per byte of buf
+	// contig is the prefix found so far.
+	contig int
 }
 
 func (a *assembler) has(i int) bool {
@@ -58,13 +60,13 @@ func (a *assembler) write(off int, p []byte) {
 	}
 }
 
-// prefix is how many bytes from offset 0 are all there.
+// prefix is how many bytes from offset 0 are all there. It only grows, so
+// the scan resumes where the last one stopped.
 func (a *assembler) prefix() int {
-	n := 0
-	for n < len(a.buf) && a.has(n) {
-		n++
+	for a.contig < len(a.buf) && a.has(a.contig) {
+		a.contig++
 	}
-	return n
+	return a.contig
 }
 
 type fragKey struct {
