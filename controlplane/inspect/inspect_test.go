@@ -345,3 +345,20 @@ func TestFragmentBounds(t *testing.T) {
 	r = feedAll(t, New(Limits{}), flow6, firsts)
 	check(t, r, want{rules.OutcomeDeny, rules.L7Info{Proto: rules.AppUnknown}, "fragment_bounds", len(firsts)}, firsts)
 }
+
+// BenchmarkFeed is a post-quantum ClientHello in two IPv4 segments, through
+// a session to its verdict; allocations are the session and packet copies.
+func BenchmarkFeed(b *testing.B) {
+	pq := clientHello(b, "www.example.com", false)
+	segs := flow4.segs(b, pq, 1460)
+	in := New(Limits{})
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, p := range segs {
+			if _, err := in.Feed(flow4.key(), flow4.firstSeq(), p, t0); err != nil {
+				b.Fatal(err)
+			}
+		}
+		in.Forget(flow4.key())
+	}
+}
