@@ -67,17 +67,17 @@ const (
 
 // Reasons the inspector gives besides rules.Classify's parser results.
 const (
-	ReasonConflict       = "conflict"         // a retransmission or fragment overlap with other bytes
-	ReasonTooLarge       = "too_large"        // MaxBytes without a complete hello or head
-	ReasonHoldTimeout    = "hold_timeout"     // HoldTime without a complete hello or head
-	ReasonSessionLimit   = "session_limit"    // MaxSessions flows held already
-	ReasonBeforeFirstSeq = "before_first_seq" // a segment wholly before the client's first sequence number, ignored
-	ReasonFragmentBounds = "fragment_bounds"  // a fragmented datagram too large, or too many at once
-	ReasonHeldBudget     = "held_budget"      // the packet was not kept: the session holds too many bytes
-	ReasonFragment       = "fragment"         // waiting for the rest of an IP datagram
-	ReasonBeyondMaxBytes = "beyond_max_bytes" // kept for reinjection, not read: past MaxBytes
-	ReasonNeedStart      = "need_start"       // bytes came, not those at offset 0
-	ReasonBadDatagram    = "malformed_datagram"
+	ReasonConflict       = "conflict"           // a retransmission or fragment overlap with other bytes
+	ReasonTooLarge       = "too_large"          // MaxBytes without a complete hello or head
+	ReasonHoldTimeout    = "hold_timeout"       // HoldTime without a complete hello or head
+	ReasonSessionLimit   = "session_limit"      // MaxSessions flows held already
+	ReasonBeforeFirstSeq = "before_first_seq"   // a segment wholly before the client's first sequence number, ignored
+	ReasonFragmentBounds = "fragment_bounds"    // a fragmented datagram too large, or too many at once
+	ReasonHeldBudget     = "held_budget"        // the packet was not kept: the session holds too many bytes
+	ReasonFragment       = "fragment"           // waiting for the rest of an IP datagram
+	ReasonBeyondMaxBytes = "beyond_max_bytes"   // kept for reinjection, not read: past MaxBytes
+	ReasonNeedStart      = "need_start"         // bytes came, not those at offset 0
+	ReasonBadDatagram    = "malformed_datagram" // reassembled fragments that are no TCP segment
 )
 
 // Result is what a Feed (or Expire) decided.
@@ -118,8 +118,8 @@ type session struct {
 	// classified is the prefix length Classify last read: with one byte
 	// per segment, reading again only a grown prefix bounds the work.
 	classified int
-	frags    []*fragQueue
-	result   Result // Outcome and Info so far; decided unless OutcomeWait
+	frags      []*fragQueue
+	result     Result // Outcome and Info so far; decided unless OutcomeWait
 }
 
 // New returns an Inspector with limits, defaults filled in.
