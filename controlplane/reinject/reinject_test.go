@@ -40,6 +40,18 @@ func udpPacket(t testing.TB, src, dst netip.AddrPort, payload []byte) []byte {
 	return buf.Bytes()
 }
 
+// applianceSender opens a Sender in the lab's appliance, closed with the
+// test.
+func applianceSender(t *testing.T, l *lab.Lab) *Sender {
+	t.Helper()
+	var s *Sender
+	if err := l.Appliance.Do(func() (err error) { s, err = Open(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // A packet sent from the appliance with a client's source (not an address
 // of the appliance, as without SNAT) reaches the server unchanged, header
 // and all, in both families, with the appliance's forwarding off: it is
@@ -47,11 +59,7 @@ func udpPacket(t testing.TB, src, dst netip.AddrPort, payload []byte) []byte {
 func TestSendDeliversHeldPacketUnchanged(t *testing.T) {
 	l := lab.NewT(t, lab.Options{Shape: lab.TwoNIC})
 	client, server := l.Clients[0], l.Servers[0]
-	var s *Sender
-	if err := l.Appliance.Do(func() (err error) { s, err = Open(); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := applianceSender(t, l)
 
 	for _, tc := range []struct {
 		name     string

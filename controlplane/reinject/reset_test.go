@@ -24,11 +24,7 @@ func TestResetsEndBothEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	client, server := l.Clients[0], l.Servers[0]
-	var s *Sender
-	if err := l.Appliance.Do(func() (err error) { s, err = Open(); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := applianceSender(t, l)
 	for _, tc := range []struct {
 		name, network, iptables string
 		src, dst                netip.Addr
