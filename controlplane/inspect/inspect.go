@@ -43,6 +43,10 @@ const (
 	ReasonFragments    = "fragments"     // too many datagrams in reassembly
 )
 
+// tooLarge is the parsers' result for a hello or head that cannot fit
+// the hold budget.
+var tooLarge = l7.TLSTooLarge.String()
+
 // ErrNotTCP is returned for a packet that is not a readable IPv4/IPv6
 // TCP packet (or fragment of one); the session is unchanged.
 var ErrNotTCP = errors.New("not a readable TCP/IP packet")
@@ -163,8 +167,11 @@ func (in *Inspector) Feed(key Key, isn1 uint32, pkt []byte, now time.Time) (Resu
 		return in.finish(key, s, now, rules.L7Info{Proto: rules.AppUnknown}, rules.OutcomeDeny, ReasonConflict), nil
 	}
 	info, out, reason := rules.Classify(s.stream.contiguous(), &s.ch, &s.req)
-	if out == rules.OutcomeWait {
-		if clipped || s.stream.prefix >= in.cfg.MaxBytes {
+	if out == rules.OutcomeWait || reason == tooLarge {
+		// Classify denies a hello or head that cannot fit l7.MaxHold;
+		// the issue and rules/l7 give a hit bound the "no name"
+		// semantics instead, so the inspector resumes.
+		if clipped || s.stream.prefix >= in.cfg.MaxBytes || reason == tooLarge {
 			// The bound, not the client, ends the wait: the flow
 			// resumes with the protocol seen and no name.
 			return in.finish(key, s, now, rules.L7Info{Proto: info.Proto}, rules.OutcomeResume, ReasonBytesBound), nil
