@@ -129,10 +129,34 @@ func (c *capture) fragmentedFlow(src, dst netip.AddrPort, stream []byte) {
 	}
 }
 
-// TestInspectGolden runs natwall inspect over a capture made here (kept in
-// testdata) with the Suricata corpus, and compares its EVE output.
+// TestInspectGolden runs natwall inspect over a capture made by
+// writeCapture (kept in testdata, rewritten with -update: ClientHellos
+// are random) with the Suricata corpus, and compares its EVE output.
 func TestInspectGolden(t *testing.T) {
 	pcapPath := filepath.Join("testdata", "inspect_l7.pcap")
+	if *update {
+		writeCapture(t, pcapPath)
+	}
+	out, errOut, err := runCmd(t, "inspect", "--rules", "../../rules/testdata/suricata", "--var", "HOME_NET=198.18.0.0/16,2001:db8:1::/48",
+		"--pcap", pcapPath, "--checksum", "off")
+	if err != nil {
+		t.Fatalf("inspect: %v\n%s", err, errOut)
+	}
+	golden := filepath.Join("testdata", "inspect_l7.eve.golden")
+	if *update {
+		os.WriteFile(golden, []byte(out), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal([]byte(out), want) {
+		t.Fatalf("got\n%s\nwant\n%s", out, want)
+	}
+}
+
+// writeCapture writes the flows TestInspectGolden expects.
+func writeCapture(t *testing.T, pcapPath string) {
 	f, err := os.Create(pcapPath)
 	if err != nil {
 		t.Fatal(err)
@@ -168,22 +192,6 @@ func TestInspectGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out, errOut, err := runCmd(t, "inspect", "--rules", "../../rules/testdata/suricata", "--var", "HOME_NET=198.18.0.0/16,2001:db8:1::/48",
-		"--pcap", pcapPath, "--checksum", "off")
-	if err != nil {
-		t.Fatalf("inspect: %v\n%s", err, errOut)
-	}
-	golden := filepath.Join("testdata", "inspect_l7.eve.golden")
-	if *update {
-		os.WriteFile(golden, []byte(out), 0o644)
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal([]byte(out), want) {
-		t.Fatalf("got\n%s\nwant\n%s", out, want)
-	}
 }
 
 func TestInspectErrors(t *testing.T) {
