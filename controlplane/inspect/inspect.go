@@ -92,6 +92,9 @@ type session struct {
 type Inspector struct {
 	cfg      Config
 	sessions map[Key]*session
+	// free are spans of decided flows, reused so that a new flow does
+	// not allocate and zero MaxBytes.
+	free []*span
 }
 
 // New returns an empty inspector with cfg's bounds.
@@ -129,7 +132,7 @@ func (in *Inspector) Feed(key Key, isn1 uint32, pkt []byte, now time.Time) (Resu
 			return Result{Key: key, Decided: true, Info: rules.L7Info{Proto: rules.AppUnknown},
 				Outcome: rules.OutcomeResume, Reason: ReasonSessionLimit, Packets: [][]byte{clone(pkt)}}, nil
 		}
-		s = &session{isn1: isn1, started: now, stream: newSpan(in.cfg.MaxBytes)}
+		s = &session{isn1: isn1, started: now, stream: in.newStream()}
 		in.sessions[key] = s
 	}
 	s.packets = append(s.packets, clone(pkt))
@@ -194,7 +197,13 @@ func (in *Inspector) Sweep(now time.Time) []Result {
 }
 
 // Forget drops flow key's session without a decision (the flow ended).
-func (in *Inspector) Forget(key Key) { delete(in.sessions, key) }
+func (in *Inspector) Forget(key Key) {
+	if s := in.sessions[key]; s != nil && len(in.free) < maxFreeSpans {
+		s.stream.reset()
+		in.free = append(in.free, s.stream)
+	}
+	delete(in.sessions, key)
+}
 
 func (in *Inspector) timeout(key Key, s *session, now time.Time) Result {
 	info, _, _ := rules.Classify(s.stream.contiguous(), &s.ch, &s.req)
@@ -204,8 +213,25 @@ func (in *Inspector) timeout(key Key, s *session, now time.Time) Result {
 	return in.finish(key, s, now, rules.L7Info{Proto: info.Proto}, rules.OutcomeResume, ReasonHoldTimeout)
 }
 
+func (in *Inspector) newStream() *span {
+	if n := len(in.free); n > 0 {
+		sp := in.free[n-1]
+		in.free = in.free[:n-1]
+		return sp
+	}
+	return newSpan(in.cfg.MaxBytes)
+}
+
+// maxFreeSpans bounds the spans kept for reuse (16 KiB each by default).
+const maxFreeSpans = 64
+
 func (in *Inspector) finish(key Key, s *session, now time.Time, info rules.L7Info, out rules.Outcome, reason string) Result {
 	delete(in.sessions, key)
+	if len(in.free) < maxFreeSpans {
+		s.stream.reset()
+		in.free = append(in.free, s.stream)
+	}
+	s.stream = nil
 	return Result{Key: key, Decided: true, Info: info, Outcome: out, Reason: reason, Packets: s.packets, Held: now.Sub(s.started)}
 }
 

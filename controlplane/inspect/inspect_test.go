@@ -425,3 +425,40 @@ func FuzzFeed(f *testing.F) {
 func brief(r Result) string {
 	return fmt.Sprintf("decided=%v %v %+v %q (%d packets)", r.Decided, r.Outcome, r.Info, r.Reason, len(r.Packets))
 }
+
+// BenchmarkFeedPostQuantumHello is a flow's whole life in the inspector:
+// a 1.5 KB ClientHello in two segments, decided on the second.
+func BenchmarkFeedPostQuantumHello(b *testing.B) {
+	hello := goHello(b, "post-quantum.www.example.com", tls.X25519MLKEM768)
+	k := key(false)
+	p1, p2 := tcpPacket(b, k, 1, 0, hello[:1400]), tcpPacket(b, k, 2, 1400, hello[1400:])
+	in := New(Config{})
+	now := time.Unix(1000, 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		in.Feed(k, isn1, p1, now)
+		if r, _ := in.Feed(k, isn1, p2, now); !r.Decided {
+			b.Fatal("not decided")
+		}
+	}
+}
+
+// A decided flow's buffer serves the next flow: nothing of the first may
+// show through.
+func TestReusedStream(t *testing.T) {
+	in := New(Config{})
+	k := key(false)
+	now := time.Unix(1000, 0)
+	long := goHello(t, "a-much-longer-name.www.example.com")
+	if r, _ := in.Feed(k, isn1, tcpPacket(t, k, 1, 0, long), now); r.Info.Name != "a-much-longer-name.www.example.com" {
+		t.Fatalf("first flow: %s", brief(r))
+	}
+	short := []byte("GET / HTTP/1.1\r\nHost: b.example\r\n")
+	if r, _ := in.Feed(k, isn1, tcpPacket(t, k, 1, 0, short), now); r.Decided {
+		t.Fatalf("second flow decided on the first's bytes: %s", brief(r))
+	}
+	r, _ := in.Feed(k, isn1, tcpPacket(t, k, 1, len(short), []byte("\r\n")), now)
+	if r.Info != (rules.L7Info{Proto: rules.AppHTTP, Name: "b.example"}) {
+		t.Fatalf("second flow: %s", brief(r))
+	}
+}

@@ -51,3 +51,10 @@ func (s *span) write(off int, b []byte) (conflict, clipped bool) {
 
 // contiguous is the bytes from offset 0 with no hole.
 func (s *span) contiguous() []byte { return s.data[:s.prefix] }
+
+// reset empties s for reuse by another flow, clearing only what was
+// written.
+func (s *span) reset() {
+	clear(s.filled[:(s.end+63)/64])
+	s.end, s.prefix = 0, 0
+}
