@@ -510,3 +510,7 @@ func FirstMatch(rules []Rule, p Packet) (rule int, alerts []int) {
 	}
 	return -1, alerts
 }
+
+// ZoneNumber is the dataplane's number for direction d, as flow records
+// carry it.
+func (d Direction) ZoneNumber() uint8 { return uint8(zoneOf[d]) }

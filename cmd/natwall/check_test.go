@@ -12,8 +12,11 @@ func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	c := newCheckCmd()
-	if args[0] == "explain" {
+	switch args[0] {
+	case "explain":
 		c = newExplainCmd()
+	case "inspect":
+		c = newInspectCmd()
 	}
 	c.SetArgs(args[1:])
 	c.SetOut(&out)

@@ -165,9 +165,25 @@ func (e *Encoder) AppendFlow(b []byte, ev *dataplane.FlowEvent) []byte {
 	return append(b, "}\n"...)
 }
 
+// L7 is what the inspector read in a PENDING flow's first data: Proto
+// "tls" or "http" (empty: nothing to report) and the name it carried,
+// possibly empty.
+type L7 struct {
+	Proto string
+	Name  string
+}
+
 // AppendAlert appends an `alert` record for a rule's match on a flow's
 // first packet. signature_id is the rule's number, signature its id.
 func (e *Encoder) AppendAlert(b []byte, ev *dataplane.FlowEvent) []byte {
+	return e.AppendL7Alert(b, ev, L7{})
+}
+
+// AppendL7Alert appends an `alert` record for a rule decided by the
+// inspector, with the name it decided on in Suricata's fields: app_proto
+// and tls.sni or http.hostname. A flow without a name gets app_proto and
+// no name field, as Suricata writes a ClientHello without SNI.
+func (e *Encoder) AppendL7Alert(b []byte, ev *dataplane.FlowEvent, app L7) []byte {
 	f := &ev.Flow
 	b = e.header(b, ev, "alert")
 	// Alert rules let the packet go on; an event carrying a drop or
@@ -207,6 +223,22 @@ func (e *Encoder) AppendAlert(b []byte, ev *dataplane.FlowEvent) []byte {
 		b = append(b, `,"metadata":{"natwall_mode":["audit"]}`...)
 	}
 	b = append(b, '}')
+	switch app.Proto {
+	case "tls":
+		b = append(b, `,"app_proto":"tls","tls":{`...)
+		if app.Name != "" {
+			b = append(b, `"sni":`...)
+			b = appendString(b, app.Name)
+		}
+		b = append(b, '}')
+	case "http":
+		b = append(b, `,"app_proto":"http","http":{`...)
+		if app.Name != "" {
+			b = append(b, `"hostname":`...)
+			b = appendString(b, app.Name)
+		}
+		b = append(b, '}')
+	}
 	return append(b, "}\n"...)
 }
 

@@ -69,6 +69,13 @@ func goldenEVE(t *testing.T, enc Encoder, ev *dataplane.FlowEvent, name string) 
 	if !ok {
 		t.Fatal("no record")
 	}
+	return goldenRecord(t, got, name)
+}
+
+// goldenRecord requires testdata/<name>.json to hold exactly got
+// (-update rewrites it) and returns it.
+func goldenRecord(t *testing.T, got []byte, name string) []byte {
+	t.Helper()
 	path := filepath.Join("testdata", name+".json")
 	if *update {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
@@ -180,4 +187,57 @@ func FuzzEVEString(f *testing.F) {
 			t.Fatalf("%q round-tripped to %q, encoding/json gives %q", s, got, ref)
 		}
 	})
+}
+
+// l7Cases are alerts the inspector decided, with the name they carry.
+var l7Cases = []struct {
+	name string
+	ev   dataplane.FlowEvent
+	app  L7
+}{
+	{"alert_l7_tls_sni_denied", dataplane.FlowEvent{Type: dataplane.FlowAlert, Time: t0, Logged: true, Reason: dataplane.ReasonDropACLDeny, Flow: dataplane.Flow{
+		Proto: 6, Src: ap("198.18.0.2:40000"), Dst: ap("198.19.0.9:443"), Zone: 0, RuleID: 12,
+	}}, L7{Proto: "tls", Name: "evil.example.com"}},
+	{"alert_l7_http_hostname", dataplane.FlowEvent{Type: dataplane.FlowAlert, Time: t0, Flow: dataplane.Flow{
+		Proto: 6, Src: ap("[2001:db8::2]:40000"), Dst: ap("[2001:db8:1::2]:80"), Zone: 0, RuleID: 40,
+	}}, L7{Proto: "http", Name: "api.example.com"}},
+	{"alert_l7_tls_no_sni", dataplane.FlowEvent{Type: dataplane.FlowAlert, Time: t0, Flow: dataplane.Flow{
+		Proto: 6, Src: ap("198.18.0.2:40001"), Dst: ap("198.19.0.9:443"), Zone: 0, RuleID: 40,
+	}}, L7{Proto: "tls"}},
+}
+
+func TestEVEL7Golden(t *testing.T) {
+	enc := Encoder{Rules: testRT}
+	for _, tc := range l7Cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := goldenRecord(t, enc.AppendL7Alert(nil, &tc.ev, tc.app), tc.name)
+			var v struct {
+				AppProto string `json:"app_proto"`
+				TLS      *struct {
+					SNI string `json:"sni"`
+				} `json:"tls"`
+				HTTP *struct {
+					Hostname string `json:"hostname"`
+				} `json:"http"`
+			}
+			if err := json.Unmarshal(got, &v); err != nil {
+				t.Fatalf("record is not JSON: %v", err)
+			}
+			name := ""
+			switch {
+			case v.TLS != nil:
+				name = v.TLS.SNI
+			case v.HTTP != nil:
+				name = v.HTTP.Hostname
+			}
+			if v.AppProto != tc.app.Proto || name != tc.app.Name {
+				t.Fatalf("app_proto %q name %q, want %q %q", v.AppProto, name, tc.app.Proto, tc.app.Name)
+			}
+		})
+	}
+	buf := make([]byte, 0, 4096)
+	ev, app := l7Cases[0].ev, l7Cases[0].app
+	if n := testing.AllocsPerRun(1000, func() { buf = enc.AppendL7Alert(buf[:0], &ev, app) }); n != 0 {
+		t.Errorf("%v allocations per record", n)
+	}
 }
