@@ -129,8 +129,11 @@ func (in *Inspector) Feed(key Key, isn1 uint32, pkt []byte, now time.Time) (Resu
 	s := in.sessions[key]
 	if s == nil {
 		if len(in.sessions) >= in.cfg.MaxSessions {
+			// Fail closed: a flood of silent handshakes must not turn
+			// the next flows' names into no names that a denylist
+			// lets through.
 			return Result{Key: key, Decided: true, Info: rules.L7Info{Proto: rules.AppUnknown},
-				Outcome: rules.OutcomeResume, Reason: ReasonSessionLimit, Packets: [][]byte{clone(pkt)}}, nil
+				Outcome: rules.OutcomeDeny, Reason: ReasonSessionLimit, Packets: [][]byte{clone(pkt)}}, nil
 		}
 		s = &session{isn1: isn1, started: now, stream: in.newStream()}
 		in.sessions[key] = s
@@ -171,21 +174,19 @@ func (in *Inspector) Feed(key Key, isn1 uint32, pkt []byte, now time.Time) (Resu
 	}
 	info, out, reason := rules.Classify(s.stream.contiguous(), &s.ch, &s.req)
 	if out == rules.OutcomeWait || reason == tooLarge {
-		// Classify denies a hello or head that cannot fit l7.MaxHold;
-		// the issue and rules/l7 give a hit bound the "no name"
-		// semantics instead, so the inspector resumes.
+		// A hit bound denies (docs/rules.md, the "no name" table):
+		// resuming with no name would let a client that pads or
+		// stalls its hello past a denylist.
 		if clipped || s.stream.prefix >= in.cfg.MaxBytes || reason == tooLarge {
-			// The bound, not the client, ends the wait: the flow
-			// resumes with the protocol seen and no name.
-			return in.finish(key, s, now, rules.L7Info{Proto: info.Proto}, rules.OutcomeResume, ReasonBytesBound), nil
+			return in.finish(key, s, now, rules.L7Info{Proto: info.Proto}, rules.OutcomeDeny, ReasonBytesBound), nil
 		}
 		return Result{Key: key}, nil
 	}
 	return in.finish(key, s, now, info, out, reason), nil
 }
 
-// Sweep decides every flow held longer than the hold time, with the
-// protocol seen so far and no name, and returns them.
+// Sweep denies every flow held longer than the hold time, and returns
+// them.
 func (in *Inspector) Sweep(now time.Time) []Result {
 	var out []Result
 	for key, s := range in.sessions {
@@ -210,7 +211,7 @@ func (in *Inspector) timeout(key Key, s *session, now time.Time) Result {
 	if s.stream.prefix == 0 {
 		info = rules.L7Info{Proto: rules.AppUnknown}
 	}
-	return in.finish(key, s, now, rules.L7Info{Proto: info.Proto}, rules.OutcomeResume, ReasonHoldTimeout)
+	return in.finish(key, s, now, rules.L7Info{Proto: info.Proto}, rules.OutcomeDeny, ReasonHoldTimeout)
 }
 
 func (in *Inspector) newStream() *span {

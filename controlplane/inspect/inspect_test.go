@@ -307,7 +307,7 @@ func TestBounds(t *testing.T) {
 			}
 			n++
 		}
-		if !r.Decided || r.Outcome != rules.OutcomeResume || r.Reason != ReasonBytesBound || r.Info != (rules.L7Info{Proto: rules.AppHTTP}) {
+		if !r.Decided || r.Outcome != rules.OutcomeDeny || r.Reason != ReasonBytesBound || r.Info != (rules.L7Info{Proto: rules.AppHTTP}) {
 			t.Fatalf("got %v", brief(r))
 		}
 		if n*1400 < 16<<10 {
@@ -321,7 +321,7 @@ func TestBounds(t *testing.T) {
 			t.Fatal("decided early")
 		}
 		r, _ = in.Feed(k, isn1, tcpPacket(t, k, 1, 500, hello[500:]), now)
-		if !r.Decided || r.Reason != ReasonBytesBound || r.Info != (rules.L7Info{Proto: rules.AppTLS}) {
+		if !r.Decided || r.Outcome != rules.OutcomeDeny || r.Reason != ReasonBytesBound || r.Info != (rules.L7Info{Proto: rules.AppTLS}) {
 			t.Fatalf("got %v", brief(r))
 		}
 	})
@@ -335,7 +335,7 @@ func TestBounds(t *testing.T) {
 		}
 		got := in.Sweep(now.Add(2 * time.Second))
 		if len(got) != 1 || got[0].Reason != ReasonHoldTimeout || got[0].Info != (rules.L7Info{Proto: rules.AppTLS}) ||
-			got[0].Outcome != rules.OutcomeResume || len(got[0].Packets) != 1 || got[0].Held != 2*time.Second {
+			got[0].Outcome != rules.OutcomeDeny || len(got[0].Packets) != 1 || got[0].Held != 2*time.Second {
 			t.Fatalf("got %d results", len(got))
 		}
 		if in.Len() != 0 {
@@ -346,7 +346,7 @@ func TestBounds(t *testing.T) {
 		in := New(Config{})
 		in.Feed(k, isn1, tcpPacket(t, k, 1, 0, hello[:100]), now)
 		r, _ := in.Feed(k, isn1, tcpPacket(t, k, 1, 100, hello[100:]), now.Add(DefaultHoldTime))
-		if !r.Decided || r.Reason != ReasonHoldTimeout || len(r.Packets) != 2 {
+		if !r.Decided || r.Outcome != rules.OutcomeDeny || r.Reason != ReasonHoldTimeout || len(r.Packets) != 2 {
 			t.Fatalf("got %v", brief(r))
 		}
 	})
@@ -363,7 +363,7 @@ func TestBounds(t *testing.T) {
 		kk.SrcPort = 3
 		p := tcpPacket(t, kk, 1, 0, hello)
 		r, _ := in.Feed(kk, isn1, p, now)
-		if !r.Decided || r.Reason != ReasonSessionLimit || r.Info != (rules.L7Info{Proto: rules.AppUnknown}) || len(r.Packets) != 1 || !bytes.Equal(r.Packets[0], p) {
+		if !r.Decided || r.Outcome != rules.OutcomeDeny || r.Reason != ReasonSessionLimit || r.Info != (rules.L7Info{Proto: rules.AppUnknown}) || len(r.Packets) != 1 || !bytes.Equal(r.Packets[0], p) {
 			t.Fatalf("got %v", brief(r))
 		}
 		if in.Len() != 2 {

@@ -7,7 +7,7 @@ package l7
 
 // MaxHold is how many client-to-server bytes a flow may have held before a
 // verdict: a ClientHello or request head not complete within it is
-// TooLarge, and the "no name" semantics apply.
+// TooLarge, and the flow is denied (docs/rules.md, the "no name" table).
 const MaxHold = 16 << 10
 
 // MaxName is the longest DNS name, without a trailing dot.
