@@ -120,8 +120,7 @@ func maskL7(rs []rules.Rule, p rules.Packet) []rules.Rule {
 // stages, the stateful one rich in alert rules so that long runs of them
 // precede the deciding rule, and with rules with an L7 condition (where
 // the scan stops: drop_l7_pending; never for non-TCP), loaded at a random
-// generation over stale
-// tables in the idle one. For every packet the stateless rule that decided,
+// generation over stale tables in the idle one. For every packet the stateless rule that decided,
 // the stateful rule that decided, and every alert rule hit (read from the
 // per-rule counters) must be the reference's. A packet of an admitted flow
 // is sent again: the verdict its flow keeps must be the same rule's.
