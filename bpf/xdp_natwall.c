@@ -22,6 +22,7 @@
 #include "lib/tcp_window.h"
 #include "lib/zone.h"
 #include "lib/audit.h"
+#include "lib/l7.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -119,9 +120,11 @@ static __always_inline int stateful_verdict(struct xdp_md *ctx, struct nw_pkt *p
 		return NW_DROP_INTERNAL;
 	res = &sc->acl_res;
 	acl_classify(ap, NW_ACL_STATEFUL, pkt->frame_len, res);
+	*rule_id = res->rule_id;
+	if (res->flags & NW_ACL_RULE_L7)
+		return l7_pending_verdict(ap, res, now);
 	if (res->alerts || res->flags)
 		acl_report(ap, res, now);
-	*rule_id = res->rule_id;
 	switch (res->action) {
 	case NW_ACL_NONE:
 		if (ap->zone == NW_ZONE_OUTBOUND || ap->zone == NW_ZONE_EAST_WEST)

@@ -284,6 +284,9 @@ func writeStage(objs *natwallObjects, held *heldStage, gen, stage uint8, st *rul
 		if i < len(st.Flags) {
 			ruleVals[i].Flags = uint8(st.Flags[i])
 		}
+		if i < len(st.L7) && st.L7[i] {
+			ruleVals[i].Flags |= uint8(natwallNwAclRuleFlagsNW_ACL_RULE_L7)
+		}
 	}
 	if err := batchPut(objs.NwAclRules, ruleKeys, ruleVals); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)

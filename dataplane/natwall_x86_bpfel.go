@@ -97,6 +97,7 @@ type natwallNwAclRuleFlags uint32
 const (
 	natwallNwAclRuleFlagsNW_ACL_RULE_LOG   natwallNwAclRuleFlags = 1
 	natwallNwAclRuleFlagsNW_ACL_RULE_AUDIT natwallNwAclRuleFlags = 2
+	natwallNwAclRuleFlagsNW_ACL_RULE_L7    natwallNwAclRuleFlags = 4
 )
 
 type natwallNwAclStage uint32
@@ -347,7 +348,8 @@ const (
 	natwallNwReasonNW_DROP_CT_SRC_LIMIT          natwallNwReason = 46
 	natwallNwReasonNW_DROP_SNAT_HOST_QUOTA       natwallNwReason = 47
 	natwallNwReasonNW_DROP_SNAT_TRANSIENT        natwallNwReason = 48
-	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 49
+	natwallNwReasonNW_DROP_L7PENDING             natwallNwReason = 49
+	natwallNwReasonNW_REASON_MAX                 natwallNwReason = 50
 )
 
 type natwallNwRuleCounter struct {
@@ -372,7 +374,7 @@ type natwallNwRuntimeConfig struct {
 
 type natwallNwScratchSpace struct {
 	_     structs.HostLayout
-	Bytes [968]uint8
+	Bytes [984]uint8
 }
 
 type natwallNwSnat4Endpoint struct {

@@ -59,6 +59,7 @@ var reasonInfos = map[Reason]reasonInfo{
 	natwallNwReasonNW_DROP_ACL_STATELESS:         {"drop_acl_stateless", VerdictDrop},
 	natwallNwReasonNW_DROP_ACL_DENY:              {"drop_acl_deny", VerdictDrop},
 	natwallNwReasonNW_DROP_ACL_REJECT:            {"drop_acl_reject", VerdictDrop},
+	natwallNwReasonNW_DROP_L7PENDING:             {"drop_l7_pending", VerdictDrop},
 	natwallNwReasonNW_DROP_INTERNAL:              {"drop_internal", VerdictDrop},
 	natwallNwReasonNW_REPLY_ICMP_UNREACH:         {"reply_icmp_unreach", VerdictReply},
 	natwallNwReasonNW_DROP_VLAN:                  {"drop_vlan", VerdictDrop},
@@ -125,6 +126,9 @@ const (
 	ReasonDropCTSrcLimit        = natwallNwReasonNW_DROP_CT_SRC_LIMIT
 	ReasonDropSNATHostQuota     = natwallNwReasonNW_DROP_SNAT_HOST_QUOTA
 	ReasonDropSNATTransient     = natwallNwReasonNW_DROP_SNAT_TRANSIENT
+	// ReasonDropL7Pending: a rule with an L7 condition matched a flow's
+	// first packet; PENDING flows are not held yet, so it fails closed.
+	ReasonDropL7Pending = natwallNwReasonNW_DROP_L7PENDING
 )
 
 // Reasons of the zone checks (docs/security.md, "Zones and spoofed sources").

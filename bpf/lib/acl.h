@@ -123,6 +123,7 @@ struct acl_scan {
 	__u32 nsummary;
 	__u32 base;
 	__u32 decided;
+	__u32 proto;      /* the packet's: L7 rules match TCP only */
 };
 
 /* Examines the next few matching rules, lowest first: those left in the
@@ -168,12 +169,26 @@ static long acl_scan_word(__u32 i, void *data)
 	 * sc->acc for the next call: a run of alerts, however long, never
 	 * hides the rule that decides after it. */
 	for (int a = 0; a <= NW_ACL_MAX_ALERTS && acc; a++) {
-		__u32 key = sc->base * NW_ACL_MAX_RULES + ((w * 64 + ctz64(acc)) & (NW_ACL_MAX_RULES - 1));
+		__u32 index = (w * 64 + ctz64(acc)) & (NW_ACL_MAX_RULES - 1);
+		__u32 key = sc->base * NW_ACL_MAX_RULES + index;
 		struct nw_acl_rule *r = bpf_map_lookup_elem(&nw_acl_rules, &key);
 
 		acc &= acc - 1;
 		if (!r)
 			return 1;
+		if (r->flags & NW_ACL_RULE_L7) {
+			/* Names travel over TCP only: for anything else the
+			 * rule cannot match ("no name"), whatever its other
+			 * fields say (rules requires tcp, this guards it). */
+			if (sc->proto != IPPROTO_TCP)
+				continue;
+			sc->decided = 1;
+			res->action = r->action;
+			res->rule_id = r->rule_id;
+			res->flags = r->flags;
+			res->rule_index = index;
+			return 1;
+		}
 		if (r->action == NW_ACL_ALERT) {
 			/* Capped, not counted on: the verifier must see the
 			 * callback's state converge. */
@@ -192,6 +207,7 @@ static long acl_scan_word(__u32 i, void *data)
 		res->action = r->action;
 		res->rule_id = r->rule_id;
 		res->flags = r->flags;
+		res->rule_index = index;
 		return 1;
 	}
 	sc->acc = acc;
@@ -230,6 +246,7 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 	res->alerts = 0;
 	res->flags = 0;
 	res->alert_audit = 0;
+	res->rule_index = 0;
 	if (!meta || meta->nrules == 0) {
 		if (meta && meta->default_action != NW_ACL_NONE) {
 			res->action = meta->default_action;
@@ -284,6 +301,7 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 	__builtin_memset(&scr->acl_scan_res, 0, sizeof(scr->acl_scan_res));
 	sc.base = base;
 	sc.nsummary = nsummary;
+	sc.proto = p->proto;
 	sc.j = 0;
 	sc.cur = scr->acl_summary[0];
 	/* One call per candidate word, plus one per NW_ACL_MAX_ALERTS + 1
@@ -298,6 +316,7 @@ __noinline int acl_classify(const struct nw_acl_pkt *p, __u32 stage, __u64 bytes
 		res->action = scr->acl_scan_res.action;
 		res->rule_id = scr->acl_scan_res.rule_id;
 		res->flags = scr->acl_scan_res.flags;
+		res->rule_index = scr->acl_scan_res.rule_index;
 	}
 out:
 	acl_count(res->rule_id, bytes);

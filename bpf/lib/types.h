@@ -66,6 +66,7 @@ enum nw_reason {
 	NW_DROP_CT_SRC_LIMIT,     /* the source host already has its limit of unanswered flows */
 	NW_DROP_SNAT_HOST_QUOTA,  /* the inside host holds its quota of external ports */
 	NW_DROP_SNAT_TRANSIENT,   /* a port claim failed, and failed again, for a reason other than "taken" or "full" */
+	NW_DROP_L7_PENDING,       /* a rule with an L7 condition matched a flow's first packet: the flow would be PENDING, which this build cannot hold yet (fails closed) */
 
 	NW_REASON_MAX,
 };
@@ -438,6 +439,7 @@ struct nw_acl_rule {
 enum nw_acl_rule_flags {
 	NW_ACL_RULE_LOG = 1 << 0,    /* a deny or reject decision emits an alert event */
 	NW_ACL_RULE_AUDIT = 1 << 1,  /* would deny: reported, then evaluation goes on (rules: an alert) */
+	NW_ACL_RULE_L7 = 1 << 2,     /* has an L7 condition: stops the scan (alert or not), the flow is PENDING; TCP only */
 };
 
 struct nw_acl_lpm4_key {
@@ -484,6 +486,7 @@ struct nw_acl_result {
 	__u32 tag;        /* acl_tag of the generation that decided (never 0) */
 	__u32 flags;      /* enum nw_acl_rule_flags of the deciding rule or default */
 	__u32 alert_audit; /* bit i: alert_ids[i] is an audit rule's */
+	__u32 rule_index; /* the deciding rule's index in its stage (NW_ACL_RULE_L7: the pending rule) */
 };
 
 struct nw_rule_counter {
