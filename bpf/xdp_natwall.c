@@ -517,11 +517,7 @@ static __noinline int process_ipv4(struct xdp_md *ctx, struct nw_pkt *pkt)
 	struct nw_ct4_entry *e;
 	struct nw_scratch *scr = scratch();
 	struct nw_acl_pkt *ap;
-	/* The coarse clock (CLOCK_MONOTONIC as of the last tick, a few ms):
-	 * every time natwall keeps is a timeout or a rate of seconds, and
-	 * bpf_ktime_get_ns's clock source read was ~60 ns of the ~750 ns an
-	 * established packet cost. */
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = bpf_ktime_get_ns();
 	int dir = NW_CT_DIR_ORIGINAL, ret, reason, is_error = 0;
 	if (!scr)
 		return NW_DROP_INTERNAL;
@@ -726,7 +722,7 @@ static __noinline int process_ipv6(struct xdp_md *ctx, struct nw_pkt *pkt)
 	struct nw_ct6_entry *e;
 	struct nw_scratch *scr = scratch();
 	struct nw_acl_pkt *ap;
-	__u64 now = bpf_ktime_get_coarse_ns(); /* as process_ipv4 */
+	__u64 now = bpf_ktime_get_ns();
 	__u32 rule_id = 0;
 	int dir = NW_CT_DIR_ORIGINAL, ret, reason, zone, src_inside, is_error = 0, link_scoped;
 	if (!scr)

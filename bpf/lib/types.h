@@ -232,7 +232,7 @@ enum nw_tcp_side_flags {
 
 /* What natwall knows about a flow, held once per flow. */
 struct nw_ct_state {
-	__u64 created_ns;     /* CLOCK_MONOTONIC, coarse (bpf_ktime_get_coarse_ns) */
+	__u64 created_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u64 last_seen_ns;
 	__u64 packets_orig;
 	__u64 bytes_orig;
