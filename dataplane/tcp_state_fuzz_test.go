@@ -71,7 +71,7 @@ func decodeFuzzSteps(data []byte) []fuzzStep {
 }
 
 // clearFlows empties the flow tables between fuzz inputs.
-func (fx *fibFixture) clearFlows(t *testing.T) {
+func (fx *fibFixture) clearFlows(t testing.TB) {
 	t.Helper()
 	var k4 natwallNwTuple4
 	var e4 natwallNwCt4Entry
