@@ -176,20 +176,14 @@ static long acl_scan_word(__u32 i, void *data)
 		acc &= acc - 1;
 		if (!r)
 			return 1;
-		if (r->flags & NW_ACL_RULE_L7) {
-			/* Names travel over TCP only: for anything else the
-			 * rule cannot match ("no name"), whatever its other
-			 * fields say (rules requires tcp, this guards it). */
-			if (sc->proto != IPPROTO_TCP)
-				continue;
-			sc->decided = 1;
-			res->action = r->action;
-			res->rule_id = r->rule_id;
-			res->flags = r->flags;
-			res->rule_index = index;
-			return 1;
-		}
-		if (r->action == NW_ACL_ALERT) {
+		/* Names travel over TCP only: for anything else an L7 rule
+		 * cannot match ("no name"), whatever its other fields say
+		 * (rules requires tcp, this guards it). On TCP it stops the
+		 * scan whatever its action, an alert's included: the flow's
+		 * first data decides it. */
+		if ((r->flags & NW_ACL_RULE_L7) && sc->proto != IPPROTO_TCP)
+			continue;
+		if (r->action == NW_ACL_ALERT && !(r->flags & NW_ACL_RULE_L7)) {
 			/* Capped, not counted on: the verifier must see the
 			 * callback's state converge. */
 			__u32 n = res->alerts;
