@@ -31,9 +31,10 @@ on errors (rule files, an unreadable capture), never because of alerts.
 
 --var HOME_NET=CIDR[,CIDR] gives the inside networks ($HOME_NET, the inside
 tag; --inside does the same). Other variables are address or port sets of
-a YAML rule file given with --rules. Captures keep their checksums
-unchecked: inspect does not verify them, so --checksum off (captures made
-with offload) is accepted and changes nothing.`,
+a YAML rule file given with --rules. Packets with a wrong IPv4 header or
+TCP checksum are not read, as the daemon does not read them (the server
+would drop them); --checksum off reads them anyway, for captures made on
+a host whose NIC computes checksums (offload).`,
 		Args: cobra.NoArgs,
 		RunE: runInspect,
 	}
@@ -43,7 +44,7 @@ with offload) is accepted and changes nothing.`,
 	f.StringArray("var", nil, "NAME=VALUE: HOME_NET=CIDR[,CIDR] sets the inside networks")
 	f.StringSlice("inside", nil, "inside networks, for the inside and internet tags")
 	f.StringSlice("local", nil, "the appliance's own addresses (ADDR or ADDR/LEN), for the local zone")
-	f.String("checksum", "off", "off: checksums are not verified (the only mode)")
+	f.String("checksum", "on", "on: skip packets with wrong checksums, as the daemon does; off: read them (captures made with checksum offload)")
 	return cmd
 }
 
@@ -54,8 +55,13 @@ func runInspect(cmd *cobra.Command, _ []string) error {
 	if len(paths) == 0 || pcapPath == "" {
 		return usageErrorf("--rules and --pcap are required")
 	}
-	if cs, _ := f.GetString("checksum"); cs != "off" {
-		return usageErrorf("--checksum %q: only off is supported (inspect never verifies checksums)", cs)
+	var cfg inspect.Config
+	switch cs, _ := f.GetString("checksum"); cs {
+	case "on":
+	case "off":
+		cfg.SkipChecksums = true
+	default:
+		return usageErrorf("--checksum %q: on or off", cs)
 	}
 	inside, err := insideFlag(cmd)
 	if err != nil {
@@ -93,7 +99,7 @@ func runInspect(cmd *cobra.Command, _ []string) error {
 		}
 		return err
 	}
-	if err := inspect.Capture(cmd.OutOrStdout(), pcapPath, rs, tbl, rules.Endpoints{Inside: inside, Local: local}); err != nil {
+	if err := inspect.Capture(cmd.OutOrStdout(), pcapPath, rs, tbl, rules.Endpoints{Inside: inside, Local: local}, cfg); err != nil {
 		return err
 	}
 	return nil

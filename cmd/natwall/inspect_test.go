@@ -208,6 +208,7 @@ func TestInspectErrors(t *testing.T) {
 		{[]string{"--rules", "../../rules/testdata/suricata", "--var", "HOME_NET=198.18.0.0/16", "--pcap", notPcap}, "neither pcap nor pcapng"},
 		{[]string{"--rules", "../../rules/testdata/suricata", "--var", "HOME_NET=198.18.0.0/16", "--pcap", filepath.Join(dir, "missing.pcap")}, "no such file"},
 		{[]string{"--rules", "../../rules/testdata/suricata", "--var", "FOO=1", "--pcap", notPcap}, "only HOME_NET"},
+		{[]string{"--rules", "../../rules/testdata/suricata", "--checksum", "auto", "--pcap", notPcap}, `--checksum "auto": on or off`},
 	} {
 		_, errOut, err := runCmd(t, append([]string{"inspect"}, tc.args...)...)
 		if err == nil || !strings.Contains(errOut+err.Error(), tc.want) {

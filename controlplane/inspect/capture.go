@@ -23,7 +23,7 @@ import (
 // EVE alert to w for every alert rule hit and every deny or reject
 // decision (natwall inspect). ep gives the directions. Only errors
 // reading the capture are returned.
-func Capture(w io.Writer, pcapPath string, rs *rules.RuleSet, tbl *rules.Tables, ep rules.Endpoints) error {
+func Capture(w io.Writer, pcapPath string, rs *rules.RuleSet, tbl *rules.Tables, ep rules.Endpoints, cfg Config) error {
 	inside, local := ep.Inside, ep.Local
 	file, err := os.Open(pcapPath)
 	if err != nil {
@@ -36,7 +36,7 @@ func Capture(w io.Writer, pcapPath string, rs *rules.RuleSet, tbl *rules.Tables,
 	}
 	o := &offlineInspector{
 		rs: rs, tbl: tbl, inside: inside, local: local,
-		in:    New(Config{}),
+		in:    New(cfg),
 		flows: make(map[Key]*offlineFlow),
 		frags: make(map[fragKey]Key),
 		out:   w,

@@ -22,6 +22,10 @@ type Config struct {
 	HoldTime time.Duration
 	// MaxSessions is the number of flows held at once (default 4096).
 	MaxSessions int
+	// SkipChecksums reads packets whatever their checksums say, for
+	// captures made where the NIC computes them (checksum offload). The
+	// daemon always checks.
+	SkipChecksums bool
 }
 
 const (
@@ -41,6 +45,7 @@ const (
 	ReasonHoldTimeout  = "hold_timeout"  // HoldTime without a complete hello or head
 	ReasonSessionLimit = "session_limit" // MaxSessions flows already held
 	ReasonFragments    = "fragments"     // too many datagrams in reassembly
+	ReasonChecksum     = "checksum"      // a reassembled segment with a wrong TCP checksum
 )
 
 // tooLarge is the parsers' result for a hello or head that cannot fit
@@ -126,6 +131,9 @@ func (in *Inspector) Feed(key Key, isn1 uint32, pkt []byte, now time.Time) (Resu
 	if !p.IsFragment() && !ParseTCP(&p) {
 		return Result{Key: key}, ErrNotTCP
 	}
+	if !in.cfg.SkipChecksums && (!p.V6 && !ipv4HeaderValid(pkt) || !p.IsFragment() && !tcpChecksumValid(p.Src, p.Dst, p.L4)) {
+		return Result{Key: key}, ErrChecksum
+	}
 	s := in.sessions[key]
 	if s == nil {
 		if len(in.sessions) >= in.cfg.MaxSessions {
@@ -151,6 +159,11 @@ func (in *Inspector) Feed(key Key, isn1 uint32, pkt []byte, now time.Time) (Resu
 		}
 		if seg == nil {
 			return Result{Key: key}, nil
+		}
+		// A reassembled segment the server would drop for its
+		// checksum cannot be told from one it reads: deny.
+		if !in.cfg.SkipChecksums && !tcpChecksumValid(seg.Src, seg.Dst, seg.L4) {
+			return in.finish(key, s, now, rules.L7Info{Proto: rules.AppUnknown}, rules.OutcomeDeny, ReasonChecksum), nil
 		}
 	}
 	if seg.Flags&tcpFlagSYN != 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -404,19 +405,25 @@ func FuzzFeed(f *testing.F) {
 	f.Add(tcpPacket(f, k6, 1, 0, hello[:300]), tcpPacket(f, k6, 1, 300, hello[300:]))
 	f.Add([]byte{0x60}, []byte{0x45, 0, 0, 20})
 	f.Fuzz(func(t *testing.T, a, b []byte) {
-		in := New(Config{MaxBytes: 4096})
+		// Checksums checked would turn away nearly every mutation
+		// before reassembly; one inspector of each kind.
+		in, skip := New(Config{MaxBytes: 4096}), New(Config{MaxBytes: 4096, SkipChecksums: true})
 		now := time.Unix(1000, 0)
 		for _, p := range [][]byte{a, b, a} {
-			r, err := in.Feed(k, isn1, p, now)
+			if r, err := in.Feed(k, isn1, p, now); err != nil && r.Decided {
+				t.Fatal("an error with a decision")
+			}
+			r, err := skip.Feed(k, isn1, p, now)
 			if err != nil && r.Decided {
 				t.Fatal("an error with a decision")
 			}
-			if r.Decided && in.Len() != 0 {
+			if r.Decided && skip.Len() != 0 {
 				t.Fatal("a decided session kept")
 			}
 		}
 		in.Sweep(now.Add(time.Hour))
-		if in.Len() != 0 {
+		skip.Sweep(now.Add(time.Hour))
+		if in.Len() != 0 || skip.Len() != 0 {
 			t.Fatal("a session survived the sweep")
 		}
 	})
@@ -460,5 +467,62 @@ func TestReusedStream(t *testing.T) {
 	r, _ := in.Feed(k, isn1, tcpPacket(t, k, 1, len(short), []byte("\r\n")), now)
 	if r.Info != (rules.L7Info{Proto: rules.AppHTTP, Name: "b.example"}) {
 		t.Fatalf("second flow: %s", brief(r))
+	}
+}
+
+// A packet with a wrong checksum is never read: the server would drop it
+// and take the client's resend, whose bytes could differ, after the
+// verdict. Unfragmented, it is refused and leaves no session; reassembled
+// from fragments, the flow is denied. SkipChecksums (captures made with
+// offload) reads it.
+func TestChecksums(t *testing.T) {
+	now := time.Unix(1000, 0)
+	hello := goHello(t, "www.example.com")
+	for _, v6 := range []bool{false, true} {
+		k := key(v6)
+		ipHeader := 20
+		if v6 {
+			ipHeader = 40
+		}
+		badTCP := tcpPacket(t, k, 1, 0, hello)
+		badTCP[ipHeader+16] ^= 0xff // the TCP checksum field
+		cases := []struct {
+			name string
+			pkt  []byte
+		}{{"tcp", badTCP}}
+		if !v6 {
+			badIP := tcpPacket(t, k, 1, 0, hello)
+			badIP[10] ^= 0xff // the IPv4 header checksum
+			cases = append(cases, struct {
+				name string
+				pkt  []byte
+			}{"ipv4 header", badIP})
+		}
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("v6=%v/%s", v6, tc.name), func(t *testing.T) {
+				in := New(Config{})
+				r, err := in.Feed(k, isn1, tc.pkt, now)
+				if !errors.Is(err, ErrChecksum) || r.Decided || in.Len() != 0 {
+					t.Fatalf("got %v, %v, %d sessions; want ErrChecksum and no session", brief(r), err, in.Len())
+				}
+				skip := New(Config{SkipChecksums: true})
+				if r, err := skip.Feed(k, isn1, tc.pkt, now); err != nil || !r.Decided || r.Info.Name != "www.example.com" {
+					t.Fatalf("SkipChecksums: got %v, %v", brief(r), err)
+				}
+			})
+		}
+		t.Run(fmt.Sprintf("v6=%v/reassembled", v6), func(t *testing.T) {
+			in := New(Config{})
+			var r Result
+			for _, f := range fragment(t, badTCP, 512) {
+				var err error
+				if r, err = in.Feed(k, isn1, f, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !r.Decided || r.Outcome != rules.OutcomeDeny || r.Reason != ReasonChecksum {
+				t.Fatalf("got %v, want deny %q", brief(r), ReasonChecksum)
+			}
+		})
 	}
 }

@@ -2,8 +2,14 @@ package inspect
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 )
+
+// ErrChecksum is returned for a packet whose IPv4 header or TCP checksum
+// is wrong. Its bytes are never read: the server drops such a segment, and
+// the client resends it, perhaps with other bytes, after the verdict.
+var ErrChecksum = errors.New("bad checksum")
 
 // Key is a flow's original tuple, client to server, before NAT: the key
 // the dataplane holds the flow's packets under. The protocol is TCP.
@@ -136,4 +142,45 @@ func ParseTCP(p *Parsed) bool {
 	p.Flags = b[13]
 	p.Payload = b[off:]
 	return true
+}
+
+// ipv4HeaderValid reports whether an IPv4 header's checksum is right.
+func ipv4HeaderValid(b []byte) bool {
+	ihl := int(b[0]&0x0f) * 4
+	return len(b) >= ihl && fold(sum16(b[:ihl])) == 0xffff
+}
+
+// tcpChecksumValid reports whether the TCP segment l4, from src to dst,
+// carries a right checksum (over the pseudo-header and the segment).
+func tcpChecksumValid(src, dst netip.Addr, l4 []byte) bool {
+	var sum uint32
+	if src.Is4() {
+		a, b := src.As4(), dst.As4()
+		sum = sum16(a[:]) + sum16(b[:])
+	} else {
+		a, b := src.As16(), dst.As16()
+		sum = sum16(a[:]) + sum16(b[:])
+	}
+	n := uint32(len(l4))
+	sum += protoTCP + n>>16 + n&0xffff
+	return fold(sum+sum16(l4)) == 0xffff
+}
+
+func sum16(b []byte) uint32 {
+	var sum uint32
+	for len(b) >= 2 {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	return sum
+}
+
+func fold(sum uint32) uint16 {
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
 }
