@@ -38,6 +38,13 @@ const (
 	maxFragDatagrams = 4
 )
 
+// heldBudget bounds the bytes of packets one session keeps for
+// reinjection: room for a ClientHello sent a byte per IPv6 segment (61
+// bytes a byte: 92 KB for a 1.5 KB post-quantum hello) and for resends,
+// 128 KiB at the default MaxBytes. With MaxSessions at its default that
+// bounds held packets at 512 MiB.
+func heldBudget(maxBytes int) int { return 8 * maxBytes }
+
 // Reasons a decision names besides Classify's parser results.
 const (
 	ReasonConflict     = "conflict"      // overlapping bytes that differ
@@ -46,6 +53,7 @@ const (
 	ReasonSessionLimit = "session_limit" // MaxSessions flows already held
 	ReasonFragments    = "fragments"     // too many datagrams in reassembly
 	ReasonChecksum     = "checksum"      // a reassembled segment with a wrong TCP checksum
+	ReasonHeldBudget   = "held_budget"   // the held packets outgrew heldBudget
 )
 
 // tooLarge is the parsers' result for a hello or head that cannot fit
@@ -85,9 +93,11 @@ type session struct {
 	started time.Time
 	stream  *span
 	packets [][]byte
-	frags   []fragDatagram
-	ch      l7.ClientHello
-	req     l7.HTTPRequest
+	// kept is the bytes of packets, bounded by heldBudget.
+	kept  int
+	frags []fragDatagram
+	ch    l7.ClientHello
+	req   l7.HTTPRequest
 	// parsed is the scratch decode of a reassembled datagram.
 	parsed Parsed
 }
@@ -146,6 +156,14 @@ func (in *Inspector) Feed(key Key, isn1 uint32, pkt []byte, now time.Time) (Resu
 		s = &session{isn1: isn1, started: now, stream: in.newStream()}
 		in.sessions[key] = s
 	}
+	// The stream is bounded by MaxBytes, but not what carries it: a
+	// client resending one segment, or sending one byte per packet,
+	// would otherwise grow the session without limit. Past the budget
+	// the flow is denied, like any hit bound.
+	if s.kept+len(pkt) > heldBudget(in.cfg.MaxBytes) {
+		return in.finish(key, s, now, rules.L7Info{Proto: rules.AppUnknown}, rules.OutcomeDeny, ReasonHeldBudget), nil
+	}
+	s.kept += len(pkt)
 	s.packets = append(s.packets, clone(pkt))
 	if now.Sub(s.started) >= in.cfg.HoldTime {
 		return in.timeout(key, s, now), nil

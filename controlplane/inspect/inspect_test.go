@@ -526,3 +526,26 @@ func TestChecksums(t *testing.T) {
 		})
 	}
 }
+
+// A client that resends one segment over and over grows no session past
+// the held-packet budget: the flow is denied.
+func TestHeldBudget(t *testing.T) {
+	k := key(false)
+	in := New(Config{MaxBytes: 1024})
+	pkt := tcpPacket(t, k, 1, 0, goHello(t, "www.example.com")[:200])
+	var r Result
+	feeds := 0
+	for !r.Decided && feeds < 1000 {
+		var err error
+		if r, err = in.Feed(k, isn1, pkt, time.Unix(1000, 0)); err != nil {
+			t.Fatal(err)
+		}
+		feeds++
+	}
+	if !r.Decided || r.Outcome != rules.OutcomeDeny || r.Reason != ReasonHeldBudget {
+		t.Fatalf("after %d resends: %v", feeds, brief(r))
+	}
+	if kept := (feeds - 1) * len(pkt); kept > heldBudget(1024) {
+		t.Fatalf("kept %d bytes, budget %d", kept, heldBudget(1024))
+	}
+}
